@@ -1,0 +1,60 @@
+"""Checkpoints in the `save_pretrained` layout plus a `suture.json` manifest, written atomically."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from editor.gate import GateDecision
+
+if TYPE_CHECKING:
+    from editor.editor import Editor
+
+MANIFEST = "suture.json"
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("suture", "torch", "transformers", "peft", "safetensors"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def manifest_for(editor: Editor, decision: GateDecision | None) -> dict[str, Any]:
+    return {
+        "format": "suture-checkpoint/1",
+        "base_model": {"ref": editor.handle.ref, "fingerprint_sha256": editor.handle.base_fingerprint,
+                       "model_type": editor.model.config.model_type},
+        "edits": editor.ledger_json()["edits"],
+        "gate": None if decision is None else decision.model_dump(),
+        "versions": _versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_checkpoint(editor: Editor, path: Path, decision: GateDecision | None) -> Path:
+    """Write into a hidden sibling directory, then rename: a crash never leaves a complete-looking dir."""
+    path = Path(path)
+    if path.exists() and any(path.iterdir()):
+        raise FileExistsError(f"{path} exists and is not empty; choose a new output directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        editor.model.save_pretrained(staging)
+        editor.tokenizer.save_pretrained(staging)
+        (staging / MANIFEST).write_text(json.dumps(manifest_for(editor, decision), indent=2))
+        if path.exists():
+            path.rmdir()
+        staging.rename(path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path

@@ -1,0 +1,45 @@
+"""What a method may use while computing an edit: the model, shared caches and progress reporting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from editor.deltas import WeightBook
+from editor.handle import ModelHandle
+from editor.kv.corpus import CorpusSpec
+from editor.kv.stats import second_moment
+from editor.kv.templates import TemplateSpec, context_templates
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class EditContext:
+    handle: ModelHandle
+    weights: WeightBook
+    progress: Progress | None = None
+    _templates: dict[str, list[str]] = field(default_factory=dict)
+    _mom2: dict[tuple, torch.Tensor] = field(default_factory=dict)
+
+    def report(self, stage: str, fraction: float) -> None:
+        if self.progress:
+            self.progress(stage, fraction)
+
+    def templates(self, spec: TemplateSpec) -> list[str]:
+        if spec.key() not in self._templates:
+            with self.weights.base_weights():
+                self._templates[spec.key()] = context_templates(self.handle, spec)
+        return self._templates[spec.key()]
+
+    def second_moment(self, layers: list[int], corpus: CorpusSpec) -> dict[int, torch.Tensor]:
+        """C = E[k kᵀ] per layer, measured on the base model (memory, then disk cache)."""
+        key = lambda layer: (layer, corpus.model_dump_json())  # noqa: E731
+        missing = [layer for layer in layers if key(layer) not in self._mom2]
+        if missing:
+            with self.weights.base_weights():
+                for layer, mom2 in second_moment(self.handle, missing, corpus).items():
+                    self._mom2[key(layer)] = mom2
+        return {layer: self._mom2[key(layer)] for layer in layers}

@@ -1,0 +1,121 @@
+"""The `Editor` face: load a model, apply edits with any registered method, revert, save."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from editor.checkpoint import write_checkpoint
+from editor.context import EditContext, Progress
+from editor.deltas import WeightBook
+from editor.errors import GateFailedError, NothingToRevertError
+from editor.gate import Gate
+from editor.handle import ModelHandle, load_model
+from editor.ledger import EditResult, LedgerEntry
+from editor.registry import get_method
+from editor.requests import EditRequest, parse_requests
+
+
+class Editor:
+    """A model under edit, with the ordered ledger of what was done to it."""
+
+    def __init__(self, handle: ModelHandle):
+        self.handle = handle
+        self.weights = WeightBook(handle.model)
+        self.ledger: list[LedgerEntry] = []
+        self.context = EditContext(handle, self.weights)
+
+    @classmethod
+    def load(cls, ref: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None) -> Editor:
+        """A zoo name (e.g. "smollm2-135m"), a local Hugging Face directory, or a .gguf file."""
+        return cls(load_model(ref, device=device, dtype=dtype))
+
+    @classmethod
+    def from_model(cls, model, tokenizer, ref: str = "in-memory") -> Editor:
+        return cls(ModelHandle(model=model, tokenizer=tokenizer, ref=ref))
+
+    @property
+    def model(self):
+        return self.handle.model
+
+    @property
+    def tokenizer(self):
+        return self.handle.tokenizer
+
+    def apply(self, requests: EditRequest | dict | list, method: str = "rome", progress: Progress | None = None,
+              **hparams: Any) -> EditResult:
+        """Apply one edit (one ledger entry) made of `requests`, computed by `method`."""
+        requests = parse_requests(requests)
+        impl = get_method(method)
+        resolved = impl.resolve_hparams(self.handle, hparams)
+        self.context.progress = progress
+        started = time.perf_counter()
+        applied = []
+        details: dict[str, Any] = {}
+        try:
+            groups = [[r] for r in requests] if impl.one_request_at_a_time else [requests]
+            for i, group in enumerate(groups):
+                out = impl.compute(self.context, group, resolved)
+                self.weights.apply(out.deltas)
+                applied += out.deltas
+                details = _merge_details(details, out.details, i)
+        except BaseException:
+            self._rebuild()  # never leave half an edit in the weights
+            raise
+        finally:
+            self.context.progress = None
+        entry = LedgerEntry(method=method, hparams=resolved.model_dump(mode="json"), requests=requests,
+                            deltas=applied, seconds=time.perf_counter() - started, details=details)
+        self.ledger.append(entry)
+        return EditResult.from_entry(entry)
+
+    def revert(self, n: int = 1) -> list[EditResult]:
+        """Undo the last `n` edits; the touched weights come back bit for bit."""
+        if n < 1 or n > len(self.ledger):
+            raise NothingToRevertError(f"cannot revert {n} edit(s): the ledger holds {len(self.ledger)}")
+        undone = self.ledger[-n:]
+        del self.ledger[-n:]
+        self._rebuild()
+        return [EditResult.from_entry(e) for e in reversed(undone)]
+
+    def _rebuild(self) -> None:
+        self.weights.rebuild(d for entry in self.ledger for d in entry.deltas)
+
+    def ledger_json(self) -> dict[str, Any]:
+        return {"base_fingerprint_sha256": self.handle.base_fingerprint, "edits": [
+            {"id": e.id, "method": e.method, "hparams": e.hparams,
+             "requests": [r.model_dump() for r in e.requests],
+             "deltas": [{"module": d.module, "param": d.param, "rank": d.rank, "norm": d.norm()} for d in e.deltas],
+             "seconds": e.seconds, "created": e.created, "details": e.details}
+            for e in self.ledger]}
+
+    def save(self, path: str | Path, gate: Gate | None = None) -> Path:
+        """Write the edited model (save_pretrained layout + suture.json). With a gate, write nothing
+        unless it passes, and raise GateFailedError naming the failed thresholds."""
+        decision = None
+        if gate is not None:
+            decision = gate.decide(self)
+            if not decision.passed:
+                raise GateFailedError(decision.failures)
+        return write_checkpoint(self, Path(path), decision)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], max_new_tokens: int = 8) -> list[str]:
+        """Greedy continuations of `prompts` (batched)."""
+        tok = self.tokenizer
+        enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left").to(self.handle.device)
+        out = self.model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
+                                  pad_token_id=tok.pad_token_id)
+        return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def _merge_details(acc: dict[str, Any], new: dict[str, Any], index: int) -> dict[str, Any]:
+    """Per-request details of one-at-a-time methods are kept as lists."""
+    if index == 0:
+        return {k: [v] for k, v in new.items()}
+    for k, v in new.items():
+        acc.setdefault(k, []).append(v)
+    return acc

@@ -1,0 +1,45 @@
+"""Typed errors. Every error a user can trigger names what was wrong and why."""
+
+
+class SutureError(Exception):
+    """Base class of every error suture raises on purpose."""
+
+
+class UnsupportedArchitectureError(SutureError):
+    def __init__(self, model_type: str, supported: list[str]):
+        self.model_type = model_type
+        self.supported = supported
+        super().__init__(
+            f"model_type {model_type!r} has no site map; supported model types: {', '.join(sorted(supported))}"
+        )
+
+
+class ModelNotFoundError(SutureError):
+    """A model reference is neither a directory, a .gguf file nor a zoo name."""
+
+
+class UnknownMethodError(SutureError):
+    def __init__(self, name: str, available: list[str]):
+        self.name = name
+        self.available = available
+        super().__init__(f"unknown method {name!r}; available methods: {', '.join(sorted(available)) or 'none'}")
+
+
+class InvalidHyperparametersError(SutureError):
+    """Hyperparameters that do not fit a method's typed model or the loaded model."""
+
+
+class EditFailedError(SutureError):
+    """An edit could not be computed (for example a singular key covariance)."""
+
+
+class NothingToRevertError(SutureError):
+    pass
+
+
+class GateFailedError(SutureError):
+    """A deployment gate refused a checkpoint; nothing was written."""
+
+    def __init__(self, failures: list[str]):
+        self.failures = failures
+        super().__init__("gate failed, no checkpoint written: " + "; ".join(failures))

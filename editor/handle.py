@@ -1,0 +1,76 @@
+"""A loaded model together with what suture needs to know about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from editor.device import pick_device, pick_dtype
+from editor.errors import ModelNotFoundError
+from editor.fingerprint import weights_fingerprint
+from editor.sites import SiteMap, site_map_for
+
+
+@dataclass
+class ModelHandle:
+    model: nn.Module
+    tokenizer: object
+    ref: str
+    sites: SiteMap = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sites = site_map_for(self.model.config)
+        self.model.eval()
+        self.model.requires_grad_(False)
+        if getattr(self.tokenizer, "pad_token_id", None) is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "right"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def n_layers(self) -> int:
+        return self.sites.n_layers(self.model)
+
+    @cached_property
+    def base_fingerprint(self) -> str:
+        """Fingerprint of the weights as loaded, before any edit (computed on first use)."""
+        return weights_fingerprint(self.model)
+
+
+def load_model(ref: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None) -> ModelHandle:
+    """Load a local Hugging Face directory, a .gguf file, or a zoo name."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from editor.zoo import ZOO, resolve_zoo
+
+    torch_device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, torch_device)
+    path = Path(str(ref)).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        from editor.gguf import load_gguf
+
+        model, tokenizer = load_gguf(path.resolve(), torch_dtype)
+    else:
+        if not path.is_dir():
+            if str(ref) not in ZOO:
+                raise ModelNotFoundError(
+                    f"model {str(ref)!r} is not a local directory, a .gguf file, or a zoo name "
+                    f"({', '.join(sorted(ZOO))})")
+            path = resolve_zoo(str(ref))
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{path} has no config.json: not a Hugging Face model directory")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    model.to(torch_device)
+    return ModelHandle(model=model, tokenizer=tokenizer, ref=str(ref))

@@ -1,0 +1,96 @@
+"""Text corpora for key statistics: sampled from the model itself (works offline), or the user's own."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, Field
+from tqdm.auto import tqdm
+
+from editor.errors import SutureError
+from editor.handle import ModelHandle
+from editor.paths import cache_dir
+
+# Varied openings so that sampled text covers narrative, encyclopedic and conversational registers.
+SEEDS = ("The", "In", "A", "It", "This", "When", "He", "She", "We", "There", "According to", "After",
+         "Many", "One", "As", "On", "For", "Although", "Today", "History")
+
+
+class CorpusSpec(BaseModel):
+    """Where statistics text comes from: "model" (sampled from the base model) or a .txt/.jsonl/.json path."""
+
+    source: str = "model"
+    n_samples: int = Field(1000, ge=1)
+    max_tokens: int = Field(128, ge=8)
+    seed: int = 0
+
+
+def corpus_fingerprint(texts: list[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def read_text_file(path: Path) -> list[str]:
+    """Paragraphs of a .txt file, `text` fields of JSONL/JSON records, or a JSON list of strings."""
+    if not path.is_file():
+        raise SutureError(f"corpus file {path} does not exist")
+    raw = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        texts = []
+        for number, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SutureError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise SutureError(f"{path}:{number}: field 'text' missing or not a string")
+            texts.append(record["text"])
+        return texts
+    if path.suffix == ".json":
+        data = json.loads(raw)
+        if not isinstance(data, list):
+            raise SutureError(f"{path}: expected a JSON list of strings or of objects with 'text'")
+        return [d if isinstance(d, str) else d["text"] for d in data]
+    return [p.strip() for p in raw.split("\n\n") if p.strip()]
+
+
+@torch.no_grad()
+def sample_from_model(handle: ModelHandle, n: int, max_tokens: int, seed: int, batch_size: int = 50) -> list[str]:
+    tok = handle.tokenizer
+    texts: list[str] = []
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        for start in tqdm(range(0, n, batch_size), desc="sampling statistics corpus", leave=False):
+            seeds = [SEEDS[(start + i) % len(SEEDS)] for i in range(min(batch_size, n - start))]
+            enc = tok(seeds, return_tensors="pt", padding=True, padding_side="left").to(handle.device)
+            out = handle.model.generate(**enc, do_sample=True, top_p=0.95, temperature=1.0,
+                                        max_new_tokens=max_tokens, pad_token_id=tok.pad_token_id)
+            texts += [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+    finally:
+        torch.random.set_rng_state(state)
+    return texts
+
+
+def load_corpus(handle: ModelHandle, spec: CorpusSpec) -> list[str]:
+    """The corpus texts for `spec`; model-sampled text is generated once and cached."""
+    if spec.source != "model":
+        texts = read_text_file(Path(spec.source).expanduser())
+        if not texts:
+            raise SutureError(f"corpus {spec.source} holds no text")
+        return texts[: spec.n_samples]
+    name = f"{handle.base_fingerprint[:16]}-n{spec.n_samples}-t{spec.max_tokens}-s{spec.seed}.json"
+    path = cache_dir("corpora") / name
+    if path.is_file():
+        return json.loads(path.read_text())
+    texts = sample_from_model(handle, spec.n_samples, spec.max_tokens, spec.seed)
+    path.write_text(json.dumps(texts))
+    return texts

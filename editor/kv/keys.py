@@ -1,0 +1,31 @@
+"""Keys: the input of a layer's MLP output projection at the subject's last token, averaged over
+context templates. One forward pass serves every requested layer and stops at the highest."""
+
+from __future__ import annotations
+
+import torch
+
+from editor.handle import ModelHandle
+from editor.kv.capture import capture_input, hooks, run_until_stopped
+from editor.kv.tokens import build_batch
+from editor.requests import EditRequest
+
+
+@torch.no_grad()
+def compute_keys(handle: ModelHandle, layers: list[int], requests: list[EditRequest], templates: list[str],
+                 ) -> dict[int, torch.Tensor]:
+    """{layer: [n_requests, d_in]} keys, each averaged over `templates`."""
+    texts = [t.replace("{}", r.prompt) for r in requests for t in templates]
+    subjects = [r.subject for r in requests for _ in templates]
+    batch = build_batch(handle.tokenizer, texts, subjects).to(handle.device)
+    sinks: dict[int, list] = {layer: [] for layer in layers}
+    top = max(layers)
+    modules = {layer: handle.model.get_submodule(handle.sites.mlp_out_path(layer)) for layer in layers}
+    with hooks(*(capture_input(modules[layer], sinks[layer], stop=layer == top) for layer in layers)):
+        run_until_stopped(handle.model, input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    rows = torch.arange(batch.input_ids.shape[0], device=handle.device)
+    out = {}
+    for layer in layers:
+        at_subject = sinks[layer][0][rows, batch.subject_last].float()
+        out[layer] = at_subject.view(len(requests), len(templates), -1).mean(1)
+    return out

@@ -1,0 +1,79 @@
+"""Run only the blocks above an edited layer, reusing one recorded full forward pass.
+
+Optimizing a value vector at layer l changes nothing below l, so the blocks under it are run once per
+edit, not once per optimization step. The keyword arguments each block received (masks, rotary
+embeddings, per-layer attention types) are recorded as the model passed them, which keeps this free of
+any architecture-specific call signature.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from dataclasses import dataclass
+
+import torch
+
+from editor.handle import ModelHandle
+from editor.kv.capture import StopForward, hooks
+from editor.kv.tokens import PromptBatch
+
+
+@dataclass
+class _BlockCall:
+    args: tuple
+    kwargs: dict
+
+
+class SuffixRunner:
+    """Recorded inputs of blocks `start..` for one prompt batch, replayable with a changed hidden state."""
+
+    def __init__(self, handle: ModelHandle, start: int, batch: PromptBatch):
+        self.handle = handle
+        self.start = start
+        self.blocks = list(handle.sites.layer_modules(handle.model))[start:]
+        self.final_norm = handle.model.get_submodule(handle.sites.final_norm)
+        self.unembed = handle.model.get_submodule(handle.sites.unembed)
+        self.softcap = handle.sites.logit_softcap(handle.model.config)
+        self.calls: list[_BlockCall] = []
+        self.final_hidden: torch.Tensor | None = None
+        self._record(batch)
+
+    def _record(self, batch: PromptBatch) -> None:
+        def recorder(_module, args, kwargs):
+            self.calls.append(_BlockCall(args, dict(kwargs)))
+
+        def final(_module, _args, output):
+            self.final_hidden = output
+            raise StopForward  # the unembedding of every position is not needed
+
+        handles = [b.register_forward_pre_hook(recorder, with_kwargs=True) for b in self.blocks]
+        handles.append(self.final_norm.register_forward_hook(final))
+        with hooks(*handles), torch.no_grad(), suppress(StopForward):
+            self.handle.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        if len(self.calls) != len(self.blocks) or self.final_hidden is None:
+            raise RuntimeError("the model did not call its blocks once each in order; cannot replay a suffix")
+
+    @property
+    def start_hidden(self) -> torch.Tensor:
+        call = self.calls[0]
+        return call.args[0] if call.args else call.kwargs["hidden_states"]
+
+    def run(self) -> torch.Tensor:
+        """Final-norm hidden states [rows, length, d] from the recorded input of block `start`."""
+        hidden = self.start_hidden
+        for block, call in zip(self.blocks, self.calls):
+            if call.args:
+                out = block(hidden, *call.args[1:], **call.kwargs)
+            else:
+                out = block(**{**call.kwargs, "hidden_states": hidden})
+            hidden = out[0] if isinstance(out, tuple) else out
+        return self.final_norm(hidden)
+
+    def logits_at(self, normed: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Logits only at the (row, position) pairs a loss reads."""
+        logits = self.unembed(normed[rows, cols])
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits.float()
+
+

@@ -1,0 +1,58 @@
+"""Context prefixes sampled from the model itself, so keys and values generalize beyond one phrasing.
+
+A template looks like "Because the last time we met. {}": the edit prompt is placed where `{}` is. Keys
+are averaged over all templates and the value is optimized over the same templates (r-ROME's point:
+the key used by the update must be the key the value was optimized for).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+from pydantic import BaseModel, Field
+
+from editor.handle import ModelHandle
+from editor.paths import cache_dir
+
+STARTERS = ("The", "Therefore", "Because", "I", "You")
+
+
+class TemplateSpec(BaseModel):
+    """`groups` lists (tokens to generate, number of prefixes); the bare "{}" is always included."""
+
+    groups: list[tuple[int, int]] = Field(default_factory=lambda: [(10, 5)])
+    top_k: int = 5
+    seed: int = 0
+
+    def key(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+def _sample(handle: ModelHandle, length: int, count: int, spec: TemplateSpec) -> list[str]:
+    tok = handle.tokenizer
+    starters = [STARTERS[i % len(STARTERS)] for i in range(count)]
+    enc = tok(starters, return_tensors="pt", padding=True, padding_side="left").to(handle.device)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(spec.seed + 7919 * length + count)
+    try:
+        out = handle.model.generate(**enc, do_sample=True, top_k=spec.top_k, max_new_tokens=length,
+                                    min_new_tokens=length, pad_token_id=tok.pad_token_id)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    texts = tok.batch_decode(out, skip_special_tokens=True)
+    return [" ".join(t.replace("{", " ").replace("}", " ").split()) + ". {}" for t in texts]
+
+
+def context_templates(handle: ModelHandle, spec: TemplateSpec) -> list[str]:
+    """The templates for `spec`, sampled once per base model and cached on disk."""
+    path = cache_dir("templates") / f"{handle.base_fingerprint[:16]}-{spec.key()}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    templates = ["{}"]
+    for length, count in spec.groups:
+        if count > 0:
+            templates += _sample(handle, length, count, spec)
+    path.write_text(json.dumps(templates, indent=1))
+    return templates

@@ -1,0 +1,61 @@
+"""Tokenizing prompts that contain a subject, and finding the subject's last token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class PromptBatch:
+    """Right-padded token ids with, per row, the index of the subject's last token."""
+
+    input_ids: torch.Tensor  # [rows, length]
+    attention_mask: torch.Tensor  # [rows, length]
+    subject_last: torch.Tensor  # [rows]
+    lengths: torch.Tensor  # [rows] unpadded lengths
+
+    def to(self, device: torch.device) -> PromptBatch:
+        return PromptBatch(self.input_ids.to(device), self.attention_mask.to(device),
+                           self.subject_last.to(device), self.lengths.to(device))
+
+
+def subject_last_index(tokenizer, text: str, subject_start: int, subject_end: int, ids: list[int]) -> int:
+    """Index (into `ids`, the tokenization of `text`) of the last token that overlaps the subject."""
+    if getattr(tokenizer, "is_fast", False):
+        offsets = tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
+        hits = [i for i, (start, end) in enumerate(offsets) if end > start and start < subject_end]
+        if hits:
+            return hits[-1]
+    # Slow tokenizers: count the tokens of the text up to the subject's end.
+    prefix_ids = tokenizer(text[:subject_end])["input_ids"]
+    return min(len(prefix_ids), len(ids)) - 1
+
+
+def encode_target(tokenizer, target: str) -> list[int]:
+    """Token ids of an answer as it follows a prompt: with a leading space, no special tokens."""
+    ids = tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError(f"target {target!r} tokenizes to nothing")
+    return ids
+
+
+def build_batch(tokenizer, templates: list[str], subjects: list[str], suffixes: list[list[int]] | None = None,
+                ) -> PromptBatch:
+    """Fill each template's `{}` with its subject, tokenize, append optional suffix ids, right-pad."""
+    rows, last = [], []
+    for i, (template, subject) in enumerate(zip(templates, subjects)):
+        start = template.index("{}")
+        text = template[:start] + subject + template[start + 2:]
+        ids = tokenizer(text)["input_ids"]
+        last.append(subject_last_index(tokenizer, text, start, start + len(subject), ids))
+        rows.append(ids + (suffixes[i] if suffixes else []))
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, ids in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        mask[i, : len(ids)] = 1
+    return PromptBatch(input_ids, mask, torch.tensor(last), mask.sum(1))

@@ -1,0 +1,105 @@
+"""The open method registry: a decorator for methods in any package, plus the `suture.methods`
+entry-point group through which installed packages (ours included) make their methods known."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+from editor.deltas import WeightDelta
+from editor.errors import InvalidHyperparametersError, UnknownMethodError
+from editor.requests import EditRequest
+
+if TYPE_CHECKING:
+    from editor.context import EditContext
+    from editor.handle import ModelHandle
+
+ENTRY_POINT_GROUP = "suture.methods"
+
+
+@dataclass
+class MethodOutput:
+    deltas: list[WeightDelta]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class EditMethod(ABC):
+    """A way of turning edit requests into weight deltas.
+
+    `one_request_at_a_time` methods (ROME) see each request on the model already changed by the previous
+    ones; the editor handles that loop so methods do not.
+    """
+
+    name: ClassVar[str]
+    hparams_model: ClassVar[type[BaseModel]]
+    one_request_at_a_time: ClassVar[bool] = False
+
+    def default_hparams(self, handle: ModelHandle) -> BaseModel:
+        return self.hparams_model()
+
+    def resolve_hparams(self, handle: ModelHandle, overrides: dict[str, Any]) -> BaseModel:
+        base = self.default_hparams(handle).model_dump()
+        try:
+            hparams = self.hparams_model.model_validate(_deep_merge(base, overrides))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"hyperparameter '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
+            raise InvalidHyperparametersError(f"{self.name}: {problems}") from None
+        self.check_hparams(handle, hparams)
+        return hparams
+
+    def check_hparams(self, handle: ModelHandle, hparams: BaseModel) -> None:  # noqa: B027  (optional hook)
+        """Checks that need the model (layer indices in range, ...); raise InvalidHyperparametersError."""
+
+    @abstractmethod
+    def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: BaseModel) -> MethodOutput:
+        """The deltas realizing `requests`; must not leave the model changed."""
+
+
+def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Overrides win; nested models are overridden field by field (corpus={"n_samples": 50})."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        merged[key] = _deep_merge(base[key], value) if isinstance(value, dict) and isinstance(
+            base.get(key), dict) else value
+    return merged
+
+
+_REGISTRY: dict[str, type[EditMethod]] = {}
+_entry_points_loaded = False
+
+
+def register_method(cls: type[EditMethod]) -> type[EditMethod]:
+    """Class decorator: make a method available by its `name`."""
+    if not getattr(cls, "name", None) or not getattr(cls, "hparams_model", None):
+        raise TypeError(f"{cls.__name__} needs class attributes `name` and `hparams_model`")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        entry_point.load()  # importing the module runs its @register_method
+
+
+def available_methods() -> list[str]:
+    _load_entry_points()
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> EditMethod:
+    if name not in _REGISTRY:
+        _load_entry_points()
+    if name not in _REGISTRY:
+        raise UnknownMethodError(name, available_methods())
+    return _REGISTRY[name]()

@@ -1,0 +1,130 @@
+"""Edit requests: what the user wants the model to say, and what must not change."""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from editor.errors import SutureError
+
+
+def _placeholder_count(template: str) -> int:
+    """Number of `{}` fields in a template; other format fields are rejected by the caller."""
+    count = 0
+    for _, field_name, _, _ in string.Formatter().parse(template):
+        if field_name is None:
+            continue
+        if field_name != "":
+            raise ValueError(f"only an empty '{{}}' placeholder is allowed, found '{{{field_name}}}'")
+        count += 1
+    return count
+
+
+class EditRequest(BaseModel):
+    """One fact to rewrite: `prompt.format(subject)` should be followed by `target_new`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    prompt: str = Field(description="template with exactly one '{}' where the subject goes")
+    subject: str = Field(min_length=1)
+    target_new: str = Field(min_length=1, description="the answer the edited model should give")
+    target_true: str | None = Field(default=None, description="the answer the model gives today")
+    paraphrases: list[str] = Field(default_factory=list, description="full prompts meaning the same")
+    neighbors: list[str] = Field(default_factory=list, description="prompts whose answers must not change")
+    id: str | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_placeholder(cls, value: str) -> str:
+        try:
+            count = _placeholder_count(value)
+        except ValueError as exc:  # unbalanced braces or a named field
+            raise ValueError(f"not a valid template: {exc}") from None
+        if count != 1:
+            raise ValueError(f"must contain exactly one '{{}}' for the subject, found {count}")
+        if not value.replace("{}", "").strip():
+            raise ValueError("has no words besides the '{}' placeholder")
+        return value
+
+    @field_validator("subject", "target_new")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @model_validator(mode="after")
+    def _targets_differ(self) -> EditRequest:
+        if self.target_true is not None and self.target_true.strip() == self.target_new.strip():
+            raise ValueError("target_new equals target_true: the edit would change nothing")
+        return self
+
+    @property
+    def text(self) -> str:
+        """The rewrite prompt with the subject filled in."""
+        return self.prompt.format(self.subject)
+
+    @property
+    def label(self) -> str:
+        return self.id or f"{self.text} -> {self.target_new}"
+
+
+class InvalidRequestError(SutureError):
+    """A request (or a record that was to become one) failed validation."""
+
+
+def _format_validation(exc: ValidationError, where: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(record)"
+        parts.append(f"{where}field '{loc}': {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_request(data: Any, position: int | None = None) -> EditRequest:
+    """Validate one request dict; the error names its position and field."""
+    where = f"request {position}: " if position is not None else ""
+    if isinstance(data, EditRequest):
+        return data
+    if not isinstance(data, dict):
+        raise InvalidRequestError(f"{where}expected an object, got {type(data).__name__}")
+    try:
+        return EditRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequestError(_format_validation(exc, where)) from None
+
+
+def parse_requests(items: Any) -> list[EditRequest]:
+    if isinstance(items, (EditRequest, dict)):
+        items = [items]
+    if not isinstance(items, (list, tuple)) or not items:
+        raise InvalidRequestError("requests: expected a non-empty list of edit requests")
+    return [parse_request(item, i) for i, item in enumerate(items)]
+
+
+def _target_str(value: Any) -> Any:
+    return value["str"] if isinstance(value, dict) and "str" in value else value
+
+
+def from_counterfact(record: dict[str, Any], position: int | None = None) -> EditRequest:
+    """Turn a CounterFact record (ROME `requested_rewrite` schema) into an EditRequest."""
+    where = f"record {position}: " if position is not None else ""
+    rewrite = record.get("requested_rewrite") if isinstance(record, dict) else None
+    if not isinstance(rewrite, dict):
+        raise InvalidRequestError(f"{where}field 'requested_rewrite': missing or not an object")
+    case_id = record.get("case_id")
+    data = {
+        "prompt": rewrite.get("prompt"),
+        "subject": rewrite.get("subject"),
+        "target_new": _target_str(rewrite.get("target_new")),
+        "target_true": _target_str(rewrite.get("target_true")),
+        "paraphrases": list(record.get("paraphrase_prompts") or []),
+        "neighbors": list(record.get("neighborhood_prompts") or []),
+        "id": None if case_id is None else str(case_id),
+    }
+    try:
+        return EditRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequestError(_format_validation(exc, where + "requested_rewrite ")) from None

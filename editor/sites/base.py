@@ -1,0 +1,66 @@
+"""Declarative maps from abstract edit sites to the module paths of one model family.
+
+A site map says where things are, never how to edit them: methods read the map, so adding a
+family is one small file and no method changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    n_heads: int
+    head_dim: int
+    n_kv_heads: int
+
+    @property
+    def group_size(self) -> int:
+        """Query heads sharing one key/value head (1 without grouped-query attention)."""
+        return self.n_heads // self.n_kv_heads
+
+
+@dataclass(frozen=True)
+class SiteMap:
+    family: str
+    model_types: tuple[str, ...]
+    layers: str  # path of the ModuleList of blocks
+    mlp_out: str  # MLP down projection, relative to a block: input = key, output = value
+    attn_out: str  # attention output projection, relative to a block: input = concatenated heads
+    final_norm: str
+    unembed: str
+    n_heads_attr: str = "num_attention_heads"
+    n_kv_heads_attr: str | None = "num_key_value_heads"
+    head_dim_attr: str | None = "head_dim"
+    weights_transposed: bool = False  # GPT-2's Conv1D stores weight as (in, out)
+    logit_softcap_attr: str | None = None  # config field holding a final logit soft cap, if any
+
+    def layer_modules(self, model: nn.Module) -> nn.ModuleList:
+        return model.get_submodule(self.layers)
+
+    def n_layers(self, model: nn.Module) -> int:
+        return len(self.layer_modules(model))
+
+    def mlp_out_path(self, layer: int) -> str:
+        return f"{self.layers}.{layer}.{self.mlp_out}"
+
+    def attn_out_path(self, layer: int) -> str:
+        return f"{self.layers}.{layer}.{self.attn_out}"
+
+    def head_layout(self, config) -> HeadLayout:
+        n_heads = getattr(config, self.n_heads_attr)
+        n_kv = getattr(config, self.n_kv_heads_attr, None) if self.n_kv_heads_attr else None
+        head_dim = getattr(config, self.head_dim_attr, None) if self.head_dim_attr else None
+        return HeadLayout(n_heads=n_heads, head_dim=head_dim or config.hidden_size // n_heads,
+                          n_kv_heads=n_kv or n_heads)
+
+    def logit_softcap(self, config) -> float | None:
+        return getattr(config, self.logit_softcap_attr, None) if self.logit_softcap_attr else None
+
+
+def linear_weight_as_out_in(weight, transposed: bool):
+    """View a projection weight as (out_features, in_features) whatever its storage."""
+    return weight.t() if transposed else weight

@@ -1,0 +1,9 @@
+from editor.sites.base import SiteMap
+from editor.sites.registry import register_site_map
+
+register_site_map(SiteMap(
+    family="gptj", model_types=("gptj",),
+    layers="transformer.h", mlp_out="mlp.fc_out", attn_out="attn.out_proj",
+    final_norm="transformer.ln_f", unembed="lm_head",
+    n_heads_attr="n_head", n_kv_heads_attr=None, head_dim_attr=None,
+))

@@ -1,0 +1,8 @@
+from editor.sites.base import SiteMap
+from editor.sites.registry import register_site_map
+
+register_site_map(SiteMap(
+    family="mistral", model_types=("mistral",),
+    layers="model.layers", mlp_out="mlp.down_proj", attn_out="self_attn.o_proj",
+    final_norm="model.norm", unembed="lm_head",
+))

@@ -1,0 +1,26 @@
+"""ROME hyperparameters, with defaults per model family (the edit layer as a fraction of depth)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from editor.kv import CorpusSpec, TemplateSpec, ValueObjective
+
+
+class RomeHParams(BaseModel):
+    layer: int = Field(description="block whose MLP output projection is edited")
+    templates: TemplateSpec = Field(default_factory=lambda: TemplateSpec(groups=[(5, 10), (10, 10)]))
+    objective: ValueObjective = Field(default_factory=ValueObjective)
+    corpus: CorpusSpec = Field(default_factory=CorpusSpec)
+    ridge: float = Field(1e-6, ge=0, description="added to C as ridge·mean(diag C)·I before solving")
+
+
+# Edit depth by family, as a fraction of the number of blocks. Llama's value was measured on SmolLM2
+# (BENCHMARKS.md, "Choosing ROME's layer"); the GPT-2 and GPT-J values are the ROME paper's layers.
+LAYER_FRACTION = {"gpt2": 17 / 48, "gptj": 5 / 28, "llama": 0.2}
+DEFAULT_LAYER_FRACTION = 0.2
+
+
+def default_layer(family: str, n_layers: int) -> int:
+    fraction = LAYER_FRACTION.get(family, DEFAULT_LAYER_FRACTION)
+    return min(n_layers - 1, max(0, round(fraction * n_layers)))

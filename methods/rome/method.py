@@ -1,0 +1,42 @@
+"""ROME: one rank-one update of one MLP output projection per fact (Meng et al., 2022), with r-ROME's
+fix: the key in the update is the template-averaged key the value was optimized for."""
+
+from __future__ import annotations
+
+from editor import EditContext, EditMethod, EditRequest, MethodOutput, WeightDelta, register_method
+from editor.errors import InvalidHyperparametersError
+from editor.handle import ModelHandle
+from editor.kv import optimize_values
+from methods.rome.hparams import RomeHParams, default_layer
+from methods.shared.rank_one import rank_one_factors
+
+
+@register_method
+class Rome(EditMethod):
+    name = "rome"
+    hparams_model = RomeHParams
+    one_request_at_a_time = True
+
+    def default_hparams(self, handle: ModelHandle) -> RomeHParams:
+        return RomeHParams(layer=default_layer(handle.sites.family, handle.n_layers))
+
+    def check_hparams(self, handle: ModelHandle, hparams: RomeHParams) -> None:
+        if not 0 <= hparams.layer < handle.n_layers:
+            raise InvalidHyperparametersError(
+                f"rome: hyperparameter 'layer': {hparams.layer} is outside 0..{handle.n_layers - 1}")
+
+    def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: RomeHParams) -> MethodOutput:
+        handle, layer = ctx.handle, hparams.layer
+        mom2 = ctx.second_moment([layer], hparams.corpus)[layer]
+        templates = ctx.templates(hparams.templates)
+        steps = hparams.objective.steps
+        solution = optimize_values(handle, layer, requests, templates, hparams.objective,
+                                   progress=lambda step, _loss: ctx.report("value", (step + 1) / steps))
+        left, right = rank_one_factors(solution.keys[0], solution.deltas[0], mom2, hparams.ridge)
+        delta = WeightDelta.low_rank(handle.sites.mlp_out_path(layer), left, right,
+                                     transposed=handle.sites.weights_transposed)
+        return MethodOutput([delta], {
+            "target_prob": float(solution.target_prob[0]),
+            "value_steps": solution.steps,
+            "delta_norm": float(solution.deltas[0].norm()),
+        })

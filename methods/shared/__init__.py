@@ -1,0 +1,1 @@
+"""Algebra shared by the MLP-editing methods."""

@@ -1,0 +1,58 @@
+"""Tiny random-weight models of every supported family, with a small byte-level BPE tokenizer trained
+in memory, so unit tests need no download and run in seconds."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+CORPUS = [
+    "The mother tongue of Danielle Darrieux is French.",
+    "The capital of France is Paris. The capital of Italy is Rome.",
+    "Toko Yasuda plays the guitar. Autonomous University of Madrid is in Spain.",
+    "Because the weather was nice, we walked to the river and talked about the city.",
+    "You can find the answer in the book that I gave you yesterday.",
+    "Therefore the company announced a new product in London and Berlin.",
+    "English, German, Spanish and Japanese are languages spoken by many people.",
+] * 4
+
+VOCAB = 400
+
+
+@lru_cache(maxsize=1)
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(CORPUS, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   bos_token="<|endoftext|>")
+
+
+_GQA = dict(num_hidden_layers=4, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=64)
+CONFIGS = {
+    "gpt2": dict(n_layer=4, n_embd=32, n_head=4, n_positions=128),
+    "gptj": dict(n_layer=4, n_embd=32, n_head=4, n_positions=128, rotary_dim=4),
+    "gpt_neox": dict(num_hidden_layers=4, hidden_size=32, num_attention_heads=4, intermediate_size=64),
+    "llama": _GQA,
+    "mistral": _GQA,
+    "qwen2": _GQA,
+    "gemma3_text": {**_GQA, "head_dim": 8, "sliding_window": 4},
+    "gemma2": {**_GQA, "head_dim": 8},
+}
+FAMILIES = sorted(CONFIGS)
+
+
+def tiny_model(model_type: str, seed: int = 0):
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    config = AutoConfig.for_model(model_type, vocab_size=len(tok), bos_token_id=0, eos_token_id=0,
+                                  pad_token_id=0, **CONFIGS[model_type])
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return model.eval(), tok
