@@ -43,8 +43,8 @@ def manifest_for(editor: Editor, decision: GateDecision | None) -> dict[str, Any
 def write_checkpoint(editor: Editor, path: Path, decision: GateDecision | None) -> Path:
     """Write into a hidden sibling directory, then rename: a crash never leaves a complete-looking dir."""
     path = Path(path)
-    if path.exists() and any(path.iterdir()):
-        raise FileExistsError(f"{path} exists and is not empty; choose a new output directory")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(f"{path} exists and is not empty (or is a file); choose a new output directory")
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:

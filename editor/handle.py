@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +30,7 @@ class ModelHandle:
         if getattr(self.tokenizer, "pad_token_id", None) is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
+        _ = self.base_fingerprint  # now, while the weights are still the base weights
 
     @property
     def device(self) -> torch.device:
@@ -44,8 +46,14 @@ class ModelHandle:
 
     @cached_property
     def base_fingerprint(self) -> str:
-        """Fingerprint of the weights as loaded, before any edit (computed on first use)."""
+        """sha256 of the weights as loaded, before any edit (computed when the handle is made)."""
         return weights_fingerprint(self.model)
+
+    @cached_property
+    def cache_key(self) -> str:
+        """Key of everything computed from this base model: its weights and its config."""
+        config = self.model.config.to_json_string(use_diff=False)
+        return hashlib.sha256(f"{self.base_fingerprint}|{config}".encode()).hexdigest()
 
 
 def load_model(ref: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None) -> ModelHandle:

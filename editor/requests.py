@@ -115,6 +115,10 @@ def from_counterfact(record: dict[str, Any], position: int | None = None) -> Edi
     if not isinstance(rewrite, dict):
         raise InvalidRequestError(f"{where}field 'requested_rewrite': missing or not an object")
     case_id = record.get("case_id")
+    for name in ("paraphrase_prompts", "neighborhood_prompts"):
+        value = record.get(name)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise InvalidRequestError(f"{where}field '{name}': expected a list of strings")
     data = {
         "prompt": rewrite.get("prompt"),
         "subject": rewrite.get("subject"),

@@ -1,9 +1,8 @@
-import os
-
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Tiny models run fastest on one thread; real-model tests raise it (see the `real_editor` fixture).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

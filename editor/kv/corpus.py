@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from editor.errors import SutureError
@@ -21,6 +21,8 @@ SEEDS = ("The", "In", "A", "It", "This", "When", "He", "She", "We", "There", "Ac
 
 class CorpusSpec(BaseModel):
     """Where statistics text comes from: "model" (sampled from the base model) or a .txt/.jsonl/.json path."""
+
+    model_config = ConfigDict(extra="forbid")
 
     source: str = "model"
     n_samples: int = Field(1000, ge=1)
@@ -87,7 +89,7 @@ def load_corpus(handle: ModelHandle, spec: CorpusSpec) -> list[str]:
         if not texts:
             raise SutureError(f"corpus {spec.source} holds no text")
         return texts[: spec.n_samples]
-    name = f"{handle.base_fingerprint[:16]}-n{spec.n_samples}-t{spec.max_tokens}-s{spec.seed}.json"
+    name = f"{handle.cache_key[:16]}-n{spec.n_samples}-t{spec.max_tokens}-s{spec.seed}.json"
     path = cache_dir("corpora") / name
     if path.is_file():
         return json.loads(path.read_text())

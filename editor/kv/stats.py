@@ -21,7 +21,7 @@ def _cache_path(handle: ModelHandle, layer: int, corpus_fp: str, spec: CorpusSpe
     site = handle.sites.mlp_out_path(layer).replace(".", "_")
     dtype = str(handle.dtype).removeprefix("torch.")
     name = f"{site}-corpus{corpus_fp[:16]}-n{spec.n_samples}-t{spec.max_tokens}-{dtype}.safetensors"
-    return cache_dir("stats") / handle.base_fingerprint[:16] / name
+    return cache_dir("stats") / handle.cache_key[:16] / name
 
 
 @torch.no_grad()

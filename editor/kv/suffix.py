@@ -15,6 +15,7 @@ import torch
 
 from editor.handle import ModelHandle
 from editor.kv.capture import StopForward, hooks
+from editor.kv.readout import logits_at
 from editor.kv.tokens import PromptBatch
 
 
@@ -32,8 +33,6 @@ class SuffixRunner:
         self.start = start
         self.blocks = list(handle.sites.layer_modules(handle.model))[start:]
         self.final_norm = handle.model.get_submodule(handle.sites.final_norm)
-        self.unembed = handle.model.get_submodule(handle.sites.unembed)
-        self.softcap = handle.sites.logit_softcap(handle.model.config)
         self.calls: list[_BlockCall] = []
         self.final_hidden: torch.Tensor | None = None
         self._record(batch)
@@ -71,9 +70,6 @@ class SuffixRunner:
 
     def logits_at(self, normed: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """Logits only at the (row, position) pairs a loss reads."""
-        logits = self.unembed(normed[rows, cols])
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits.float()
+        return logits_at(self.handle, normed, rows, cols)
 
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from editor.handle import ModelHandle
 from editor.paths import cache_dir
@@ -21,6 +21,8 @@ STARTERS = ("The", "Therefore", "Because", "I", "You")
 
 class TemplateSpec(BaseModel):
     """`groups` lists (tokens to generate, number of prefixes); the bare "{}" is always included."""
+
+    model_config = ConfigDict(extra="forbid")
 
     groups: list[tuple[int, int]] = Field(default_factory=lambda: [(10, 5)])
     top_k: int = 5
@@ -47,7 +49,7 @@ def _sample(handle: ModelHandle, length: int, count: int, spec: TemplateSpec) ->
 
 def context_templates(handle: ModelHandle, spec: TemplateSpec) -> list[str]:
     """The templates for `spec`, sampled once per base model and cached on disk."""
-    path = cache_dir("templates") / f"{handle.base_fingerprint[:16]}-{spec.key()}.json"
+    path = cache_dir("templates") / f"{handle.cache_key[:16]}-{spec.key()}.json"
     if path.is_file():
         return json.loads(path.read_text())
     templates = ["{}"]

@@ -7,9 +7,10 @@ context template, and optimized so that the model predicts the new target:
          + kl_factor · KL(p_δ || p_orig) at the subject of "{} is a"  (keeps the subject's essence)
          + weight_decay · ‖δ‖ / ‖v₀‖²
 
-with ‖δ‖ clamped to clamp_norm_factor · ‖v₀‖ and early stopping. The blocks below l run once; each step
-replays only blocks l.. (see suffix.py) and computes logits only where the loss reads them. Requests in
-one call are optimized together (each has its own δ and loss, so this equals optimizing them apart).
+with ‖δ‖ clamped to clamp_norm_factor · ‖v₀‖ and early stopping once the target NLL is small. The
+blocks below l run once; each step replays only blocks l.. (see suffix.py) and computes logits only
+where the loss reads them. Requests in one call are optimized together (each has its own δ and loss,
+so this equals optimizing them apart).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from editor.handle import ModelHandle
 from editor.kv.capture import capture_input, capture_output, edit_output, hooks
@@ -29,12 +30,16 @@ from editor.requests import EditRequest
 
 
 class ValueObjective(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     lr: float = Field(0.5, gt=0)
     steps: int = Field(20, ge=1, le=1000)
     kl_factor: float = Field(0.0625, ge=0)
     weight_decay: float = Field(0.5, ge=0)
     clamp_norm_factor: float = Field(4.0, gt=0)
-    early_stop_loss: float = Field(0.05, ge=0)
+    # Stop once every request's target NLL is below this. The decay term is left out of the test on
+    # purpose: it scales with ‖δ‖/‖v₀‖², which never vanishes on models with small MLP outputs (Llama).
+    early_stop_nll: float = Field(0.05, ge=0)
     kl_prompt: str = "{} is a"
 
 
@@ -166,8 +171,8 @@ def optimize_values(
             loss = per_request.sum()
             if progress:
                 progress(step, float(per_request.detach().mean()))
-            if bool((per_request < objective.early_stop_loss).all()):
-                break
+            if bool((nll < objective.early_stop_nll).all()) or step == objective.steps - 1:
+                break  # the returned δ is always one whose loss was measured
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from editor.kv import CorpusSpec, TemplateSpec, ValueObjective
 
 
 class RomeHParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     layer: int = Field(description="block whose MLP output projection is edited")
     templates: TemplateSpec = Field(default_factory=lambda: TemplateSpec(groups=[(5, 10), (10, 10)]))
     objective: ValueObjective = Field(default_factory=ValueObjective)

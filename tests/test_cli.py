@@ -1,0 +1,156 @@
+"""The `suture` command line on a tiny random llama model: fast, offline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from tiny import tiny_model
+
+from cli.common import EditProgress
+from cli.main import main
+
+HPARAMS = json.dumps({"layer": 1, "corpus": {"n_samples": 40, "max_tokens": 32}, "templates": {"groups": [[5, 2]]},
+                      "objective": {"steps": 5}})
+
+REQUESTS = [
+    {"prompt": "The capital of {} is", "subject": "France", "target_new": "Rome", "target_true": "Paris"},
+    {"prompt": "The mother tongue of {} is", "subject": "Danielle Darrieux", "target_new": "English",
+     "id": "darrieux"},
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model, tok = tiny_model("llama")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def write_jsonl(path, records) -> str:
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in records) + "\n")
+    return str(path)
+
+
+def test_edit_saves_checkpoint(model_dir, tmp_path, capsys):
+    requests = write_jsonl(tmp_path / "requests.jsonl", [REQUESTS[0], "", REQUESTS[1]])
+    out = tmp_path / "out"
+    code = main(["edit", "--model", str(model_dir), "--requests", requests, "--out", str(out), "--hparams", HPARAMS])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert (out / "suture.json").is_file()
+    manifest = json.loads((out / "suture.json").read_text())
+    assert len(manifest["edits"]) == 1  # all requests form one edit
+    assert [r["subject"] for r in manifest["edits"][0]["requests"]] == ["France", "Danielle Darrieux"]
+    assert "[1] The capital of France is -> 'Rome': before" in captured.out
+    assert "[2] (darrieux) The mother tongue of Danielle Darrieux is" in captured.out
+    assert "timing: load" in captured.out and "save" in captured.out
+
+
+def test_hparams_from_file(model_dir, tmp_path, capsys):
+    hparams = tmp_path / "hparams.json"
+    hparams.write_text(HPARAMS)
+    requests = write_jsonl(tmp_path / "requests.jsonl", REQUESTS[:1])
+    code = main(["edit", "--model", str(model_dir), "--requests", requests, "--hparams", str(hparams)])
+    assert code == 0, capsys.readouterr().err
+
+
+def test_malformed_line_names_line_and_field(model_dir, tmp_path, capsys):
+    bad = {"prompt": "The capital of {} is", "target_new": "Rome"}  # no subject
+    requests = write_jsonl(tmp_path / "requests.jsonl", [REQUESTS[0], bad])
+    code = main(["edit", "--model", str(model_dir), "--requests", requests])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{requests}:2: field 'subject': " in err
+    assert "Traceback" not in err
+
+
+def test_bad_template_names_line_and_field(model_dir, tmp_path, capsys):
+    bad = {"prompt": "The capital of France is", "subject": "France", "target_new": "Rome"}
+    requests = write_jsonl(tmp_path / "requests.jsonl", [bad])
+    assert main(["edit", "--model", str(model_dir), "--requests", requests]) == 2
+    assert f"{requests}:1: field 'prompt': " in capsys.readouterr().err
+
+
+def test_invalid_json_line(model_dir, tmp_path, capsys):
+    requests = write_jsonl(tmp_path / "requests.jsonl", [REQUESTS[0], "", '{"prompt": "The capital of {} is",'])
+    assert main(["edit", "--model", str(model_dir), "--requests", requests]) == 2
+    assert f"{requests}:3: not valid JSON" in capsys.readouterr().err
+
+
+def test_unknown_method_lists_available(model_dir, tmp_path, capsys):
+    requests = write_jsonl(tmp_path / "requests.jsonl", REQUESTS)
+    code = main(["edit", "--model", str(model_dir), "--requests", requests, "--method", "nosuch"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "unknown method 'nosuch'" in err and "available methods: " in err and "rome" in err
+
+
+@pytest.mark.parametrize("hparams, expected", [
+    ('{"layer": 99}', "hyperparameter 'layer'"),
+    ('{"objective": {"steps": 0}}', "hyperparameter 'objective.steps'"),
+    ('{"layer": ', "--hparams: not valid JSON"),
+    ("[1, 2]", "--hparams: "),
+    ("no-such-file.json", "neither a JSON object nor an existing file"),
+])
+def test_bad_hparams(model_dir, tmp_path, capsys, hparams, expected):
+    requests = write_jsonl(tmp_path / "requests.jsonl", REQUESTS[:1])
+    code = main(["edit", "--model", str(model_dir), "--requests", requests, "--hparams", hparams])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert expected in err and "Traceback" not in err
+
+
+def test_usage_errors(model_dir, tmp_path, capsys):
+    requests = write_jsonl(tmp_path / "requests.jsonl", REQUESTS[:1])
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "file").write_text("x")
+    assert main(["edit", "--model", str(model_dir), "--requests", requests, "--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert main(["edit", "--model", str(tmp_path / "nowhere"), "--requests", requests]) == 2
+    assert "is not a local directory, a .gguf file, or a zoo name" in capsys.readouterr().err
+    assert main(["edit", "--model", str(model_dir), "--requests", str(tmp_path / "missing.jsonl")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["edit", "--model", str(model_dir), "--requests", requests, "--dtype", "float8"]) == 2
+    assert "dtype 'float8'" in capsys.readouterr().err
+    assert main(["edit", "--requests", requests]) == 2  # argparse: --model is required
+    assert main([]) == 2
+
+
+def test_help(capsys):
+    assert main(["--help"]) == 0
+    assert "edit" in capsys.readouterr().out
+    assert main(["edit", "--help"]) == 0
+    assert "--requests" in capsys.readouterr().out
+    assert main(["demo", "--help"]) == 0
+
+
+def test_python_m_cli_main():
+    done = subprocess.run([sys.executable, "-m", "cli.main", "edit", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--requests" in done.stdout
+
+
+def test_demo_runs_and_reverts(model_dir, capsys):
+    code = main(["demo", "--model", str(model_dir), "--hparams", HPARAMS])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "revert(3) undid edits" in out
+    assert "answers identical to the originals: OK" in out
+    assert "equal to the base weights bit for bit: OK" in out
+
+
+def test_progress_follows_requests_one_at_a_time():
+    progress = EditProgress(units=2)
+    for fraction in (0.2, 0.6):  # request 1 stops early at 0.6
+        progress("value", fraction)
+    assert progress.index == 0
+    progress("value", 0.2)  # the fraction fell back: request 2 started
+    assert progress.index == 1 and progress.done == pytest.approx(0.6)
+    progress("value", 1.0)
+    assert progress.done == pytest.approx(1.0)
+    progress.close(completed=True)

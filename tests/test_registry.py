@@ -1,0 +1,139 @@
+"""The open method registry: a method defined here joins through `register_method` and runs like ROME."""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+
+import pytest
+import torch
+from pydantic import BaseModel, Field
+from tiny import tiny_model
+
+import methods
+from editor import (
+    EditContext,
+    EditMethod,
+    Editor,
+    EditRequest,
+    InvalidHyperparametersError,
+    MethodOutput,
+    WeightDelta,
+    get_method,
+    register_method,
+)
+from editor.fingerprint import weights_fingerprint
+from editor.registry import ENTRY_POINT_GROUP
+
+REQUEST = EditRequest(prompt="The capital of {} is", subject="Italy", target_new="London")
+
+
+class ScaleHParams(BaseModel):
+    factor: float = Field(2.0, gt=0)
+    layer: int = 0
+
+
+@register_method
+class ScaleMethod(EditMethod):
+    """Scales one MLP output projection by `factor` (a dense delta of (factor - 1) · W)."""
+
+    name = "test-scale"
+    hparams_model = ScaleHParams
+
+    def check_hparams(self, handle, hparams: ScaleHParams) -> None:
+        if not 0 <= hparams.layer < handle.n_layers:
+            raise InvalidHyperparametersError(f"test-scale: hyperparameter 'layer': {hparams.layer} out of range")
+
+    def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: ScaleHParams) -> MethodOutput:
+        path = ctx.handle.sites.mlp_out_path(hparams.layer)
+        weight = ctx.handle.model.get_submodule(path).weight
+        return MethodOutput([WeightDelta(module=path, dense=(hparams.factor - 1.0) * weight.detach().clone())],
+                            {"factor": hparams.factor, "n_requests": len(requests)})
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def test_registered_method_is_available():
+    assert "test-scale" in methods.available()
+    assert "rome" in methods.available()
+    assert methods.available() == sorted(methods.available())
+    assert isinstance(get_method("test-scale"), ScaleMethod)
+
+
+def test_rome_is_an_entry_point():
+    entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    assert ENTRY_POINT_GROUP == "suture.methods"
+    assert "rome" in entry_points.names
+    assert entry_points["rome"].value == "methods.rome"
+    module = entry_points["rome"].load()
+    assert module.Rome.name == "rome"
+    assert type(get_method("rome")) is module.Rome
+
+
+def test_registration_needs_name_and_hparams():
+    class Nameless(EditMethod):
+        hparams_model = ScaleHParams
+
+        def compute(self, ctx, requests, hparams):
+            raise AssertionError("never called")
+
+    with pytest.raises(TypeError, match="name"):
+        register_method(Nameless)
+    assert "Nameless" not in methods.available()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_apply_and_revert_a_registered_method(family):
+    model, tok = tiny_model(family)
+    base = snapshot(model)
+    ed = Editor.from_model(model, tok)
+    path = ed.handle.sites.mlp_out_path(1)
+    key = f"{path}.weight"
+
+    result = ed.apply([REQUEST, REQUEST.model_copy(update={"subject": "France"})], method="test-scale",
+                      factor=2.0, layer=1)
+    assert result.method == "test-scale"
+    assert result.hparams == {"factor": 2.0, "layer": 1}
+    assert [(d.module, d.param, d.rank) for d in result.deltas] == [(path, "weight", None)]
+    # Not one-request-at-a-time: a single compute saw both requests.
+    assert result.details == {"factor": [2.0], "n_requests": [2]}
+    current = model.state_dict()
+    assert torch.equal(current[key], 2.0 * base[key])  # w + w is exact in floating point
+    assert [n for n in base if not torch.equal(current[n], base[n])] == [key]
+
+    ed.apply([REQUEST], method="test-scale", factor=0.5, layer=1)
+    assert torch.equal(model.state_dict()[key], base[key])  # 2w + (-0.5)(2w) = w exactly
+
+    undone = ed.revert(2)
+    assert [r.method for r in undone] == ["test-scale", "test-scale"]
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, base[name]), name
+
+
+def test_registered_method_hyperparameters_are_validated():
+    model, tok = tiny_model("llama")
+    base = snapshot(model)
+    ed = Editor.from_model(model, tok)
+    with pytest.raises(InvalidHyperparametersError, match="test-scale: hyperparameter 'factor': .*greater than 0"):
+        ed.apply([REQUEST], method="test-scale", factor=-1.0)
+    with pytest.raises(InvalidHyperparametersError, match="'layer'"):
+        ed.apply([REQUEST], method="test-scale", layer=7)
+    assert ed.ledger == []
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, base[name]), name
+
+
+def test_checkpoint_records_the_fingerprint_of_the_unedited_weights(tmp_path):
+    """The manifest's base fingerprint must describe the weights before any edit, whatever the method
+    (this one never touches the statistics/template caches that happen to compute it under ROME)."""
+    model, tok = tiny_model("llama")
+    expected = weights_fingerprint(model)
+    ed = Editor.from_model(model, tok)
+    ed.apply([REQUEST], method="test-scale", factor=2.0, layer=1)
+    assert weights_fingerprint(model) != expected
+    out = ed.save(tmp_path / "ckpt")
+    manifest = json.loads((out / "suture.json").read_text())
+    assert [e["method"] for e in manifest["edits"]] == ["test-scale"]
+    assert manifest["base_model"]["fingerprint_sha256"] == expected
