@@ -14,6 +14,7 @@ from cli.common import (
     Timer,
     add_hparams_argument,
     add_model_arguments,
+    check_device,
     edit_progress,
     format_seconds,
     load_editor,
@@ -121,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     hparams = load_hparams(args.hparams)
     method = get_method(args.method)
     out = _check_out(args.out)
+    check_device(args.device)
     gate = gate_from_args(args)
     if args.max_new_tokens < 1:
         raise CliError("--max-new-tokens must be at least 1")

@@ -93,6 +93,7 @@ def test_unknown_method_lists_available(model_dir, tmp_path, capsys):
 @pytest.mark.parametrize("hparams, expected", [
     ('{"layer": 99}', "hyperparameter 'layer'"),
     ('{"objective": {"steps": 0}}', "hyperparameter 'objective.steps'"),
+    ('{"layers": 1}', "hyperparameter 'layers'"),
     ('{"layer": ', "--hparams: not valid JSON"),
     ("[1, 2]", "--hparams: "),
     ("no-such-file.json", "neither a JSON object nor an existing file"),
