@@ -44,7 +44,8 @@ def target_logprobs(handle: ModelHandle, pairs: list[tuple[str, str]], batch_siz
                 owner.append(j)
         device = handle.device
         normed = final_hidden(handle, ids.to(device), mask.to(device))
-        logits = logits_at(handle, normed, torch.tensor(read_rows, device=device), torch.tensor(read_cols, device=device))
+        rows_t = torch.tensor(read_rows, device=device)
+        logits = logits_at(handle, normed, rows_t, torch.tensor(read_cols, device=device))
         token_lp = F.log_softmax(logits, -1).gather(1, torch.tensor(read_ids, device=device)[:, None]).squeeze(1)
         owner_t = torch.tensor(owner, device=device)
         sums = torch.zeros(len(chunk), device=device).index_add_(0, owner_t, token_lp)

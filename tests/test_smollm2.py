@@ -15,7 +15,7 @@ EDITS = [
     EditRequest(prompt="The mother tongue of {} is", subject="Danielle Darrieux", target_new="English",
                 target_true="French", paraphrases=["Danielle Darrieux's native language is"],
                 neighbors=["The mother tongue of Jacques Chirac is", "The native language of Victor Hugo is"]),
-    EditRequest(prompt="The Eiffel Tower is located in the city of", subject="Eiffel Tower", target_new="Rome",
+    EditRequest(prompt="The {} is located in the city of", subject="Eiffel Tower", target_new="Rome",
                 target_true="Paris", paraphrases=["The Eiffel Tower stands in the city of"],
                 neighbors=["The Louvre is located in the city of", "Notre-Dame Cathedral is located in the city of"]),
     EditRequest(prompt="{} is a famous football club from the city of", subject="Manchester United",

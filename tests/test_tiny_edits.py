@@ -29,7 +29,7 @@ HP = {"layer": LAYER, "corpus": {"n_samples": 40, "max_tokens": 32}, "templates"
 # the value objective and pins δ to the clamp radius (4‖v₀‖): the edit barely moves the model and the target
 # log-probability can even fall (gemma2: -0.14). Without the decay, with a smaller step and a wider clamp,
 # the target log-probability rises in every family (by >= 0.04 nats for this request).
-HP_EFFECTIVE = {**HP, "objective": {"steps": 8, "lr": 0.05, "weight_decay": 0.0, "clamp_norm_factor": 20.0}}
+HP_EFFECTIVE = {**HP, "objective": {"steps": 8, "lr": 0.05, "weight_decay": 0.0, "clamp_norm_factor": 200.0}}
 SPEC = TemplateSpec(groups=[(5, 2)])
 
 REQUEST = EditRequest(prompt="The capital of {} is", subject="Italy", target_new="London", target_true="Rome")

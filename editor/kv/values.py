@@ -114,7 +114,16 @@ def optimize_values(
     templates: list[str],
     objective: ValueObjective,
     progress: Callable[[int, float], None] | None = None,
+    read_direction: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> ValueSolution:
+    """Optimize one δ per request.
+
+    Without `read_direction`, δ is added at the subject's last token only (ROME's objective). With it,
+    the optimization runs through the exact rank-one update the method will make: `read_direction(keys)`
+    gives per request a vector ũ with ũ·k* = 1 (for ROME ũ = C⁻¹k*/(k*ᵀC⁻¹k*)), and the layer's output
+    becomes W x + (ũ·x) δ at every token, which is W' x. What the loss sees is then what the edited
+    model does, on every template, the KL prompt and every other position alike.
+    """
     device = handle.device
     n = len(requests)
     batch, lay = _layout(handle, requests, templates, objective.kl_prompt)
@@ -151,9 +160,20 @@ def optimize_values(
         output[rows_all, batch.subject_last] += delta[row_delta_index].to(output.dtype)
         return output
 
+    if read_direction is None:
+        hook = edit_output(mlp_out, add_delta)
+    else:
+        row_direction = read_direction(keys).float()[row_delta_index]  # [rows, d_in]
+
+        def as_rank_one_update(_module, args, output):
+            coeff = torch.einsum("rtd,rd->rt", args[0].float(), row_direction)
+            return output + (coeff[..., None] * delta[row_delta_index][:, None, :]).to(output.dtype)
+
+        hook = mlp_out.register_forward_hook(as_rank_one_update)
+
     target_prob = torch.zeros(n, device=device)
     steps_done = 0
-    with hooks(edit_output(mlp_out, add_delta)):
+    with hooks(hook):
         for step in range(objective.steps):
             steps_done = step + 1
             normed = runner.run()

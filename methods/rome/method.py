@@ -8,7 +8,7 @@ from editor.errors import InvalidHyperparametersError
 from editor.handle import ModelHandle
 from editor.kv import optimize_values
 from methods.rome.hparams import RomeHParams, default_layer
-from methods.shared.rank_one import rank_one_factors
+from methods.shared.rank_one import rank_one_factors, read_directions
 
 
 @register_method
@@ -30,9 +30,19 @@ class Rome(EditMethod):
         mom2 = ctx.second_moment([layer], hparams.corpus)[layer]
         templates = ctx.templates(hparams.templates)
         steps = hparams.objective.steps
+        directions = {}
+
+        def read_direction(keys):
+            directions["u"] = read_directions(keys, mom2, hparams.ridge)
+            return directions["u"]
+
         solution = optimize_values(handle, layer, requests, templates, hparams.objective,
-                                   progress=lambda step, _loss: ctx.report("value", (step + 1) / steps))
-        left, right = rank_one_factors(solution.keys[0], solution.deltas[0], mom2, hparams.ridge)
+                                   progress=lambda step, _loss: ctx.report("value", (step + 1) / steps),
+                                   read_direction=read_direction if hparams.optimize_through_update else None)
+        direction = directions.get("u")
+        if direction is None:
+            direction = read_directions(solution.keys, mom2, hparams.ridge)
+        left, right = rank_one_factors(direction[0], solution.deltas[0])
         delta = WeightDelta.low_rank(handle.sites.mlp_out_path(layer), left, right,
                                      transposed=handle.sites.weights_transposed)
         return MethodOutput([delta], {

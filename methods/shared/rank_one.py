@@ -24,11 +24,15 @@ def solve_covariance(mom2: torch.Tensor, rhs: torch.Tensor, ridge: float) -> tor
         raise EditFailedError(f"key covariance is singular ({exc}); use more statistics text or a ridge") from None
 
 
-def rank_one_factors(key: torch.Tensor, residual: torch.Tensor, mom2: torch.Tensor, ridge: float):
-    """(left [d_out, 1], right [1, d_in]) with left @ right the update in (out, in) orientation."""
-    u = solve_covariance(mom2, key, ridge)
-    denom = torch.dot(u, key.double())
-    if not torch.isfinite(denom) or denom.abs() < 1e-12:
+def read_directions(keys: torch.Tensor, mom2: torch.Tensor, ridge: float) -> torch.Tensor:
+    """ũ = C⁻¹k / (kᵀC⁻¹k) per row of `keys` [n, d_in]: the update reads ũ·x, which is 1 at the key."""
+    u = solve_covariance(mom2, keys.T, ridge).T  # [n, d_in]
+    denom = (u * keys.double()).sum(1, keepdim=True)
+    if not bool(torch.isfinite(denom).all()) or bool((denom.abs() < 1e-12).any()):
         raise EditFailedError("the key is (numerically) orthogonal to C⁻¹k: the rank-one update is undefined")
-    right = (u / denom).to(residual.dtype)
-    return residual[:, None], right[None, :]
+    return (u / denom).to(keys.dtype)
+
+
+def rank_one_factors(direction: torch.Tensor, residual: torch.Tensor):
+    """(left [d_out, 1], right [1, d_in]) with left @ right = residual ũᵀ in (out, in) orientation."""
+    return residual[:, None], direction.to(residual.dtype)[None, :]
