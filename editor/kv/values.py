@@ -37,7 +37,7 @@ class ValueObjective(BaseModel):
     kl_factor: float = Field(0.0625, ge=0)
     weight_decay: float = Field(0.5, ge=0)
     clamp_norm_factor: float = Field(4.0, gt=0)
-    # Stop once every request's target NLL is below this. The decay term is left out of the test on
+    # Stop once the target NLL is below this in every template. The decay term is left out of the test on
     # purpose: it scales with ‖δ‖/‖v₀‖², which never vanishes on models with small MLP outputs (Llama).
     early_stop_nll: float = Field(0.05, ge=0)
     kl_prompt: str = "{} is a"
@@ -191,7 +191,12 @@ def optimize_values(
             loss = per_request.sum()
             if progress:
                 progress(step, float(per_request.detach().mean()))
-            if bool((nll < objective.early_stop_nll).all()) or step == objective.steps - 1:
+            # Stop when the target is likely in every template, the bare prompt included: a good mean
+            # can hide a bare prompt that still prefers the old answer.
+            row_nll = torch.zeros(batch.input_ids.shape[0], device=device).index_add_(
+                0, lay.target_rows, -token_logp.detach()) / lay.target_counts[lay.request_of_row]
+            worst = row_nll[lay.rewrite_rows].max()
+            if bool(worst < objective.early_stop_nll) or step == objective.steps - 1:
                 break  # the returned δ is always one whose loss was measured
             optimizer.zero_grad()
             loss.backward()

@@ -24,7 +24,7 @@ class RomeHParams(BaseModel):
 
 # Edit depth by family, as a fraction of the number of blocks. Llama's value was measured on SmolLM2
 # (BENCHMARKS.md, "Choosing ROME's layer"); the GPT-2 and GPT-J values are the ROME paper's layers.
-LAYER_FRACTION = {"gpt2": 17 / 48, "gptj": 5 / 28, "llama": 0.2}
+LAYER_FRACTION = {"gpt2": 17 / 48, "gptj": 5 / 28, "llama": 4 / 30}
 DEFAULT_LAYER_FRACTION = 0.2
 
 
