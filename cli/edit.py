@@ -4,7 +4,6 @@ after, and optionally save the edited checkpoint."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,22 +74,13 @@ def gate_from_args(args: argparse.Namespace) -> Gate | None:
 
 def read_requests(path: Path) -> list[EditRequest]:
     """EditRequests from a JSONL file; a bad line raises InvalidRequestError naming `FILE:LINE` and the field."""
+    from editor.jsonl import iter_jsonl
     from editor.requests import InvalidRequestError, parse_request
 
     if not path.is_file():
         raise CliError(f"--requests: {path} does not exist or is not a file")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"{path}: cannot read ({exc})") from None
     requests = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InvalidRequestError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    for number, data in iter_jsonl(path):
         try:
             requests.append(parse_request(data))
         except InvalidRequestError as exc:

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from editor.errors import SutureError
 from editor.handle import ModelHandle
+from editor.jsonl import iter_jsonl
 from editor.paths import cache_dir
 
 # Varied openings so that sampled text covers narrative, encyclopedic and conversational registers.
@@ -42,20 +43,14 @@ def read_text_file(path: Path) -> list[str]:
     """Paragraphs of a .txt file, `text` fields of JSONL/JSON records, or a JSON list of strings."""
     if not path.is_file():
         raise SutureError(f"corpus file {path} does not exist")
-    raw = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         texts = []
-        for number, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SutureError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        for number, record in iter_jsonl(path):
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise SutureError(f"{path}:{number}: field 'text' missing or not a string")
             texts.append(record["text"])
         return texts
+    raw = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         data = json.loads(raw)
         if not isinstance(data, list):
