@@ -33,6 +33,9 @@ class EditRequest(BaseModel):
     target_true: str | None = Field(default=None, description="the answer the model gives today")
     paraphrases: list[str] = Field(default_factory=list, description="full prompts meaning the same")
     neighbors: list[str] = Field(default_factory=list, description="prompts whose answers must not change")
+    neighbor_answers: list[str] = Field(
+        default_factory=list,
+        description="the answers the neighbors must keep, one per neighbor (default: target_true)")
     id: str | None = None
 
     @field_validator("prompt")
@@ -54,6 +57,13 @@ class EditRequest(BaseModel):
         if not value.strip():
             raise ValueError("must not be blank")
         return value
+
+    @model_validator(mode="after")
+    def _neighbor_answers_match(self) -> EditRequest:
+        if self.neighbor_answers and len(self.neighbor_answers) != len(self.neighbors):
+            raise ValueError(f"neighbor_answers has {len(self.neighbor_answers)} entries for "
+                             f"{len(self.neighbors)} neighbors: give one answer per neighbor")
+        return self
 
     @model_validator(mode="after")
     def _targets_differ(self) -> EditRequest:

@@ -1,7 +1,21 @@
-"""Evaluation of edits: metrics on edit cases (and, in time, the deployment gate)."""
+"""Evaluation of edits: metrics, dataset loaders, the deployment gate and reports."""
 
 from evaluation.counterfact import CaseScores, CounterFactScores, score_cases
-from evaluation.datasets import load_counterfact
-from evaluation.scoring import target_logprobs
+from evaluation.datasets import (
+    KnownFact,
+    load_cases,
+    load_counterfact,
+    load_known,
+    load_requests_jsonl,
+    load_zsre,
+)
+from evaluation.evaluate import EvaluationOptions, evaluate, norm_growth
+from evaluation.gate import GatePolicy
+from evaluation.report import EvaluationReport
+from evaluation.scoring import score_pairs, target_logprobs
 
-__all__ = ["CaseScores", "CounterFactScores", "load_counterfact", "score_cases", "target_logprobs"]
+__all__ = [
+    "CaseScores", "CounterFactScores", "EvaluationOptions", "EvaluationReport", "GatePolicy", "KnownFact",
+    "evaluate", "load_cases", "load_counterfact", "load_known", "load_requests_jsonl", "load_zsre", "norm_growth",
+    "score_cases", "score_pairs", "target_logprobs",
+]

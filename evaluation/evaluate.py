@@ -1,0 +1,104 @@
+"""`evaluate(editor, cases=None)`: everything the gate needs, measured on the edited model and on its
+unedited base weights in the same run."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from editor import Editor, EditRequest
+from evaluation.counterfact import CounterFactScores, score_cases
+from evaluation.drift import measure_drift
+from evaluation.fluency import measure_fluency
+from evaluation.report import CounterFactSummary, EvaluationReport, NormGrowth, TokenAccuracy
+from evaluation.scoring import score_pairs
+
+
+class EvaluationOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    drift: bool = True
+    reference_texts: list[str] | None = Field(None, description="drift text; default: suture's reference set")
+    fluency: bool = False
+    fluency_prompts: int = Field(8, ge=1)
+    token_accuracy: bool = True
+    batch_size: int = Field(64, ge=1)
+
+
+def _summary(scores: CounterFactScores) -> CounterFactSummary:
+    return CounterFactSummary(efficacy=scores.efficacy, paraphrase=scores.paraphrase,
+                              neighborhood=scores.neighborhood)
+
+
+def _fill_target_true(editor: Editor, cases: list[EditRequest]) -> list[EditRequest]:
+    """Requests without `target_true` are compared against what the base model answered."""
+    missing = [c for c in cases if c.target_true is None]
+    if not missing:
+        return cases
+    with editor.weights.base_weights():
+        answers = editor.generate([c.text for c in missing], max_new_tokens=4)
+    filled = {id(c): (a.split() or ["<empty>"])[0].strip(".,;:") or "<empty>" for c, a in zip(missing, answers)}
+    out = []
+    for case in cases:
+        if case.target_true is None:
+            answer = filled[id(case)]
+            answer = answer if answer.strip() != case.target_new.strip() else answer + " (base)"
+            case = case.model_copy(update={"target_true": answer})
+        out.append(case)
+    return out
+
+
+def _token_accuracy(editor: Editor, cases: list[EditRequest], batch_size: int) -> TokenAccuracy:
+    rewrite = score_pairs(editor.handle, [(c.text, c.target_new) for c in cases], batch_size).token_accuracy()
+    para_pairs = [(p, c.target_new) for c in cases for p in c.paraphrases]
+    para = score_pairs(editor.handle, para_pairs, batch_size).token_accuracy() if para_pairs else None
+    neighbor_pairs = [(p, a) for c in cases for p, a in zip(c.neighbors, c.neighbor_answers or
+                                                              [c.target_true] * len(c.neighbors))]
+    agreement = None
+    if neighbor_pairs:
+        edited = score_pairs(editor.handle, neighbor_pairs, batch_size)
+        with editor.weights.base_weights():
+            base = score_pairs(editor.handle, neighbor_pairs, batch_size)
+        hits = [sum(a == b for a, b in zip(e, o)) / len(e) for e, o in zip(edited.predicted, base.predicted)]
+        agreement = sum(hits) / len(hits)
+    return TokenAccuracy(rewrite=float(rewrite.mean()), paraphrase=None if para is None else float(para.mean()),
+                         neighborhood=agreement)
+
+
+@torch.no_grad()
+def norm_growth(editor: Editor) -> list[NormGrowth]:
+    out = []
+    for key in editor.weights.touched:
+        module_path, _, name = key.rpartition(".")
+        current = getattr(editor.model.get_submodule(module_path), name)
+        base = editor.weights.base_value(key)
+        out.append(NormGrowth(module=key, base_norm=float(base.float().norm()),
+                              edited_norm=float(current.float().norm())))
+    return out
+
+
+def evaluate(editor: Editor, cases: list[EditRequest] | None = None,
+             options: EvaluationOptions | None = None) -> EvaluationReport:
+    """Measure the editor's current model on `cases` (default: the requests in its ledger)."""
+    options = options or EvaluationOptions()
+    started = time.perf_counter()
+    if cases is None:
+        cases = [r for entry in editor.ledger for r in entry.requests]
+    if not cases:
+        raise ValueError("cases: nothing to evaluate (no cases given and the ledger is empty)")
+    cases = _fill_target_true(editor, list(cases))
+    with editor.weights.base_weights():
+        pre = score_cases(editor.handle, cases, options.batch_size)
+    post = score_cases(editor.handle, cases, options.batch_size)
+    report = EvaluationReport(
+        n_cases=len(cases), pre=_summary(pre), post=_summary(post), cases_pre=pre.cases, cases_post=post.cases,
+        token_accuracy=_token_accuracy(editor, cases, options.batch_size) if options.token_accuracy else None,
+        drift=measure_drift(editor, options.reference_texts) if options.drift else None,
+        fluency=measure_fluency(editor, [c.text for c in cases[: options.fluency_prompts]])
+        if options.fluency else None,
+        norm_growth=norm_growth(editor),
+    )
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,56 @@
+"""`GatePolicy`: thresholds a report must meet before a checkpoint is written.
+
+It implements `editor.Gate`, so `Editor.save(path, gate=policy)` refuses to write without `editor/`
+knowing anything about evaluation.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from editor import Editor, GateDecision
+from evaluation.evaluate import EvaluationOptions, evaluate
+from evaluation.report import EvaluationReport
+
+
+class GatePolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_efficacy: float = Field(0.9, ge=0, le=1)
+    min_paraphrase: float = Field(0.7, ge=0, le=1)
+    max_neighborhood_drop: float = Field(0.05, ge=0, le=1)
+    max_drift_kl: float = Field(0.05, ge=0)
+    min_top1_agreement: float | None = Field(None, ge=0, le=1)
+    max_norm_growth: float | None = Field(None, ge=0, description="relative Frobenius growth of any edited weight")
+    options: EvaluationOptions = Field(default_factory=EvaluationOptions)
+
+    def check(self, report: EvaluationReport) -> list[str]:
+        """One line per failed threshold, naming it, the measured value and by how much it missed."""
+        failures = []
+
+        def at_least(name: str, value: float | None, limit: float | None) -> None:
+            if limit is not None and value is not None and value < limit:
+                failures.append(f"{name}: {value:.4f} < {limit:.4f} (short by {limit - value:.4f})")
+
+        def at_most(name: str, value: float | None, limit: float | None) -> None:
+            if limit is not None and value is not None and value > limit:
+                failures.append(f"{name}: {value:.4f} > {limit:.4f} (over by {value - limit:.4f})")
+
+        at_least("min_efficacy", report.post.efficacy, self.min_efficacy)
+        at_least("min_paraphrase", report.post.paraphrase, self.min_paraphrase)
+        at_most("max_neighborhood_drop", report.neighborhood_drop, self.max_neighborhood_drop)
+        if report.drift is not None:
+            at_most("max_drift_kl", report.drift.mean_kl, self.max_drift_kl)
+            at_least("min_top1_agreement", report.drift.top1_agreement, self.min_top1_agreement)
+        else:  # a drift threshold with drift switched off must not pass silently
+            failures.append("max_drift_kl: drift was not measured (options.drift is false)")
+        at_most("max_norm_growth", report.max_norm_growth, self.max_norm_growth)
+        return failures
+
+    def decide_on(self, report: EvaluationReport) -> GateDecision:
+        failures = self.check(report)
+        return GateDecision(passed=not failures, failures=failures, report=report.model_dump(mode="json"),
+                            policy=self.model_dump(mode="json"))
+
+    def decide(self, editor: Editor) -> GateDecision:
+        return self.decide_on(evaluate(editor, options=self.options))

@@ -1,0 +1,76 @@
+"""The evaluation report: what was measured on which cases, before (base weights) and after."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from evaluation.counterfact import CaseScores
+
+
+class CounterFactSummary(BaseModel):
+    efficacy: float
+    paraphrase: float | None
+    neighborhood: float | None
+
+
+class DriftReport(BaseModel):
+    """Edited model against the unedited base model on reference text."""
+
+    mean_kl: float  # KL(base || edited) of next-token distributions, mean over positions
+    top1_agreement: float
+    perplexity_base: float
+    perplexity_edited: float
+    kl_per_position: list[float]  # for the report's histogram
+
+    @property
+    def perplexity_change(self) -> float:
+        return self.perplexity_edited / self.perplexity_base - 1
+
+
+class FluencyReport(BaseModel):
+    """Weighted bi/tri-gram entropy of greedy generations (higher = less repetitive)."""
+
+    base: float
+    edited: float
+    samples: list[str] = []
+
+
+class NormGrowth(BaseModel):
+    module: str
+    base_norm: float
+    edited_norm: float
+
+    @property
+    def growth(self) -> float:
+        return self.edited_norm / self.base_norm - 1
+
+
+class TokenAccuracy(BaseModel):
+    """zsRE-style teacher-forced token accuracy."""
+
+    rewrite: float
+    paraphrase: float | None
+    neighborhood: float | None  # agreement of edited and base predictions on neighbor answers
+
+
+class EvaluationReport(BaseModel):
+    n_cases: int
+    pre: CounterFactSummary
+    post: CounterFactSummary
+    cases_pre: list[CaseScores]
+    cases_post: list[CaseScores]
+    token_accuracy: TokenAccuracy | None = None
+    drift: DriftReport | None = None
+    fluency: FluencyReport | None = None
+    norm_growth: list[NormGrowth] = []
+    seconds: float = 0.0
+
+    @property
+    def neighborhood_drop(self) -> float:
+        if self.pre.neighborhood is None or self.post.neighborhood is None:
+            return 0.0
+        return self.pre.neighborhood - self.post.neighborhood
+
+    @property
+    def max_norm_growth(self) -> float:
+        return max((n.growth for n in self.norm_growth), default=0.0)
