@@ -51,25 +51,31 @@ def add_hparams_argument(parser: argparse.ArgumentParser) -> None:
                              "objects override field by field, e.g. '{\"layer\": 5, \"corpus\": {\"n_samples\": 200}}'")
 
 
-def load_hparams(value: str | None) -> dict[str, Any]:
-    """`--hparams`: inline JSON (starting with '{') or the path of a JSON file holding an object."""
-    if value is None:
-        return {}
-    text, where = value, "--hparams"
+def load_json_object(value: str, flag: str) -> dict[str, Any]:
+    """An option given as inline JSON (starting with '{') or as the path of a JSON file holding an object."""
+    text, where = value, flag
     if not value.lstrip().startswith("{"):
         path = Path(value).expanduser()
         if not path.is_file():
-            raise CliError(f"--hparams: {value!r} is neither a JSON object nor an existing file")
+            raise CliError(f"{flag}: {value!r} is neither a JSON object nor an existing file")
         text, where = path.read_text(encoding="utf-8"), str(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CliError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     if not isinstance(data, dict):
-        raise CliError(f"{where}: expected a JSON object of hyperparameters, got {type(data).__name__}")
+        raise CliError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_hparams(value: str | None) -> dict[str, Any]:
+    """`--hparams`: method hyperparameter overrides."""
+    if value is None:
+        return {}
+    data = load_json_object(value, "--hparams")
     clash = sorted(_APPLY_KEYWORDS & data.keys())
     if clash:
-        raise CliError(f"{where}: {', '.join(clash)} cannot be set as hyperparameters")
+        raise CliError(f"--hparams: {', '.join(clash)} cannot be set as hyperparameters")
     return data
 
 

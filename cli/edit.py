@@ -18,6 +18,7 @@ from cli.common import (
     format_seconds,
     load_editor,
     load_hparams,
+    load_json_object,
     says,
     short,
 )
@@ -55,39 +56,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-# --- deployment gate hook ------------------------------------------------------------------------------
-# A later `--gate POLICY` plugs in here: add the option in `add_gate_arguments` and build an
-# `editor.Gate` from it in `gate_from_args`. `run` builds the gate before loading the model (a bad policy
-# fails fast) and hands it to `Editor.save`, which writes nothing unless the gate passes and otherwise
-# raises GateFailedError, reported like every SutureError (message on stderr, exit code 2).
+# --- deployment gate ------------------------------------------------------------------------------------
+# `run` builds the gate before loading the model (a bad policy fails fast) and hands it to `Editor.save`,
+# which writes nothing unless the gate passes and otherwise raises GateFailedError, reported like every
+# SutureError (the failed thresholds on stderr, exit code 2).
 
 def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of the deployment gate applied by --out (none yet)."""
+    parser.add_argument("--gate", default=None, metavar="POLICY",
+                        help="deployment gate for --out: a GatePolicy as a JSON object or .json file, e.g. "
+                             "'{\"min_efficacy\": 1.0, \"max_drift_kl\": 0.01}'; nothing is saved unless it passes")
 
 
 def gate_from_args(args: argparse.Namespace) -> Gate | None:
     """The gate a checkpoint must pass before --out writes it; None saves unconditionally."""
-    return None
+    if args.gate is None:
+        return None
+    if args.out is None:
+        raise CliError("--gate needs --out: the gate decides whether the checkpoint is written")
+    from pydantic import ValidationError
+
+    from evaluation import GatePolicy
+
+    try:
+        return GatePolicy.model_validate(load_json_object(args.gate, "--gate"))
+    except ValidationError as exc:
+        problems = "; ".join(f"field '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
+        raise CliError(f"--gate: {problems}") from None
 
 
 # --- requests --------------------------------------------------------------------------------------------
 
 def read_requests(path: Path) -> list[EditRequest]:
     """EditRequests from a JSONL file; a bad line raises InvalidRequestError naming `FILE:LINE` and the field."""
-    from editor.jsonl import iter_jsonl
-    from editor.requests import InvalidRequestError, parse_request
+    from evaluation import load_requests_jsonl
 
     if not path.is_file():
         raise CliError(f"--requests: {path} does not exist or is not a file")
-    requests = []
-    for number, data in iter_jsonl(path):
-        try:
-            requests.append(parse_request(data))
-        except InvalidRequestError as exc:
-            raise InvalidRequestError(f"{path}:{number}: {exc}") from None
-    if not requests:
-        raise InvalidRequestError(f"{path}: holds no edit requests")
-    return requests
+    return load_requests_jsonl(path)
 
 
 def _check_out(out: str | None) -> Path | None:

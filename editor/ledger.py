@@ -50,3 +50,30 @@ class EditResult(BaseModel):
             deltas=[DeltaSummary(module=d.module, param=d.param, rank=d.rank, norm=d.norm()) for d in entry.deltas],
             seconds=entry.seconds, details=entry.details,
         )
+
+
+def ledger_base_fingerprint(data: dict[str, Any]) -> str | None:
+    """The base fingerprint a ledger export or a checkpoint manifest was made on."""
+    return data.get("base_fingerprint_sha256") or (data.get("base_model") or {}).get("fingerprint_sha256")
+
+
+def replay_ledger(editor: Any, data: dict[str, Any]) -> list[EditResult]:
+    """Re-apply the edits of a ledger export (`Editor.ledger_json()`) or of a checkpoint manifest, in
+    order, by recomputing each with its recorded method and hyperparameters."""
+    from editor.errors import SutureError
+    from editor.requests import parse_requests
+
+    edits = data.get("edits")
+    if not isinstance(edits, list):
+        raise SutureError("ledger: field 'edits' missing or not a list")
+    recorded = ledger_base_fingerprint(data)
+    if recorded and recorded != editor.handle.base_fingerprint:
+        raise SutureError(f"ledger: made on base model {recorded[:16]}…, but this model is "
+                          f"{editor.handle.base_fingerprint[:16]}…; refusing to apply its edits to another model")
+    results = []
+    for position, edit in enumerate(edits):
+        if not isinstance(edit, dict) or "method" not in edit or "requests" not in edit:
+            raise SutureError(f"ledger: edit {position}: fields 'method' and 'requests' are required")
+        results.append(editor.apply(parse_requests(edit["requests"]), method=edit["method"],
+                                    **edit.get("hparams", {})))
+    return results

@@ -1,0 +1,71 @@
+"""`suture eval`: evaluate a model (optionally with a ledger of edits re-applied) on edit cases and write
+the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cli.common import EXIT_OK, CliError, Timer, add_model_arguments, check_device, format_seconds, load_editor
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "eval", help="evaluate edits: efficacy, paraphrase, neighborhood, drift, norm growth",
+        description="Score edit cases (CounterFact ROME/MEND schema, zsRE MEND schema, or suture JSONL) on a\n"
+                    "model, before (base weights) and after the edits of --edits, and write a JSON report.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    parser.add_argument("--data", required=True, metavar="FILE", help="edit cases to score")
+    parser.add_argument("--edits", default=None, metavar="LEDGER",
+                        help="a ledger export or a checkpoint's suture.json; its edits are re-applied first")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="score the first N cases only")
+    parser.add_argument("--fluency", action="store_true", help="also measure fluency (greedy generations)")
+    parser.add_argument("--report", default=None, metavar="DIR", help="write report.json (and report.html) here")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from editor.ledger import replay_ledger
+    from evaluation import EvaluationOptions, evaluate, load_cases
+
+    check_device(args.device)
+    cases = load_cases(Path(args.data), limit=args.limit)
+    ledger = None
+    if args.edits is not None:
+        path = Path(args.edits)
+        if not path.is_file():
+            raise CliError(f"--edits: {path} does not exist")
+        try:
+            ledger = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise CliError(f"--edits: {path} is not valid JSON ({exc.msg})") from None
+    print(f"{len(cases)} case(s) from {args.data}")
+    timer = Timer()
+    editor, timer.seconds["load"] = load_editor(args.model, args.device, args.dtype)
+    if ledger is not None:
+        with timer("re-apply edits"):
+            results = replay_ledger(editor, ledger)
+        print(f"re-applied {len(results)} edit(s) from {args.edits}")
+    with timer("evaluate"):
+        report = evaluate(editor, cases, EvaluationOptions(fluency=args.fluency))
+    drop = report.neighborhood_drop
+    print(f"efficacy      {report.pre.efficacy:.3f} -> {report.post.efficacy:.3f}")
+    if report.post.paraphrase is not None:
+        print(f"paraphrase    {report.pre.paraphrase:.3f} -> {report.post.paraphrase:.3f}")
+    if report.post.neighborhood is not None:
+        print(f"neighborhood  {report.pre.neighborhood:.3f} -> {report.post.neighborhood:.3f} (drop {drop:.3f})")
+    if report.drift is not None:
+        print(f"drift         mean KL {report.drift.mean_kl:.5f}, top-1 agreement {report.drift.top1_agreement:.3f}, "
+              f"perplexity {report.drift.perplexity_base:.2f} -> {report.drift.perplexity_edited:.2f}")
+    if report.norm_growth:
+        print(f"norm growth   max {report.max_norm_growth:+.4%} over {len(report.norm_growth)} weight(s)")
+    if args.report:
+        out = Path(args.report)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(report.model_dump_json(indent=2))
+        print(f"report written to {out / 'report.json'}")
+    print(f"timing: {timer.summary()} (total {format_seconds(sum(timer.seconds.values()))})")
+    return EXIT_OK
