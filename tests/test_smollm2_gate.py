@@ -1,0 +1,47 @@
+"""A gated ROME edit on the real SmolLM2: saved with a passing gate, reloaded by stock transformers,
+answering like the in-memory edited model; the manifest names the base weights it was made on."""
+
+import json
+
+import pytest
+import torch
+from test_smollm2 import EDITS, real_editor  # noqa: F401  (module fixture)
+from transformers import AutoModelForCausalLM
+
+from editor import GateFailedError
+from editor.fingerprint import weights_fingerprint
+from evaluation import GatePolicy
+
+pytestmark = pytest.mark.slow
+
+
+def test_gated_checkpoint_reloads_with_stock_transformers(real_editor, tmp_path):  # noqa: F811
+    editor = real_editor
+    with editor.weights.base_weights():
+        base_fp = weights_fingerprint(editor.model)
+    editor.apply([EDITS[0]], method="rome")
+    try:
+        with pytest.raises(GateFailedError, match="max_drift_kl"):
+            editor.save(tmp_path / "refused", gate=GatePolicy(max_drift_kl=0.0))
+        assert not (tmp_path / "refused").exists()
+
+        path = editor.save(tmp_path / "patched", gate=GatePolicy())
+        manifest = json.loads((path / "suture.json").read_text())
+        assert manifest["gate"]["passed"] is True
+        assert manifest["base_model"]["fingerprint_sha256"] == base_fp
+        assert manifest["edits"][0]["requests"][0]["subject"] == EDITS[0].subject
+
+        reloaded = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        prompts = [EDITS[0].text, *EDITS[0].paraphrases, *EDITS[0].neighbors]
+        enc = editor.tokenizer(prompts, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            expected = editor.model(**enc).logits
+            got = reloaded(**enc).logits
+        assert torch.allclose(expected, got, atol=1e-4)
+        greedy = reloaded.generate(**editor.tokenizer([EDITS[0].text], return_tensors="pt"), max_new_tokens=4,
+                                   do_sample=False, pad_token_id=editor.tokenizer.pad_token_id)
+        answer = editor.tokenizer.decode(greedy[0], skip_special_tokens=True)[len(EDITS[0].text):]
+        assert answer == editor.generate([EDITS[0].text], max_new_tokens=4)[0]
+        assert answer.strip().startswith(EDITS[0].target_new)
+    finally:
+        editor.revert()
