@@ -158,3 +158,13 @@ def test_malformed_records_name_position_and_field(tmp_path, loader, record, mes
         {"case_id": 0, "requested_rewrite": {"prompt": "{} is", "subject": "a", "target_new": {"str": "b"}}}, record]
     with pytest.raises(InvalidRequestError, match=message):
         loader(write(tmp_path, "bad.json", records))
+
+
+def test_crash_mid_write_leaves_no_complete_looking_directory(edited, tmp_path, monkeypatch):
+    def crash(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(edited.tokenizer, "save_pretrained", crash)  # weights already written when this fails
+    with pytest.raises(OSError, match="disk full"):
+        edited.save(tmp_path / "out")
+    assert not list(tmp_path.iterdir())
