@@ -1,5 +1,6 @@
 """suture's editing core: requests, models and site maps, key/value machinery, deltas, ledger, I/O."""
 
+from editor.adapters import AdapterExportError, export_lora
 from editor.context import EditContext
 from editor.deltas import WeightBook, WeightDelta
 from editor.editor import Editor
@@ -19,9 +20,9 @@ from editor.registry import EditMethod, MethodOutput, available_methods, get_met
 from editor.requests import EditRequest, InvalidRequestError, from_counterfact, parse_requests
 
 __all__ = [
-    "EditContext", "EditFailedError", "EditMethod", "EditRequest", "EditResult", "Editor", "Gate",
-    "GateDecision", "GateFailedError", "InvalidHyperparametersError", "InvalidRequestError", "LedgerEntry",
-    "MethodOutput", "ModelHandle", "ModelNotFoundError", "SutureError", "UnknownMethodError",
-    "UnsupportedArchitectureError", "WeightBook", "WeightDelta", "available_methods", "from_counterfact",
-    "get_method", "parse_requests", "register_method",
+    "AdapterExportError", "EditContext", "EditFailedError", "EditMethod", "EditRequest", "EditResult", "Editor",
+    "Gate", "GateDecision", "GateFailedError", "InvalidHyperparametersError", "InvalidRequestError",
+    "LedgerEntry", "MethodOutput", "ModelHandle", "ModelNotFoundError", "SutureError", "UnknownMethodError",
+    "UnsupportedArchitectureError", "WeightBook", "WeightDelta", "available_methods", "export_lora",
+    "from_counterfact", "get_method", "parse_requests", "register_method",
 ]

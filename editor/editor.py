@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from editor.adapters import export_lora
 from editor.checkpoint import write_checkpoint
 from editor.context import EditContext, Progress
 from editor.deltas import WeightBook
@@ -101,6 +102,10 @@ class Editor:
             if not decision.passed:
                 raise GateFailedError(decision.failures)
         return write_checkpoint(self, Path(path), decision)
+
+    def export_adapter(self, path: str | Path, entries: list[str] | None = None) -> Path:
+        """Write the edits with ids `entries` (default: all) as a PEFT LoRA adapter (see `export_lora`)."""
+        return export_lora(self, path, entries)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int = 8) -> list[str]:
