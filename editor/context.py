@@ -9,6 +9,7 @@ import torch
 
 from editor.deltas import WeightBook
 from editor.handle import ModelHandle
+from editor.kv.anchors import mean_output_norm
 from editor.kv.corpus import CorpusSpec
 from editor.kv.stats import second_moment
 from editor.kv.templates import TemplateSpec, context_templates
@@ -21,8 +22,18 @@ class EditContext:
     handle: ModelHandle
     weights: WeightBook
     progress: Progress | None = None
+    history: Callable[[], list] = list  # the editor's ledger entries so far, oldest first
     _templates: dict[str, list[str]] = field(default_factory=dict)
     _mom2: dict[tuple, torch.Tensor] = field(default_factory=dict)
+
+    def artifacts(self, name: str) -> list:
+        """Artifact `name` of every earlier ledger entry that kept one (one-at-a-time methods keep a list)."""
+        out = []
+        for entry in self.history():
+            value = entry.artifacts.get(name)
+            if value is not None:
+                out += value if isinstance(value, list) else [value]
+        return out
 
     def report(self, stage: str, fraction: float) -> None:
         if self.progress:
@@ -33,6 +44,11 @@ class EditContext:
             with self.weights.base_weights():
                 self._templates[spec.key()] = context_templates(self.handle, spec)
         return self._templates[spec.key()]
+
+    def anchor_norm(self, layer: int, corpus: CorpusSpec) -> float:
+        """Mean MLP-output norm at `layer` on the base model (NAS's anchor)."""
+        with self.weights.base_weights():
+            return mean_output_norm(self.handle, layer, corpus)
 
     def second_moment(self, layers: list[int], corpus: CorpusSpec) -> dict[int, torch.Tensor]:
         """C = E[k kᵀ] per layer, measured on the base model (memory, then disk cache)."""

@@ -98,6 +98,16 @@ class WeightBook:
         return self._base.get(key)
 
     @contextmanager
+    def trial(self) -> Iterator[WeightBook]:
+        """Deltas applied through the yielded book inside the block are undone exactly on exit
+        (methods that apply their own intermediate updates, like MEMIT layer by layer)."""
+        trial = WeightBook(self.model)
+        try:
+            yield trial
+        finally:
+            trial.rebuild([])
+
+    @contextmanager
     def base_weights(self) -> Iterator[None]:
         """Temporarily run the model on its base weights (for statistics measured on the original model)."""
         swapped = []

@@ -27,7 +27,7 @@ class Editor:
         self.handle = handle
         self.weights = WeightBook(handle.model)
         self.ledger: list[LedgerEntry] = []
-        self.context = EditContext(handle, self.weights)
+        self.context = EditContext(handle, self.weights, history=lambda: self.ledger)
 
     @classmethod
     def load(cls, ref: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None) -> Editor:
@@ -56,6 +56,7 @@ class Editor:
         started = time.perf_counter()
         applied = []
         details: dict[str, Any] = {}
+        artifacts: dict[str, Any] = {}
         try:
             groups = [[r] for r in requests] if impl.one_request_at_a_time else [requests]
             for i, group in enumerate(groups):
@@ -63,13 +64,15 @@ class Editor:
                 self.weights.apply(out.deltas)
                 applied += out.deltas
                 details = _merge_details(details, out.details, i)
+                artifacts = _merge_details(artifacts, out.artifacts, i)
         except BaseException:
             self._rebuild()  # never leave half an edit in the weights
             raise
         finally:
             self.context.progress = None
         entry = LedgerEntry(method=method, hparams=resolved.model_dump(mode="json"), requests=requests,
-                            deltas=applied, seconds=time.perf_counter() - started, details=details)
+                            deltas=applied, seconds=time.perf_counter() - started, details=details,
+                            artifacts=artifacts)
         self.ledger.append(entry)
         return EditResult.from_entry(entry)
 

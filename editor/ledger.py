@@ -21,6 +21,7 @@ class LedgerEntry:
     deltas: list[WeightDelta]
     seconds: float
     details: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created: float = field(default_factory=time.time)
 

@@ -25,6 +25,9 @@ ENTRY_POINT_GROUP = "suture.methods"
 class MethodOutput:
     deltas: list[WeightDelta]
     details: dict[str, Any] = field(default_factory=dict)
+    # Tensors a method keeps with the ledger entry for later edits (e.g. the keys it wrote, which
+    # null-space editing must preserve); reverting the entry drops them with it.
+    artifacts: dict[str, Any] = field(default_factory=dict)
 
 
 class EditMethod(ABC):

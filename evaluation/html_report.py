@@ -130,10 +130,10 @@ def neighborhood_chart(report: EvaluationReport) -> str:
             if pre.neighborhood is not None or post.neighborhood is not None][:MAX_CASES]
     if not rows:
         return empty_chart("plot-neighborhood", "no neighbor prompts in these cases")
-    labels = [r[0] for r in rows]
-    return bar_chart("plot-neighborhood", "Neighborhood score per case, before and after",
-                     labels, [Series("before", BEFORE, [r[1] for r in rows]), Series("after", AFTER, [r[2] for r in rows])],
-                     (0.0, 1.0), "neighborhood score")
+    labels, before, after = zip(*rows)
+    return bar_chart("plot-neighborhood", "Neighborhood score per case, before and after", labels,
+                     [Series("before", BEFORE, before), Series("after", AFTER, after)], (0.0, 1.0),
+                     "neighborhood score")
 
 
 def drift_chart(report: EvaluationReport) -> str:
@@ -154,8 +154,8 @@ def norm_table(report: EvaluationReport) -> str:
         return ""
     rows = "".join(f"<tr><td><code>{escape(n.module)}</code></td><td>{n.base_norm:.4g}</td>"
                    f"<td>{n.edited_norm:.4g}</td><td>{n.growth:+.2%}</td></tr>" for n in report.norm_growth)
-    return ("<section><h2>Weight norms</h2><table class=\"norms\"><thead><tr><th>Edited weight</th>"
-            f"<th>Base norm</th><th>Edited norm</th><th>Growth</th></tr></thead><tbody>{rows}</tbody></table></section>")
+    head = "<tr><th>Edited weight</th><th>Base norm</th><th>Edited norm</th><th>Growth</th></tr>"
+    return f"<section><h2>Weight norms</h2><table><thead>{head}</thead><tbody>{rows}</tbody></table></section>"
 
 
 def fluency_samples(report: EvaluationReport) -> str:

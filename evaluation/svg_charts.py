@@ -208,8 +208,9 @@ def histogram_chart(chart_id: str, title: str, values: Sequence[float], x_label:
     out.append(_text(16, top + plot_h / 2, "count", "middle", AXIS, f' transform="rotate(-90 16 {top + plot_h / 2})"'))
     base = top + plot_h
     if at_floor:
-        out.append(f'<rect x="{left + 6}" y="{y(at_floor):.1f}" width="{zero_w - 16}" height="{base - y(at_floor):.1f}" '
-                   f'fill="#a78bfa"><title>{at_floor} positions with KL ≤ {floor:g}</title></rect>')
+        out.append(f'<rect x="{left + 6}" y="{y(at_floor):.1f}" width="{zero_w - 16}" '
+                   f'height="{base - y(at_floor):.1f}" fill="#a78bfa">'
+                   f"<title>{at_floor} positions with KL ≤ {floor:g}</title></rect>")
         out.append(_text(left + zero_w / 2, base + 16, f"≤{floor:g}", "middle", AXIS))
     if edges:
         lo, hi = math.log10(edges[0]), math.log10(edges[-1])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from editor.handle import ModelHandle
-from editor.kv.capture import capture_input, hooks, run_until_stopped
+from editor.kv.capture import capture_input, capture_output, hooks, run_until_stopped
 from editor.kv.tokens import build_batch
 from editor.requests import EditRequest
 
@@ -29,3 +29,17 @@ def compute_keys(handle: ModelHandle, layers: list[int], requests: list[EditRequ
         at_subject = sinks[layer][0][rows, batch.subject_last].float()
         out[layer] = at_subject.view(len(requests), len(templates), -1).mean(1)
     return out
+
+
+@torch.no_grad()
+def residual_at_subject(handle: ModelHandle, layer: int, requests: list[EditRequest]) -> torch.Tensor:
+    """[n, d] hidden state leaving block `layer` at the subject's last token of each bare prompt: where
+    MEMIT measures how much of its target the layers edited so far already deliver."""
+    batch = build_batch(handle.tokenizer, [r.prompt for r in requests], [r.subject for r in requests])
+    batch = batch.to(handle.device)
+    sink: list[torch.Tensor] = []
+    block = handle.sites.layer_modules(handle.model)[layer]
+    with hooks(capture_output(block, sink, stop=True)):
+        run_until_stopped(handle.model, input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    rows = torch.arange(len(requests), device=handle.device)
+    return sink[0][rows, batch.subject_last].float()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from editor.kv import CorpusSpec, TemplateSpec, ValueObjective
+from methods.shared.least_squares import NullSpace
+from methods.shared.norm_anchor import NormAnchor
 
 
 class RomeHParams(BaseModel):
@@ -17,6 +19,8 @@ class RomeHParams(BaseModel):
     objective: ValueObjective = Field(default_factory=lambda: ValueObjective(lr=1.0, early_stop_nll=0.1))
     corpus: CorpusSpec = Field(default_factory=CorpusSpec)
     ridge: float = Field(1e-6, ge=0, description="added to C as ridge·mean(diag C)·I before solving")
+    null_space: NullSpace | None = Field(None, description="AlphaEdit-style null-space projection")
+    norm_anchor: NormAnchor | None = Field(None, description="NAS-style norm-anchored values")
     optimize_through_update: bool = Field(
         True, description="optimize δ through the exact rank-one update (W x + (ũ·x) δ at every token) "
         "instead of adding δ at the subject's last token only (the paper's objective)")

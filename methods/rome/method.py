@@ -3,11 +3,15 @@ fix: the key in the update is the template-averaged key the value was optimized 
 
 from __future__ import annotations
 
+import torch
+
 from editor import EditContext, EditMethod, EditRequest, MethodOutput, WeightDelta, register_method
 from editor.errors import InvalidHyperparametersError
 from editor.handle import ModelHandle
 from editor.kv import optimize_values
 from methods.rome.hparams import RomeHParams, default_layer
+from methods.shared.least_squares import null_space_directions, null_space_projector
+from methods.shared.norm_anchor import anchor_deltas
 from methods.shared.rank_one import rank_one_factors, read_directions
 
 
@@ -30,10 +34,16 @@ class Rome(EditMethod):
         mom2 = ctx.second_moment([layer], hparams.corpus)[layer]
         templates = ctx.templates(hparams.templates)
         steps = hparams.objective.steps
-        directions = {}
+        directions: dict[str, torch.Tensor] = {}
 
-        def read_direction(keys):
-            directions["u"] = read_directions(keys, mom2, hparams.ridge)
+        def read_direction(keys: torch.Tensor) -> torch.Tensor:
+            if hparams.null_space is None:
+                directions["u"] = read_directions(keys, mom2, hparams.ridge)
+            else:
+                earlier = [a[layer] for a in ctx.artifacts("keys") if layer in a]
+                previous = torch.cat(earlier).to(keys.device) if earlier else None
+                projector = null_space_projector(mom2, hparams.null_space.threshold)
+                directions["u"] = null_space_directions(keys, projector, previous, hparams.null_space)
             return directions["u"]
 
         solution = optimize_values(handle, layer, requests, templates, hparams.objective,
@@ -41,12 +51,16 @@ class Rome(EditMethod):
                                    read_direction=read_direction if hparams.optimize_through_update else None)
         direction = directions.get("u")
         if direction is None:
-            direction = read_directions(solution.keys, mom2, hparams.ridge)
-        left, right = rank_one_factors(direction[0], solution.deltas[0])
+            direction = read_direction(solution.keys)
+        residual = solution.deltas
+        details: dict = {"target_prob": float(solution.target_prob[0]), "value_steps": solution.steps}
+        if hparams.norm_anchor is not None:
+            anchor = ctx.anchor_norm(layer, hparams.corpus)
+            residual, records = anchor_deltas(residual, solution.init_values, anchor, hparams.norm_anchor,
+                                              [r.label for r in requests])
+            details["norm_anchor"] = records[0]
+        left, right = rank_one_factors(direction[0], residual[0])
         delta = WeightDelta.low_rank(handle.sites.mlp_out_path(layer), left, right,
                                      transposed=handle.sites.weights_transposed)
-        return MethodOutput([delta], {
-            "target_prob": float(solution.target_prob[0]),
-            "value_steps": solution.steps,
-            "delta_norm": float(solution.deltas[0].norm()),
-        })
+        details["delta_norm"] = float(residual[0].norm())
+        return MethodOutput([delta], details, artifacts={"keys": {layer: solution.keys.cpu()}})

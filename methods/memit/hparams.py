@@ -1,0 +1,29 @@
+"""MEMIT hyperparameters. Layers default to a window of the family's ROME depth (measured for Llama on
+SmolLM2), the value target is set at the window's last layer."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from editor.kv import CorpusSpec, TemplateSpec, ValueObjective
+from methods.rome.hparams import default_layer
+from methods.shared.least_squares import NullSpace
+from methods.shared.norm_anchor import NormAnchor
+
+
+class MemitHParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    layers: list[int] = Field(min_length=1, description="blocks whose MLP output projections share the update")
+    templates: TemplateSpec = Field(default_factory=lambda: TemplateSpec(groups=[(10, 5)]))
+    objective: ValueObjective = Field(default_factory=lambda: ValueObjective(lr=1.0, early_stop_nll=0.1))
+    corpus: CorpusSpec = Field(default_factory=CorpusSpec)
+    mom2_weight: float = Field(15000.0, gt=0, description="λ: weight of the preserved-key covariance")
+    chunk_size: int = Field(32, ge=1, description="requests per value-optimization batch (bounds memory)")
+    null_space: NullSpace | None = Field(None, description="AlphaEdit-style null-space projection")
+    norm_anchor: NormAnchor | None = Field(None, description="NAS-style norm-anchored values")
+
+
+def default_layers(family: str, n_layers: int, width: int = 4) -> list[int]:
+    top = max(default_layer(family, n_layers), min(width - 1, n_layers - 1))
+    return list(range(max(0, top - width + 1), top + 1))

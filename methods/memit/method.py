@@ -1,0 +1,88 @@
+"""MEMIT (Meng et al., 2023): many facts in one update spread over several MLP layers.
+
+Values are optimized at the last layer of the window; each layer in turn then takes its share of what
+is still missing at that layer's residual stream, solved in closed form against the key covariance.
+Requests are processed in chunks so thousands fit in bounded memory.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from editor import EditContext, EditMethod, EditRequest, MethodOutput, WeightDelta, register_method
+from editor.errors import InvalidHyperparametersError
+from editor.handle import ModelHandle
+from editor.kv import compute_keys, optimize_values
+from editor.kv.keys import residual_at_subject
+from methods.memit.hparams import MemitHParams, default_layers
+from methods.shared.least_squares import memit_factors, null_space_factors, null_space_projector
+from methods.shared.norm_anchor import anchor_deltas
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+@register_method
+class Memit(EditMethod):
+    name = "memit"
+    hparams_model = MemitHParams
+
+    def default_hparams(self, handle: ModelHandle) -> MemitHParams:
+        return MemitHParams(layers=default_layers(handle.sites.family, handle.n_layers))
+
+    def check_hparams(self, handle: ModelHandle, hparams: MemitHParams) -> None:
+        bad = [layer for layer in hparams.layers if not 0 <= layer < handle.n_layers]
+        if bad:
+            raise InvalidHyperparametersError(
+                f"memit: hyperparameter 'layers': {bad} outside 0..{handle.n_layers - 1}")
+        if sorted(set(hparams.layers)) != hparams.layers:
+            raise InvalidHyperparametersError("memit: hyperparameter 'layers': must be strictly increasing")
+
+    def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: MemitHParams) -> MethodOutput:
+        handle, layers, top = ctx.handle, hparams.layers, hparams.layers[-1]
+        mom2 = ctx.second_moment(layers, hparams.corpus)
+        templates = ctx.templates(hparams.templates)
+        details: dict = {}
+
+        # 1. Target residuals δ at the last layer, chunk by chunk.
+        deltas, init_values = [], []
+        chunks = list(_chunks(requests, hparams.chunk_size))
+        for i, chunk in enumerate(chunks):
+            solution = optimize_values(handle, top, chunk, templates, hparams.objective)
+            deltas.append(solution.deltas)
+            init_values.append(solution.init_values)
+            ctx.report("value", (i + 1) / len(chunks))
+        delta = torch.cat(deltas)
+        if hparams.norm_anchor is not None:
+            anchor = ctx.anchor_norm(top, hparams.corpus)
+            delta, details["norm_anchor"] = anchor_deltas(delta, torch.cat(init_values), anchor,
+                                                          hparams.norm_anchor, [r.label for r in requests])
+        targets = residual_at_subject(handle, top, requests) + delta
+
+        # 2. Spread the update over the layers, measuring what is still missing after each one.
+        out, kept_keys = [], {}
+        with ctx.weights.trial() as trial:
+            for position, layer in enumerate(layers):
+                keys = torch.cat([compute_keys(handle, [layer], c, templates)[layer] for c in chunks])
+                missing = targets - residual_at_subject(handle, top, requests)
+                share = missing / (len(layers) - position)
+                left, right = self._factors(ctx, layer, keys, share, mom2[layer], hparams)
+                layer_delta = WeightDelta.low_rank(handle.sites.mlp_out_path(layer), left, right,
+                                                   transposed=handle.sites.weights_transposed)
+                trial.apply([layer_delta])
+                out.append(layer_delta)
+                kept_keys[layer] = keys.cpu()
+                ctx.report("layers", (position + 1) / len(layers))
+            final_missing = targets - residual_at_subject(handle, top, requests)
+        details["residual_left"] = float(final_missing.norm(dim=1).mean() / delta.norm(dim=1).mean().clamp_min(1e-12))
+        return MethodOutput(out, details, artifacts={"keys": kept_keys})
+
+    def _factors(self, ctx: EditContext, layer: int, keys, share, mom2, hparams: MemitHParams):
+        if hparams.null_space is None:
+            return memit_factors(keys, share, mom2, hparams.mom2_weight)
+        projector = null_space_projector(mom2, hparams.null_space.threshold)
+        earlier = [a[layer] for a in ctx.artifacts("keys") if layer in a]
+        previous = torch.cat(earlier).to(keys.device) if earlier else None
+        return null_space_factors(keys, share, projector, previous, hparams.null_space)

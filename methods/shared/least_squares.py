@@ -1,0 +1,80 @@
+"""The batch key-value update shared by MEMIT-style methods, with optional null-space preservation.
+
+MEMIT: for keys K [d_in, n] and residuals R [d_out, n] the update minimizing ‖ΔK - R‖² plus the change on
+preserved keys (covariance C, weight λ) is Δ = R Kᵀ (λC + KKᵀ)⁻¹.
+
+AlphaEdit: project onto the null space of the preserved keys' covariance, P = U₀U₀ᵀ over C's smallest
+eigenvectors, so that Δ k = 0 for preserved keys k; keys of earlier edits K_p are carried so later
+edits do not overwrite them: Δ = R Kᵀ P (P(KKᵀ + K_pK_pᵀ) + αI)⁻ᵀ.
+
+Both are returned as low-rank factors (rank ≤ n).
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from editor.errors import EditFailedError
+
+
+class NullSpace(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(1e-2, gt=0, lt=1, description="eigenvalues below threshold · max span the null space")
+    l2: float = Field(10.0, gt=0, description="ridge α of the projected solve")
+
+
+def null_space_projector(mom2: torch.Tensor, threshold: float) -> torch.Tensor:
+    """P = U₀U₀ᵀ over the eigenvectors of C whose eigenvalue is below threshold · the largest."""
+    values, vectors = torch.linalg.eigh(mom2.double())
+    kept = vectors[:, values < threshold * values.max()]
+    if kept.shape[1] == 0:
+        raise EditFailedError("the key covariance has no null space at this threshold; raise null_space.threshold")
+    return kept @ kept.T
+
+
+def _solve(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    try:
+        return torch.linalg.solve(matrix, rhs)
+    except RuntimeError as exc:
+        raise EditFailedError(f"the update's linear system is singular ({exc})") from None
+
+
+def memit_factors(keys: torch.Tensor, residuals: torch.Tensor, mom2: torch.Tensor, weight: float):
+    """(left [d_out, n], right [n, d_in]) of Δ = R Kᵀ (λC + KKᵀ)⁻¹; keys [n, d_in], residuals [n, d_out]."""
+    k = keys.double().T
+    system = weight * mom2.double() + k @ k.T
+    right = _solve(system, k).T  # (λC + KKᵀ) symmetric: Kᵀ(…)⁻¹ = ((…)⁻¹K)ᵀ
+    return residuals.T.float(), right.float()
+
+
+def null_space_factors(keys: torch.Tensor, residuals: torch.Tensor, projector: torch.Tensor,
+                       previous: torch.Tensor | None, space: NullSpace):
+    """(left, right) of AlphaEdit's update; `previous` [m, d_in] are the keys earlier edits wrote."""
+    k = keys.double().T
+    gram = k @ k.T
+    if previous is not None and previous.numel():
+        p = previous.double().T
+        gram = gram + p @ p.T
+    system = projector @ gram + space.l2 * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    right = _solve(system, projector @ k).T  # [n, d_in]: Δ = R (M⁻¹ P K)ᵀ
+    return residuals.T.float(), right.float()
+
+
+def null_space_directions(keys: torch.Tensor, projector: torch.Tensor, previous: torch.Tensor | None,
+                          space: NullSpace) -> torch.Tensor:
+    """Rank-one read directions ũ [n, d_in] for one-key-at-a-time methods: ũ ∝ (P(kkᵀ + K_pK_pᵀ) + αI)⁻¹Pk,
+    scaled so ũ·k = 1 (the edited key then maps exactly to its target)."""
+    out = []
+    for key in keys.double():
+        gram = key[:, None] @ key[None, :]
+        if previous is not None and previous.numel():
+            gram = gram + previous.double().T @ previous.double()
+        system = projector @ gram + space.l2 * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        u = _solve(system, projector @ key)
+        denom = torch.dot(u, key)
+        if denom.abs() < 1e-12:
+            raise EditFailedError("the key has no component in the null space: null-space editing cannot write it")
+        out.append(u / denom)
+    return torch.stack(out).to(keys.dtype)
