@@ -63,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if report.norm_growth:
         print(f"norm growth   max {report.max_norm_growth:+.4%} over {len(report.norm_growth)} weight(s)")
     if args.report:
-        out = Path(args.report)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(report.model_dump_json(indent=2))
-        print(f"report written to {out / 'report.json'}")
+        from evaluation.html_report import write_report
+
+        json_path, html_path = write_report(report, Path(args.report))
+        print(f"report written to {json_path} and {html_path}")
     print(f"timing: {timer.summary()} (total {format_seconds(sum(timer.seconds.values()))})")
     return EXIT_OK
