@@ -32,14 +32,14 @@ def compute_keys(handle: ModelHandle, layers: list[int], requests: list[EditRequ
 
 
 @torch.no_grad()
-def residual_at_subject(handle: ModelHandle, layer: int, requests: list[EditRequest]) -> torch.Tensor:
-    """[n, d] hidden state leaving block `layer` at the subject's last token of each bare prompt: where
-    MEMIT measures how much of its target the layers edited so far already deliver."""
+def output_at_subject(handle: ModelHandle, module_path: str, requests: list[EditRequest]) -> torch.Tensor:
+    """[n, d] output of a module (a block: the residual stream; an MLP output projection) at the subject's
+    last token of each bare prompt: where MEMIT measures how much of its target is already delivered."""
     batch = build_batch(handle.tokenizer, [r.prompt for r in requests], [r.subject for r in requests])
     batch = batch.to(handle.device)
     sink: list[torch.Tensor] = []
-    block = handle.sites.layer_modules(handle.model)[layer]
-    with hooks(capture_output(block, sink, stop=True)):
+    module = handle.model.get_submodule(module_path)
+    with hooks(capture_output(module, sink, stop=True)):
         run_until_stopped(handle.model, input_ids=batch.input_ids, attention_mask=batch.attention_mask)
     rows = torch.arange(len(requests), device=handle.device)
     return sink[0][rows, batch.subject_last].float()

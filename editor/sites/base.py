@@ -37,6 +37,9 @@ class SiteMap:
     head_dim_attr: str | None = "head_dim"
     weights_transposed: bool = False  # GPT-2's Conv1D stores weight as (in, out)
     logit_softcap_attr: str | None = None  # config field holding a final logit soft cap, if any
+    # False where the MLP output is normalized before it joins the residual stream (Gemma 2/3's
+    # post-feedforward norm): then layer outputs do not add up, which multi-layer MEMIT relies on.
+    mlp_out_adds_to_residual: bool = True
 
     def layer_modules(self, model: nn.Module) -> nn.ModuleList:
         return model.get_submodule(self.layers)

@@ -7,4 +7,5 @@ register_site_map(SiteMap(
     layers="model.layers", mlp_out="mlp.down_proj", attn_out="self_attn.o_proj",
     final_norm="model.norm", unembed="lm_head",
     logit_softcap_attr="final_logit_softcapping",
+    mlp_out_adds_to_residual=False,  # Gemma 2/3 normalize the MLP output (post_feedforward_layernorm)
 ))

@@ -18,7 +18,9 @@ class MemitHParams(BaseModel):
     templates: TemplateSpec = Field(default_factory=lambda: TemplateSpec(groups=[(10, 5)]))
     objective: ValueObjective = Field(default_factory=lambda: ValueObjective(lr=1.0, early_stop_nll=0.1))
     corpus: CorpusSpec = Field(default_factory=CorpusSpec)
-    mom2_weight: float = Field(15000.0, gt=0, description="λ: weight of the preserved-key covariance")
+    # λ scales with the key width: kᵀ(λC)⁻¹k ≈ d_in/λ for a typical key, so λ = d_in makes one layer
+    # write about half of its share (MEMIT's 15,000 for GPT-J's 16,384-wide keys is ≈ 0.92 per dimension).
+    mom2_weight_per_dim: float = Field(1.0, gt=0, description="λ / d_in: weight of the preserved-key covariance")
     chunk_size: int = Field(32, ge=1, description="requests per value-optimization batch (bounds memory)")
     null_space: NullSpace | None = Field(None, description="AlphaEdit-style null-space projection")
     norm_anchor: NormAnchor | None = Field(None, description="NAS-style norm-anchored values")

@@ -13,7 +13,7 @@ from editor import EditContext, EditMethod, EditRequest, MethodOutput, WeightDel
 from editor.errors import InvalidHyperparametersError
 from editor.handle import ModelHandle
 from editor.kv import compute_keys, optimize_values
-from editor.kv.keys import residual_at_subject
+from editor.kv.keys import output_at_subject
 from methods.memit.hparams import MemitHParams, default_layers
 from methods.shared.least_squares import memit_factors, null_space_factors, null_space_projector
 from methods.shared.norm_anchor import anchor_deltas
@@ -39,6 +39,11 @@ class Memit(EditMethod):
                 f"memit: hyperparameter 'layers': {bad} outside 0..{handle.n_layers - 1}")
         if sorted(set(hparams.layers)) != hparams.layers:
             raise InvalidHyperparametersError("memit: hyperparameter 'layers': must be strictly increasing")
+        if not handle.sites.mlp_out_adds_to_residual and len(hparams.layers) > 1:
+            raise InvalidHyperparametersError(
+                f"memit: hyperparameter 'layers': the {handle.sites.family} family normalizes MLP outputs before "
+                "the residual stream, so updates of several layers do not add up; give a single layer "
+                "(or use rome)")
 
     def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: MemitHParams) -> MethodOutput:
         handle, layers, top = ctx.handle, hparams.layers, hparams.layers[-1]
@@ -59,14 +64,17 @@ class Memit(EditMethod):
             anchor = ctx.anchor_norm(top, hparams.corpus)
             delta, details["norm_anchor"] = anchor_deltas(delta, torch.cat(init_values), anchor,
                                                           hparams.norm_anchor, [r.label for r in requests])
-        targets = residual_at_subject(handle, top, requests) + delta
+        # Where the target is measured: the residual stream after the top block, to which every layer's
+        # MLP output adds; with a single layer, the MLP output itself (exact on every family).
+        site = handle.sites.mlp_out_path(top) if len(layers) == 1 else f"{handle.sites.layers}.{top}"
+        targets = output_at_subject(handle, site, requests) + delta
 
         # 2. Spread the update over the layers, measuring what is still missing after each one.
         out, kept_keys = [], {}
         with ctx.weights.trial() as trial:
             for position, layer in enumerate(layers):
                 keys = torch.cat([compute_keys(handle, [layer], c, templates)[layer] for c in chunks])
-                missing = targets - residual_at_subject(handle, top, requests)
+                missing = targets - output_at_subject(handle, site, requests)
                 share = missing / (len(layers) - position)
                 left, right = self._factors(ctx, layer, keys, share, mom2[layer], hparams)
                 layer_delta = WeightDelta.low_rank(handle.sites.mlp_out_path(layer), left, right,
@@ -75,13 +83,13 @@ class Memit(EditMethod):
                 out.append(layer_delta)
                 kept_keys[layer] = keys.cpu()
                 ctx.report("layers", (position + 1) / len(layers))
-            final_missing = targets - residual_at_subject(handle, top, requests)
+            final_missing = targets - output_at_subject(handle, site, requests)
         details["residual_left"] = float(final_missing.norm(dim=1).mean() / delta.norm(dim=1).mean().clamp_min(1e-12))
         return MethodOutput(out, details, artifacts={"keys": kept_keys})
 
     def _factors(self, ctx: EditContext, layer: int, keys, share, mom2, hparams: MemitHParams):
         if hparams.null_space is None:
-            return memit_factors(keys, share, mom2, hparams.mom2_weight)
+            return memit_factors(keys, share, mom2, hparams.mom2_weight_per_dim * mom2.shape[0])
         projector = null_space_projector(mom2, hparams.null_space.threshold)
         earlier = [a[layer] for a in ctx.artifacts("keys") if layer in a]
         previous = torch.cat(earlier).to(keys.device) if earlier else None

@@ -1,0 +1,132 @@
+"""MEMIT, null-space preservation and norm anchoring on tiny models."""
+
+import pytest
+import torch
+from tiny import tiny_model
+
+from editor import EditFailedError, Editor, EditRequest
+from editor.kv import CorpusSpec
+from editor.sites import linear_weight_as_out_in
+from methods.shared.least_squares import null_space_projector
+
+BASE = {"corpus": {"n_samples": 40, "max_tokens": 32}, "templates": {"groups": [[5, 2]]}}
+OBJECTIVE = {"steps": 8, "lr": 0.05, "weight_decay": 0.0, "clamp_norm_factor": 200.0}
+REQUESTS = [
+    EditRequest(prompt="The capital of {} is", subject="Italy", target_new="London", target_true="Rome"),
+    EditRequest(prompt="The mother tongue of {} is", subject="Danielle Darrieux", target_new="English"),
+    EditRequest(prompt="{} plays the", subject="Toko Yasuda", target_new="guitar"),
+]
+
+
+def logprob(editor, request):
+    from evaluation import target_logprobs
+
+    return float(target_logprobs(editor.handle, [(request.text, request.target_new)])[0])
+
+
+def out_in(editor, layer):
+    module = editor.model.get_submodule(editor.handle.sites.mlp_out_path(layer))
+    return linear_weight_as_out_in(module.weight, editor.handle.sites.weights_transposed).detach().clone()
+
+
+@pytest.mark.parametrize(("family", "layers"), [("llama", [1, 2]), ("gpt2", [1, 2]), ("gemma3_text", [2])])
+def test_memit_edits_only_its_layers_with_rank_at_most_n_and_reverts(family, layers):
+    model, tok = tiny_model(family)
+    editor = Editor.from_model(model, tok)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = editor.apply(REQUESTS, method="memit", layers=layers, objective=OBJECTIVE, **BASE)
+    touched = {f"{d.module}.{d.param}" for d in result.deltas}
+    assert touched == {f"{editor.handle.sites.mlp_out_path(layer)}.weight" for layer in layers}
+    assert all(d.rank <= len(REQUESTS) for d in result.deltas)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k not in touched)
+    # The layers deliver most of the target change of the residual stream at the subject (MEMIT's goal).
+    assert result.details["residual_left"][0] < 0.6
+    editor.revert()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_memit_single_request_raises_the_target():
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    before = logprob(editor, REQUESTS[0])
+    editor.apply(REQUESTS[:1], method="memit", layers=[1, 2], objective=OBJECTIVE, **BASE)
+    assert logprob(editor, REQUESTS[0]) > before + 0.05
+
+
+def test_memit_chunks_requests():
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    stages = []
+    editor.apply(REQUESTS, method="memit", layers=[2], chunk_size=1, objective=OBJECTIVE,
+                 progress=lambda stage, fraction: stages.append((stage, fraction)), **BASE)
+    assert [f for s, f in stages if s == "value"] == pytest.approx([1 / 3, 2 / 3, 1.0])
+
+
+@pytest.mark.parametrize("method", ["memit", "rome"])
+def test_null_space_update_leaves_preserved_keys_alone(method):
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    layer = 2
+    w0 = out_in(editor, layer)
+    space = {"threshold": 0.05, "l2": 1.0}
+    layer_hp = {"layers": [layer]} if method == "memit" else {"layer": layer}
+    editor.apply(REQUESTS[:1], method=method, null_space=space, objective=OBJECTIVE, **layer_hp, **BASE)
+    delta = out_in(editor, layer) - w0
+    mom2 = editor.context.second_moment([layer], CorpusSpec(**BASE["corpus"]))[layer]
+    preserved = torch.eye(mom2.shape[0], dtype=torch.float64) - null_space_projector(mom2, 0.05)
+    # Δ applied to any key in the span of the preserved (large-eigenvalue) directions is zero.
+    assert float((delta.double() @ preserved).norm()) < 1e-4 * float(delta.norm())
+    assert float(delta.norm()) > 0
+
+
+def test_null_space_carries_keys_of_earlier_edits():
+    def second_edit_spill(carry: bool) -> float:
+        model, tok = tiny_model("llama")
+        editor = Editor.from_model(model, tok)
+        space = {"threshold": 0.5, "l2": 1e-4}  # tiny keys: the ridge must be small next to KKᵀ
+        editor.apply(REQUESTS[:1], method="memit", layers=[2], null_space=space, objective=OBJECTIVE, **BASE)
+        first_keys = editor.ledger[0].artifacts["keys"][0][2]
+        if not carry:
+            editor.ledger[0].artifacts.clear()
+        w1 = out_in(editor, 2)
+        editor.apply(REQUESTS[1:2], method="memit", layers=[2], null_space=space, objective=OBJECTIVE, **BASE)
+        return float(((out_in(editor, 2) - w1) @ first_keys.T).norm())
+
+    assert second_edit_spill(carry=True) < 0.5 * second_edit_spill(carry=False)
+
+
+@pytest.mark.parametrize("method", ["memit", "rome"])
+def test_norm_anchor_rescales_or_refuses(method):
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    layer_hp = {"layers": [2]} if method == "memit" else {"layer": 2}
+    result = editor.apply(REQUESTS[:1], method=method, norm_anchor={"max_ratio": 1e6}, objective=OBJECTIVE,
+                          **layer_hp, **BASE)
+    records = result.details["norm_anchor"][0]
+    record = records[0] if isinstance(records, list) else records
+    assert record["anchor"] > 0 and "flagged" not in record
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(EditFailedError, match="norm anchor refused"):
+        editor.apply(REQUESTS[1:2], method=method, norm_anchor={"max_ratio": 1e-6, "on_exceed": "refuse"},
+                     objective=OBJECTIVE, **layer_hp, **BASE)
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    flagged = editor.apply(REQUESTS[1:2], method=method, norm_anchor={"max_ratio": 1e-6}, objective=OBJECTIVE,
+                           **layer_hp, **BASE)
+    records = flagged.details["norm_anchor"][0]
+    record = records[0] if isinstance(records, list) else records
+    assert "the anchor" in record["flagged"]
+
+
+def test_bad_memit_layers_are_refused():
+    from editor import InvalidHyperparametersError
+
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    with pytest.raises(InvalidHyperparametersError, match="'layers'"):
+        editor.apply(REQUESTS[:1], method="memit", layers=[3, 1], **BASE)
+    with pytest.raises(InvalidHyperparametersError, match="outside"):
+        editor.apply(REQUESTS[:1], method="memit", layers=[9], **BASE)
+    gemma, tok = tiny_model("gemma3_text")
+    with pytest.raises(InvalidHyperparametersError, match="do not add up"):
+        Editor.from_model(gemma, tok).apply(REQUESTS[:1], method="memit", layers=[1, 2], **BASE)
