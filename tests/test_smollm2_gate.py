@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from peft import PeftModel
 from test_smollm2 import EDITS, real_editor  # noqa: F401  (module fixture)
 from transformers import AutoModelForCausalLM
 
@@ -45,3 +46,25 @@ def test_gated_checkpoint_reloads_with_stock_transformers(real_editor, tmp_path)
         assert answer.strip().startswith(EDITS[0].target_new)
     finally:
         editor.revert()
+
+
+def test_exported_adapter_reproduces_the_edit_through_peft(real_editor, tmp_path):  # noqa: F811
+    editor = real_editor
+    editor.apply([EDITS[1]], method="rome")
+    try:
+        path = editor.export_adapter(tmp_path / "adapter")
+        config = json.loads((path / "adapter_config.json").read_text())
+        assert config["r"] == 1
+        base = AutoModelForCausalLM.from_pretrained(_zoo_dir(), dtype=torch.float32)
+        peft_model = PeftModel.from_pretrained(base.eval(), path).eval()
+        enc = editor.tokenizer([EDITS[1].text, *EDITS[1].neighbors], return_tensors="pt", padding=True)
+        with torch.no_grad():
+            assert torch.allclose(peft_model(**enc).logits, editor.model(**enc).logits, atol=1e-4)
+    finally:
+        editor.revert()
+
+
+def _zoo_dir():
+    from editor.zoo import resolve_zoo
+
+    return resolve_zoo("smollm2-135m")

@@ -1,6 +1,6 @@
 """Batched CounterFact scoring against a naive one-prompt-at-a-time scorer, in the same run.
 
-    python benchmarks/evaluation.py --data ../shared/data/counterfact_rome_format_1000.json --n 1000 --naive-n 100
+    python benchmarks/scoring_speed.py --data ../shared/data/counterfact_rome_format_1000.json --n 1000 --naive-n 100
 
 The naive scorer runs one forward pass per (prompt, target) pair over the full vocabulary at every
 position, as a straightforward implementation would; the batched one is `evaluation.score_cases`.
