@@ -7,7 +7,7 @@ import pytest
 import torch
 from tiny import tiny_model
 
-from editor import EditRequest, Editor
+from editor import Editor, EditRequest
 from editor.ledger import replay_ledger
 from evaluation import EditingSession, HealthPolicy, HealthStopError, HealthWarning
 
