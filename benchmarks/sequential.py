@@ -1,0 +1,111 @@
+"""Sequential editing: many edits applied one after another to one model, with quality measured over
+all edits so far at checkpoints.
+
+    python benchmarks/sequential.py --data ../shared/data/counterfact_rome_format_1000.json \\
+        --n 500 --checkpoints 10,50,100,250,500 --batch-size 1 --out sequential.json --plot sequential.png
+
+Variants: rome, memit, memit+null (null-space preservation), memit+anchor (norm anchoring),
+rome+anchor. At each checkpoint: Efficacy / Paraphrase / Neighborhood over every edit applied so far,
+drift (mean KL and top-1 agreement to the unedited model on reference text), seconds per edit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+VARIANTS = {
+    "rome": ("rome", {}),
+    "rome+anchor": ("rome", {"norm_anchor": {}}),
+    "memit": ("memit", {}),
+    "memit+null": ("memit", {"null_space": {}}),
+    "memit+anchor": ("memit", {"norm_anchor": {}}),
+}
+
+
+def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[int], extra: dict) -> list[dict]:
+    from evaluation import score_cases
+    from evaluation.drift import measure_drift
+
+    method, hparams = VARIANTS[variant]
+    hparams = {**hparams, **extra.get(method, {})}
+    rows, seconds, applied = [], 0.0, 0
+    pre_neighborhood = score_cases(editor.handle, cases[: max(checkpoints)]).cases
+    while applied < max(checkpoints):
+        batch = cases[applied: applied + batch_size]
+        started = time.perf_counter()
+        editor.apply(batch, method=method, **hparams)
+        seconds += time.perf_counter() - started
+        applied += len(batch)
+        if applied in checkpoints:
+            scores = score_cases(editor.handle, cases[:applied])
+            drift = measure_drift(editor)
+            pre_ns = sum(c.neighborhood for c in pre_neighborhood[:applied]) / applied
+            rows.append({"variant": variant, "edits": applied, "efficacy": scores.efficacy,
+                         "paraphrase": scores.paraphrase, "neighborhood": scores.neighborhood,
+                         "neighborhood_pre": pre_ns, "drift_kl": drift.mean_kl,
+                         "top1_agreement": drift.top1_agreement, "seconds_per_edit": seconds / applied})
+            print(json.dumps(rows[-1]), flush=True)
+    editor.revert(len(editor.ledger))
+    return rows
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = ["efficacy", "paraphrase", "neighborhood", "drift_kl"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4))
+    for axis, metric in zip(axes, metrics):
+        for variant in dict.fromkeys(r["variant"] for r in rows):
+            points = [r for r in rows if r["variant"] == variant]
+            axis.plot([p["edits"] for p in points], [p[metric] for p in points], marker="o", label=variant)
+        axis.set_xscale("log")
+        axis.set_title(metric)
+        axis.set_xlabel("edits")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--checkpoints", default="10,50,100,250,500")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--hparams", default="{}", help='per-method overrides, e.g. {"memit": {"layers": [3, 4]}}')
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out")
+    parser.add_argument("--plot")
+    args = parser.parse_args(argv)
+    if not Path(args.data).is_file():
+        print(f"data file {args.data} not found", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    from editor import Editor
+    from evaluation import load_counterfact
+
+    checkpoints = sorted(int(c) for c in args.checkpoints.split(","))
+    editor = Editor.load(args.model)
+    cases = load_counterfact(args.data, limit=max(checkpoints))
+    rows = []
+    for variant in args.variants.split(","):
+        rows += run_variant(editor, cases, variant, args.batch_size, checkpoints, json.loads(args.hparams))
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    if args.plot:
+        plot(rows, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
