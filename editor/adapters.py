@@ -17,8 +17,6 @@ the first, so loading it without the first does not give "the model edited only 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from editor.atomic import atomic_directory, refuse_non_empty
 from editor.checkpoint import _versions
 from editor.deltas import WeightDelta
 from editor.errors import SutureError
@@ -63,8 +62,7 @@ def export_lora(editor: Editor, path: str | Path, entries: list[str] | None = No
     FileExistsError if `path` is a file or a non-empty directory.
     """
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise FileExistsError(f"{path} exists and is not empty (or is a file); choose a new output directory")
+    refuse_non_empty(path)  # before any work
     selected = _select(editor.ledger, entries)
     factors = lora_factors(editor.model, [d for e in selected for d in e.deltas])
     if not factors:
@@ -79,18 +77,10 @@ def export_lora(editor: Editor, path: str | Path, entries: list[str] | None = No
 
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-    try:
+    with atomic_directory(path) as staging:
         config.save_pretrained(str(staging))
         save_file(tensors, str(staging / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         (staging / ADAPTER_MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if path.exists():
-            path.rmdir()
-        staging.rename(path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path
 
 

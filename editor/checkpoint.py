@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from editor.atomic import atomic_directory
 from editor.gate import GateDecision
 
 if TYPE_CHECKING:
@@ -43,18 +42,8 @@ def manifest_for(editor: Editor, decision: GateDecision | None) -> dict[str, Any
 def write_checkpoint(editor: Editor, path: Path, decision: GateDecision | None) -> Path:
     """Write into a hidden sibling directory, then rename: a crash never leaves a complete-looking dir."""
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise FileExistsError(f"{path} exists and is not empty (or is a file); choose a new output directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-    try:
+    with atomic_directory(path) as staging:
         editor.model.save_pretrained(staging)
         editor.tokenizer.save_pretrained(staging)
         (staging / MANIFEST).write_text(json.dumps(manifest_for(editor, decision), indent=2))
-        if path.exists():
-            path.rmdir()
-        staging.rename(path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path
