@@ -3,6 +3,12 @@
 Float addition does not undo exactly ((w + d) - d != w), so the book keeps a copy of every parameter
 the first time a delta touches it and reverts by restoring that copy and replaying the deltas that
 remain, in order. Memory grows with the parameters touched, not with the number of edits.
+
+A delta with `create=True` may target a parameter the module lacks (a bias of a bias-free projection):
+the book then registers a zero parameter first and records that it made it. Its base value is "absent",
+so a rebuild removes it again (the module's slot is put back as it was, e.g. `bias=None`) before
+replaying the remaining deltas, which re-create it only if one of them still needs it. A full revert
+therefore leaves the module structure and state_dict exactly as loaded.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class WeightDelta:
     left: torch.Tensor | None = None  # [rows, r]
     right: torch.Tensor | None = None  # [r, cols]
     dense: torch.Tensor | None = None
+    create: bool = False
 
     @classmethod
     def low_rank(cls, module: str, left: torch.Tensor, right: torch.Tensor, transposed: bool = False,
@@ -53,11 +60,19 @@ class WeightDelta:
 
     def to(self, device: torch.device | str) -> WeightDelta:
         move = (lambda t: None if t is None else t.to(device))  # noqa: E731
-        return WeightDelta(self.module, self.param, move(self.left), move(self.right), move(self.dense))
+        return WeightDelta(self.module, self.param, move(self.left), move(self.right), move(self.dense), self.create)
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         parts = {"left": self.left, "right": self.right, "dense": self.dense}
         return {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in parts.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class _Created:
+    """Base record of a parameter the book added: `had_slot` says whether the module had registered the
+    name as an empty parameter (`bias=None`), so removal restores exactly that."""
+
+    had_slot: bool
 
 
 class WeightBook:
@@ -65,14 +80,40 @@ class WeightBook:
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self._base: dict[str, torch.Tensor] = {}
+        self._base: dict[str, torch.Tensor | _Created] = {}
 
     def _param(self, delta: WeightDelta) -> torch.nn.Parameter:
         module = self.model.get_submodule(delta.module)
         param = getattr(module, delta.param, None)
+        if param is None and delta.create:
+            param = self._create(module, delta)
         if param is None:
             raise KeyError(f"{delta.module} has no parameter {delta.param!r}")
         return param
+
+    def _create(self, module: nn.Module, delta: WeightDelta) -> torch.nn.Parameter:
+        if hasattr(module, delta.param) and delta.param not in module._parameters:
+            raise KeyError(f"{delta.key}: {delta.module} has a non-parameter attribute {delta.param!r}; "
+                           "cannot create a parameter there")
+        like = getattr(module, "weight", None)
+        like = like if isinstance(like, torch.Tensor) else delta.materialize()
+        shape = delta.materialize().shape
+        param = torch.nn.Parameter(torch.zeros(shape, dtype=like.dtype, device=like.device), requires_grad=False)
+        self._base.setdefault(delta.key, _Created(had_slot=delta.param in module._parameters))
+        module.register_parameter(delta.param, param)
+        return param
+
+    def _remove(self, key: str, record: _Created) -> None:
+        module_path, _, name = key.rpartition(".")
+        module = self.model.get_submodule(module_path)
+        if record.had_slot:
+            module.register_parameter(name, None)
+        else:
+            module._parameters.pop(name, None)
+
+    def _present(self, key: str) -> torch.nn.Parameter | None:
+        module_path, _, name = key.rpartition(".")
+        return getattr(self.model.get_submodule(module_path), name, None)
 
     @torch.no_grad()
     def apply(self, deltas: Iterable[WeightDelta]) -> None:
@@ -84,18 +125,31 @@ class WeightBook:
 
     @torch.no_grad()
     def rebuild(self, deltas: Iterable[WeightDelta]) -> None:
-        """Restore every touched parameter to its base value, then apply `deltas` in order."""
+        """Restore every touched parameter to its base value (removing created ones), then apply `deltas`."""
         for key, base in self._base.items():
-            module_path, _, name = key.rpartition(".")
-            getattr(self.model.get_submodule(module_path), name).copy_(base)
+            if isinstance(base, _Created):
+                self._remove(key, base)
+            else:
+                self._present(key).copy_(base)
         self.apply(deltas)
 
     @property
     def touched(self) -> list[str]:
-        return list(self._base)
+        """Parameters the book has changed and that exist now (created ones only while present)."""
+        return [k for k, b in self._base.items() if not isinstance(b, _Created) or self._present(k) is not None]
+
+    @property
+    def created(self) -> list[str]:
+        """Parameters the model did not have at load time and that deltas currently add."""
+        return [k for k, b in self._base.items() if isinstance(b, _Created) and self._present(k) is not None]
 
     def base_value(self, key: str) -> torch.Tensor | None:
-        return self._base.get(key)
+        """The loaded value of `key`; zeros for a created parameter (the module behaves as with a zero one)."""
+        base = self._base.get(key)
+        if isinstance(base, _Created):
+            current = self._present(key)
+            return None if current is None else torch.zeros_like(current)
+        return base
 
     @contextmanager
     def trial(self) -> Iterator[WeightBook]:
@@ -109,17 +163,26 @@ class WeightBook:
 
     @contextmanager
     def base_weights(self) -> Iterator[None]:
-        """Temporarily run the model on its base weights (for statistics measured on the original model)."""
-        swapped = []
+        """Temporarily run the model on its base weights (for statistics measured on the original model);
+        created parameters are taken out for the duration."""
+        swapped, removed = [], []
         with torch.no_grad():
             for key, base in self._base.items():
-                module_path, _, name = key.rpartition(".")
-                param = getattr(self.model.get_submodule(module_path), name)
-                swapped.append((param, param.detach().clone()))
-                param.copy_(base)
+                param = self._present(key)
+                if param is None:
+                    continue
+                if isinstance(base, _Created):
+                    removed.append((key, base, param))
+                    self._remove(key, base)
+                else:
+                    swapped.append((param, param.detach().clone()))
+                    param.copy_(base)
         try:
             yield
         finally:
             with torch.no_grad():
                 for param, current in swapped:
                     param.copy_(current)
+                for key, _, param in removed:
+                    module_path, _, name = key.rpartition(".")
+                    self.model.get_submodule(module_path).register_parameter(name, param)

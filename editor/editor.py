@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from editor.adapters import export_lora
+from editor.bias_params import stock_layout
 from editor.checkpoint import write_checkpoint
 from editor.context import EditContext, Progress
 from editor.deltas import WeightBook
@@ -17,7 +18,7 @@ from editor.gate import Gate
 from editor.handle import ModelHandle, load_model
 from editor.ledger import EditResult, LedgerEntry
 from editor.registry import get_method
-from editor.requests import EditRequest, parse_requests
+from editor.requests import EditRequest, InvalidRequestError, parse_requests
 
 
 class Editor:
@@ -46,11 +47,18 @@ class Editor:
     def tokenizer(self):
         return self.handle.tokenizer
 
-    def apply(self, requests: EditRequest | dict | list, method: str = "rome", progress: Progress | None = None,
-              **hparams: Any) -> EditResult:
-        """Apply one edit (one ledger entry) made of `requests`, computed by `method`."""
-        requests = parse_requests(requests)
+    def apply(self, requests: EditRequest | dict | list | None = None, method: str = "rome",
+              progress: Progress | None = None, **hparams: Any) -> EditResult:
+        """Apply one edit (one ledger entry) made of `requests`, computed by `method`. Methods that take no
+        requests (head interventions: `takes_requests = False`) are called with `requests=None`."""
         impl = get_method(method)
+        if impl.takes_requests:
+            requests = parse_requests(requests)
+        elif requests:
+            raise InvalidRequestError(f"requests: method {method!r} takes no edit requests, only hyperparameters; "
+                                      "call apply(method=..., **hparams) without requests")
+        else:
+            requests = []
         resolved = impl.resolve_hparams(self.handle, hparams)
         self.context.progress = progress
         started = time.perf_counter()
@@ -92,7 +100,8 @@ class Editor:
         return {"base_fingerprint_sha256": self.handle.base_fingerprint, "edits": [
             {"id": e.id, "method": e.method, "hparams": e.hparams,
              "requests": [r.model_dump() for r in e.requests],
-             "deltas": [{"module": d.module, "param": d.param, "rank": d.rank, "norm": d.norm()} for d in e.deltas],
+             "deltas": [{"module": d.module, "param": d.param, "rank": d.rank, "norm": d.norm(), "create": d.create}
+                        for d in e.deltas],
              "seconds": e.seconds, "created": e.created, "details": e.details}
             for e in self.ledger]}
 
@@ -101,6 +110,7 @@ class Editor:
         unless it passes, and raise GateFailedError naming the failed thresholds."""
         decision = None
         if gate is not None:
+            stock_layout(self.model, self.handle.sites, self.weights.created)  # refuse before the gate's work
             decision = gate.decide(self)
             if not decision.passed:
                 raise GateFailedError(decision.failures)

@@ -62,7 +62,6 @@ def replay_ledger(editor: Any, data: dict[str, Any]) -> list[EditResult]:
     """Re-apply the edits of a ledger export (`Editor.ledger_json()`) or of a checkpoint manifest, in
     order, by recomputing each with its recorded method and hyperparameters."""
     from editor.errors import SutureError
-    from editor.requests import parse_requests
 
     edits = data.get("edits")
     if not isinstance(edits, list):
@@ -75,6 +74,6 @@ def replay_ledger(editor: Any, data: dict[str, Any]) -> list[EditResult]:
     for position, edit in enumerate(edits):
         if not isinstance(edit, dict) or "method" not in edit or "requests" not in edit:
             raise SutureError(f"ledger: edit {position}: fields 'method' and 'requests' are required")
-        results.append(editor.apply(parse_requests(edit["requests"]), method=edit["method"],
-                                    **edit.get("hparams", {})))
+        # Methods that take no requests (head interventions) record an empty list; apply() validates.
+        results.append(editor.apply(edit["requests"] or None, method=edit["method"], **edit.get("hparams", {})))
     return results

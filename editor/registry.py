@@ -34,18 +34,23 @@ class EditMethod(ABC):
     """A way of turning edit requests into weight deltas.
 
     `one_request_at_a_time` methods (ROME) see each request on the model already changed by the previous
-    ones; the editor handles that loop so methods do not.
+    ones; the editor handles that loop so methods do not. Methods with `takes_requests = False` (head
+    interventions) are driven by their hyperparameters alone and get an empty request list.
     """
 
     name: ClassVar[str]
     hparams_model: ClassVar[type[BaseModel]]
     one_request_at_a_time: ClassVar[bool] = False
+    takes_requests: ClassVar[bool] = True
 
-    def default_hparams(self, handle: ModelHandle) -> BaseModel:
+    def default_hparams(self, handle: ModelHandle) -> BaseModel | dict[str, Any]:
+        """Defaults the overrides are merged into; a dict where some fields have no default (then the
+        typed model reports them as missing)."""
         return self.hparams_model()
 
     def resolve_hparams(self, handle: ModelHandle, overrides: dict[str, Any]) -> BaseModel:
-        base = self.default_hparams(handle).model_dump()
+        defaults = self.default_hparams(handle)
+        base = defaults.model_dump() if isinstance(defaults, BaseModel) else dict(defaults)
         try:
             hparams = self.hparams_model.model_validate(_deep_merge(base, overrides))
         except ValidationError as exc:

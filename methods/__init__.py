@@ -2,7 +2,7 @@
 other packages join through the `suture.methods` entry-point group."""
 
 from editor.registry import available_methods, get_method, register_method
-from methods import memit, rome  # noqa: F401  (built-in methods register on import)
+from methods import heads, memit, rome  # noqa: F401  (built-in methods register on import)
 
 
 def available() -> list[str]:

@@ -40,6 +40,10 @@ class SiteMap:
     # False where the MLP output is normalized before it joins the residual stream (Gemma 2/3's
     # post-feedforward norm): then layer outputs do not add up, which multi-layer MEMIT relies on.
     mlp_out_adds_to_residual: bool = True
+    # Config flag with which stock transformers builds the attention projections (attn_out included) with
+    # biases; None where the family's attention output projection can never have one in stock transformers
+    # (then a checkpoint with a bias created there is refused, see editor/bias_params.py).
+    attn_bias_config_attr: str | None = None
 
     def layer_modules(self, model: nn.Module) -> nn.ModuleList:
         return model.get_submodule(self.layers)

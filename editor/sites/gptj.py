@@ -1,6 +1,7 @@
 from editor.sites.base import SiteMap
 from editor.sites.registry import register_site_map
 
+# Stock transformers builds this family's attention output projection without a bias, whatever the config.
 register_site_map(SiteMap(
     family="gptj", model_types=("gptj",),
     layers="transformer.h", mlp_out="mlp.fc_out", attn_out="attn.out_proj",

@@ -1,6 +1,7 @@
 from editor.sites.base import SiteMap
 from editor.sites.registry import register_site_map
 
+# Stock transformers builds this family's attention output projection without a bias, whatever the config.
 register_site_map(SiteMap(
     family="qwen2", model_types=("qwen2",),
     layers="model.layers", mlp_out="mlp.down_proj", attn_out="self_attn.o_proj",

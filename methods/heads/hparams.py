@@ -1,0 +1,48 @@
+"""Hyperparameters of the head interventions. Heads are QUERY heads as they enter the attention output
+projection (n_heads · head_dim input columns, also under grouped-query attention); indices are checked
+against the model's head layout when an edit is applied (methods/heads/base.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Prompt = Annotated[str, Field(min_length=1)]
+
+
+class HeadsHParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    layer: int = Field(description="block whose attention output projection is changed")
+    heads: list[int] = Field(min_length=1, description="query-head indices at the output projection's input")
+
+    @field_validator("heads")
+    @classmethod
+    def _distinct(cls, heads: list[int]) -> list[int]:
+        repeated = sorted({h for h in heads if heads.count(h) > 1})
+        if repeated:
+            raise ValueError(f"head(s) {repeated} listed more than once")
+        return heads
+
+
+class HeadScaleHParams(HeadsHParams):
+    factor: float = Field(0.0, description="multiplier of the heads' outputs; 0 ablates them")
+
+
+class HeadSteerHParams(HeadsHParams):
+    alpha: float = Field(1.0, description="steering strength: alpha · d_h is added to head h's output")
+    desired: list[Prompt] = Field(default_factory=list, description="prompts showing the wanted behaviour")
+    undesired: list[Prompt] = Field(default_factory=list, description="prompts showing the unwanted behaviour")
+    directions: list[list[float]] | None = Field(
+        None, description="explicit d_h, one head_dim vector per entry of `heads` (instead of the prompt sets)")
+    normalize: bool = Field(False, description="scale each direction to unit norm before multiplying by alpha")
+    batch_size: int = Field(16, ge=1, description="prompts per forward pass when measuring directions")
+
+
+class HeadMeanPatchHParams(HeadsHParams):
+    reference: list[Prompt] = Field(min_length=1, description="prompts over which each head's mean output is taken")
+    position: Literal["all", "last"] = Field(
+        "all", description="'all': mean over every (non-padding) token of the reference prompts, each token "
+        "weighted equally; 'last': mean over the last token of each prompt")
+    batch_size: int = Field(16, ge=1, description="prompts per forward pass when measuring the means")
