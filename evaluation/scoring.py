@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from editor.handle import ModelHandle
 from editor.kv.readout import final_hidden, logits_at
@@ -38,7 +39,9 @@ def score_pairs(handle: ModelHandle, pairs: list[tuple[str, str]], batch_size: i
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
     logprob = torch.empty(len(encoded))
     predicted: list[list[int]] = [[] for _ in encoded]
-    for start in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    # A bar only when scoring takes a while (CLI `suture eval` on a benchmark file); stderr, transient.
+    for start in tqdm(starts, desc="scoring", leave=False, disable=len(starts) < 20):
         chunk = order[start:start + batch_size]
         rows = [encoded[i][0] + encoded[i][1] for i in chunk]
         width = max(len(r) for r in rows)
