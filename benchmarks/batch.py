@@ -6,28 +6,21 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import sys
 import time
-from pathlib import Path
 
-import torch
+from bench_common import benchmark_parser, ready
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--hparams", default="{}")
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    if not Path(args.data).is_file():
-        print(f"data file {args.data} not found", file=sys.stderr)
+    if not ready(args):
         return 2
-    torch.set_num_threads(args.threads)
     from editor import Editor
     from evaluation import load_counterfact, score_cases
 

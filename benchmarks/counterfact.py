@@ -6,31 +6,25 @@ and seconds per edit.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
+from bench_common import benchmark_parser, ready
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="counterfact_rome_format_1000.json")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--offset", type=int, default=0, help="first record (tune on records the report skips)")
     parser.add_argument("--method", default="rome")
-    parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--hparams", default="{}", help="JSON overrides of the method's hyperparameters")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="write per-case results as JSON here")
     args = parser.parse_args(argv)
-    if not Path(args.data).is_file():
-        print(f"data file {args.data} not found (the benchmark data lives in ../shared/data)", file=sys.stderr)
+    if not ready(args):
         return 2
-    torch.set_num_threads(args.threads)
 
     from editor import Editor
     from evaluation import load_counterfact, score_cases

@@ -9,13 +9,12 @@ Both score the same whole-target log-probabilities, and the run checks that they
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
+from bench_common import benchmark_parser, ready
 
 
 @torch.no_grad()
@@ -36,17 +35,12 @@ def naive_cases(model, tok, cases) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--n", type=int, default=1000, help="cases for the batched scorer")
     parser.add_argument("--naive-n", type=int, default=100, help="cases for the naive scorer (it is slow)")
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    if not Path(args.data).is_file():
-        print(f"data file {args.data} not found", file=sys.stderr)
+    if not ready(args):
         return 2
-    torch.set_num_threads(args.threads)
     from editor import Editor
     from evaluation import load_counterfact, score_cases, target_logprobs
 

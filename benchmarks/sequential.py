@@ -11,13 +11,12 @@ drift (mean KL and top-1 agreement to the unedited model on reference text), sec
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-import torch
+from bench_common import benchmark_parser, ready
 
 VARIANTS = {
     "rome": ("rome", {}),
@@ -76,21 +75,16 @@ def plot(rows: list[dict], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--model", default="smollm2-135m")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--checkpoints", default="10,50,100,250,500")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--hparams", default="{}", help='per-method overrides, e.g. {"memit": {"layers": [3, 4]}}')
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out")
     parser.add_argument("--plot")
     args = parser.parse_args(argv)
-    if not Path(args.data).is_file():
-        print(f"data file {args.data} not found", file=sys.stderr)
+    if not ready(args):
         return 2
-    torch.set_num_threads(args.threads)
     from editor import Editor
     from evaluation import load_counterfact
 
