@@ -142,25 +142,20 @@ class EditProgress:
     """
 
     def __init__(self, units: int, desc: str = "editing"):
-        self.units = max(1, units)
+        from editor.progress import ProgressTracker
+
+        self.tracker = ProgressTracker(units)
         self.desc = desc
         self.bar: tqdm | None = None
-        self.index = 0
-        self.seen: dict[str, float] = {}
-        self.done = 0.0
 
     def __call__(self, stage: str, fraction: float) -> None:
         if self.bar is None:
             self.bar = tqdm(total=100, desc=self.desc, leave=True, dynamic_ncols=True,
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
-        fraction = min(max(float(fraction), 0.0), 1.0)
-        if stage in self.seen and fraction <= self.seen[stage] and self.index < self.units - 1:
-            self.index += 1
-            self.seen = {}
-        self.seen[stage] = fraction
-        self.done = max(self.done, (self.index + fraction) / self.units)
-        self.bar.n = round(100 * self.done, 2)
-        where = f", request {self.index + 1}/{self.units}" if self.units > 1 else ""
+        done = self.tracker.update(stage, fraction)
+        self.bar.n = round(100 * done, 2)
+        units, index = self.tracker.units, self.tracker.index
+        where = f", request {index + 1}/{units}" if units > 1 else ""
         self.bar.set_postfix_str(f"{stage}{where}", refresh=False)
         self.bar.refresh()
 

@@ -149,9 +149,9 @@ def test_progress_follows_requests_one_at_a_time():
     progress = EditProgress(units=2)
     for fraction in (0.2, 0.6):  # request 1 stops early at 0.6
         progress("value", fraction)
-    assert progress.index == 0
+    assert progress.tracker.index == 0
     progress("value", 0.2)  # the fraction fell back: request 2 started
-    assert progress.index == 1 and progress.done == pytest.approx(0.6)
+    assert progress.tracker.index == 1 and progress.tracker.done == pytest.approx(0.6)
     progress("value", 1.0)
-    assert progress.done == pytest.approx(1.0)
+    assert progress.tracker.done == pytest.approx(1.0)
     progress.close(completed=True)

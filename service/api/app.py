@@ -1,0 +1,87 @@
+"""The FastAPI application: `create_app(settings)` wires the store, auth, routes, metrics and, when this
+replica runs jobs, the Ray worker pool and its dispatcher (started and stopped with the app)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+
+from service.api import routes_checkpoints, routes_jobs, routes_ops, routes_tokens
+from service.api.limits import BodySizeLimit
+from service.api.metrics import Metrics
+from service.api.state import ServiceState
+from service.jobs import ModelCatalog
+from service.settings import ServiceSettings
+from service.store import JobStore, TokenStore, make_engine
+
+log = logging.getLogger("suture.api")
+
+
+def _start_workers(st: ServiceState) -> None:
+    from service.workers import Dispatcher, WorkerPool
+
+    pool = WorkerPool(st.settings)
+    st.dispatcher = Dispatcher(st.jobs, pool, st.settings)
+    st.dispatcher.start()
+
+
+def _stop_workers(st: ServiceState) -> None:
+    if st.dispatcher is not None:
+        st.dispatcher.stop()
+        st.dispatcher.pool.shutdown()
+        st.dispatcher = None
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings or ServiceSettings.from_env()
+    engine = make_engine(settings.database_url)
+    st = ServiceState(settings=settings, jobs=JobStore(engine, settings.max_attempts), tokens=TokenStore(engine),
+                      catalog=ModelCatalog(settings.models), metrics=Metrics())
+    st.metrics.watch_store(st.jobs.counts, lambda: (st.dispatcher.busy, len(st.dispatcher.pool.slots))
+                           if st.dispatcher is not None else (0, 0))
+    if settings.admin_token:
+        st.tokens.ensure("admin (SUTURE_ADMIN_TOKEN)", settings.admin_token, admin=True)
+    settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if settings.dispatch:
+            await run_in_threadpool(_start_workers, st)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(_stop_workers, st)
+            engine.dispose()
+
+    app = FastAPI(title="suture", version=_version(), lifespan=lifespan,
+                  description="Edit, evaluate and repair transformer language models as jobs. "
+                              "Authenticate with `Authorization: Bearer <token>`.")
+    app.state.suture = st
+    for module in (routes_jobs, routes_checkpoints, routes_tokens, routes_ops):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        st.metrics.requests.labels(request.method, name, str(response.status_code)).inc()
+        st.metrics.latency.labels(request.method, name).observe(time.perf_counter() - started)
+        return response
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("suture")
+    except metadata.PackageNotFoundError:
+        return "0"

@@ -1,0 +1,90 @@
+"""/v1/checkpoints: the outputs of succeeded jobs (ledger, report, adapter, and the merged checkpoint when a
+job asked for one), listed and downloaded file by file or as one tar.gz."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
+
+from service.api.auth import Caller, State, sees
+from service.schemas import CheckpointView, ErrorBody
+from service.store.jobs import _aware
+
+router = APIRouter(prefix="/v1/checkpoints", tags=["checkpoints"])
+ERRORS = {401: {"model": ErrorBody, "description": "missing or invalid token"},
+          404: {"model": ErrorBody, "description": "no such checkpoint or file visible to this token"}}
+
+
+def _view(row, root: Path) -> CheckpointView | None:
+    directory = root / row.output_name
+    if not directory.is_dir():
+        return None
+    files = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+    return CheckpointView(name=row.output_name, job_id=row.id, model=row.model, created_at=_aware(row.finished_at
+                          or row.created_at), files=files, has_checkpoint=(directory / "checkpoint").is_dir(),
+                          has_adapter=(directory / "adapter").is_dir())
+
+
+def _find(st, caller, name: str):
+    row = st.jobs.by_output(name)
+    if row is None or row.status != "succeeded" or not sees(caller, row.owner_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no checkpoint {name!r}")
+    view = _view(row, st.settings.artifacts_dir)
+    if view is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"checkpoint {name!r} has no files on this server")
+    return view
+
+
+@router.get("", response_model=list[CheckpointView], responses={401: ERRORS[401]})
+async def list_checkpoints(caller: Caller, st: State) -> list[CheckpointView]:
+    rows = await run_in_threadpool(st.jobs.succeeded_outputs, None if caller.admin else caller.id)
+    views = [_view(r, st.settings.artifacts_dir) for r in rows]
+    return [v for v in views if v is not None]
+
+
+@router.get("/{name}", response_model=CheckpointView, responses=ERRORS)
+async def get_checkpoint(name: str, caller: Caller, st: State) -> CheckpointView:
+    return await run_in_threadpool(_find, st, caller, name)
+
+
+@router.get("/{name}/files/{path:path}", response_class=FileResponse,
+            responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}, "description": "the file"}})
+async def download_file(name: str, path: str, caller: Caller, st: State) -> FileResponse:
+    view = await run_in_threadpool(_find, st, caller, name)
+    if path not in view.files:  # also rules out ../ escapes: only listed files are served
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"checkpoint {name!r} has no file {path!r}")
+    return FileResponse(st.settings.artifacts_dir / name / path, filename=Path(path).name)
+
+
+@router.get("/{name}/archive", responses={**ERRORS, 200: {"content": {"application/gzip": {}},
+                                                           "description": "a tar.gz of the chosen part"}})
+async def download_archive(name: str, caller: Caller, st: State,
+                           part: Literal["all", "checkpoint", "adapter"] = "all") -> StreamingResponse:
+    """`part=checkpoint`: the merged model (stock `from_pretrained` loads it); `adapter`: the PEFT adapter."""
+    view = await run_in_threadpool(_find, st, caller, name)
+    root = st.settings.artifacts_dir / name
+    base = root if part == "all" else root / part
+    if not base.is_dir():
+        hint = " (submit the job with save_checkpoint: true)" if part == "checkpoint" else ""
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"checkpoint {name!r} has no {part}{hint}")
+
+    def chunks():
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w|gz") as tar:
+            for file in sorted(p for p in base.rglob("*") if p.is_file()):
+                tar.add(file, arcname=f"{view.name}/{file.relative_to(root)}")
+                if buffer.tell() > 1 << 20:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+        yield buffer.getvalue()
+
+    filename = f"{name}.tar.gz" if part == "all" else f"{name}-{part}.tar.gz"
+    return StreamingResponse(chunks(), media_type="application/gzip",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -1,0 +1,32 @@
+"""/v1/tokens: admins create, list and revoke API tokens. A secret is shown once, at creation."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+from fastapi.concurrency import run_in_threadpool
+
+from service.api.auth import Admin, State
+from service.schemas import ErrorBody, TokenCreate, TokenCreated, TokenView
+
+router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
+ERRORS = {401: {"model": ErrorBody, "description": "missing or invalid token"},
+          403: {"model": ErrorBody, "description": "not an admin token"}}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=TokenCreated, responses=ERRORS)
+async def create_token(body: TokenCreate, _: Admin, st: State) -> TokenCreated:
+    return await run_in_threadpool(st.tokens.create, body.name, body.admin)
+
+
+@router.get("", response_model=list[TokenView], responses=ERRORS)
+async def list_tokens(_: Admin, st: State) -> list[TokenView]:
+    return await run_in_threadpool(st.tokens.list)
+
+
+@router.delete("/{token_id}", response_model=TokenView,
+               responses={**ERRORS, 404: {"model": ErrorBody, "description": "no such token"}})
+async def revoke_token(token_id: int, _: Admin, st: State) -> TokenView:
+    revoked = await run_in_threadpool(st.tokens.revoke, token_id) if 0 <= token_id < 2**31 else None
+    if revoked is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no token {token_id}")
+    return revoked

@@ -1,0 +1,26 @@
+"""What the routes share: settings, stores, the model catalog, metrics; kept on `app.state.suture`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from service.api.metrics import Metrics
+from service.jobs import ModelCatalog
+from service.settings import ServiceSettings
+from service.store import JobStore, TokenStore
+
+
+@dataclass
+class ServiceState:
+    settings: ServiceSettings
+    jobs: JobStore
+    tokens: TokenStore
+    catalog: ModelCatalog
+    metrics: Metrics
+    dispatcher: object | None = None  # service.workers.Dispatcher when this replica runs jobs
+
+
+def state(request: Request) -> ServiceState:
+    return request.app.state.suture

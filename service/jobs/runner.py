@@ -1,0 +1,210 @@
+"""Run one job (edit, evaluate, repair) on a checked-out model and write its small durable outputs.
+
+Outputs go to `<artifacts>/<output_name>/` through one atomic directory: `job.json`, `ledger.json`,
+`report.json` + `report.html` when evaluated, `adapter/` (PEFT LoRA) when the edits allow one, and
+`checkpoint/` (the full merged model) only when the job asks for it. A gate that fails leaves nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from editor import Editor, EditRequest, GateDecision
+from editor.atomic import atomic_directory
+from editor.errors import SutureError
+from editor.ledger import replay_ledger
+from editor.progress import ProgressTracker
+from editor.registry import get_method
+from evaluation import EvaluationOptions, EvaluationReport, evaluate, load_counterfact, load_requests_jsonl, load_zsre
+from evaluation.html_report import write_report
+from service.schemas import DatasetRef, JobCreate, JobKind
+
+
+class JobCancelled(Exception):
+    """The job's cancel flag was seen at a progress report."""
+
+
+class JobFailed(SutureError):
+    """The job ran to a definite failure (bad input found late, a failed gate); retrying will not help."""
+
+    def __init__(self, message: str, result: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class RunContext:
+    job_id: str
+    spec: JobCreate
+    artifacts_dir: Path
+    data_dir: Path | None = None
+    report: Callable[[float, str], None] = lambda fraction, stage: None  # may raise JobCancelled
+
+
+class _Decided:
+    """A gate whose decision was already taken (the report is computed once per job)."""
+
+    def __init__(self, decision: GateDecision):
+        self.decision = decision
+
+    def decide(self, editor: Editor) -> GateDecision:
+        return self.decision
+
+
+def load_dataset(ref: DatasetRef, data_dir: Path | None) -> list[EditRequest]:
+    if data_dir is None:
+        raise JobFailed("dataset: this server has no data directory (SUTURE_DATA_DIR); send 'requests' instead")
+    root = data_dir.resolve()
+    path = (root / ref.path).resolve()
+    if not path.is_relative_to(root):
+        raise JobFailed(f"dataset.path: {ref.path!r} leaves the server's data directory")
+    if not path.is_file():
+        raise JobFailed(f"dataset.path: {ref.path!r} does not exist in the server's data directory")
+    if ref.format == "jsonl":
+        cases = load_requests_jsonl(path)[ref.offset:]
+        return cases[: ref.limit] if ref.limit else cases
+    loader = load_counterfact if ref.format == "counterfact" else load_zsre
+    return loader(path, limit=ref.limit, offset=ref.offset)
+
+
+def _cases(ctx: RunContext) -> list[EditRequest] | None:
+    if ctx.spec.requests:
+        return list(ctx.spec.requests)
+    if ctx.spec.dataset is not None:
+        return load_dataset(ctx.spec.dataset, ctx.data_dir)
+    return None
+
+
+def _summary(report: EvaluationReport) -> dict[str, Any]:
+    out: dict[str, Any] = {"n_cases": report.n_cases, "pre": report.pre.model_dump(), "post": report.post.model_dump(),
+                           "neighborhood_drop": report.neighborhood_drop}
+    if report.drift is not None:
+        out["drift"] = {"mean_kl": report.drift.mean_kl, "top1_agreement": report.drift.top1_agreement}
+    return out
+
+
+def run_job(editor: Editor, ctx: RunContext) -> dict[str, Any]:
+    """Run the job on `editor` (a model with an empty ledger) and return its result document."""
+    spec, started = ctx.spec, time.perf_counter()
+    timings: dict[str, float] = {}
+    result: dict[str, Any] = {"output_name": spec.output_name or ctx.job_id}
+    cases = _cases(ctx)
+    ctx.report(0.0, "starting")
+
+    if spec.kind is JobKind.evaluate:
+        report = _evaluate_job(editor, ctx, cases, timings)
+        decision = None
+    else:
+        _apply(editor, ctx, cases, timings)
+        report, decision = _gate(editor, ctx, cases, timings)
+    if report is not None:
+        result["report"] = _summary(report)
+    if decision is not None:
+        result["gate"] = {"passed": decision.passed, "failures": decision.failures}
+        if not decision.passed:
+            raise JobFailed("gate failed: " + "; ".join(decision.failures), result)
+    ctx.report(0.95, "writing outputs")
+    t = time.perf_counter()
+    result["files"] = _write_outputs(editor, ctx, report, decision, result)
+    timings["outputs"] = time.perf_counter() - t
+    result["edits"] = [{"id": e.id, "method": e.method, "requests": len(e.requests), "seconds": e.seconds}
+                       for e in editor.ledger]
+    result["seconds"] = {**timings, "total": time.perf_counter() - started}
+    return result
+
+
+def _apply(editor: Editor, ctx: RunContext, cases: list[EditRequest] | None, timings: dict[str, float]) -> None:
+    spec = ctx.spec
+    method = get_method(spec.method)
+    if spec.kind is JobKind.edit and not method.takes_requests:
+        raise JobFailed(f"method: {spec.method!r} takes no edit requests; submit it as a 'repair' job")
+    if spec.kind is JobKind.repair and method.takes_requests:
+        raise JobFailed(f"method: {spec.method!r} edits with requests; submit it as an 'edit' job")
+    requests = cases if spec.kind is JobKind.edit else None
+    units = len(requests) if requests and method.one_request_at_a_time else 1
+    tracker = ProgressTracker(units)
+    share = 0.8 if spec.gate else 0.9  # the rest of the bar is evaluation and writing
+
+    def progress(stage: str, fraction: float) -> None:
+        done = tracker.update(stage, fraction)
+        where = f" (request {tracker.index + 1}/{units})" if units > 1 else ""
+        ctx.report(share * done, f"{spec.method}: {stage}{where}")
+
+    t = time.perf_counter()
+    editor.apply(requests, method=spec.method, progress=progress, **spec.hparams)
+    timings["edit"] = time.perf_counter() - t
+
+
+def _gate(editor: Editor, ctx: RunContext, cases: list[EditRequest] | None, timings: dict[str, float]):
+    gate = ctx.spec.gate
+    if gate is None:
+        return None, None
+    ctx.report(0.8, "gate: evaluating")
+    t = time.perf_counter()
+    if not cases:  # repair jobs take no requests to edit; their cases are what the gate measures
+        raise JobFailed("gate: needs cases to measure ('requests' or 'dataset')")
+    report = evaluate(editor, cases, options=gate.options)
+    timings["gate"] = time.perf_counter() - t
+    return report, gate.decide_on(report)
+
+
+def _evaluate_job(editor: Editor, ctx: RunContext, cases: list[EditRequest] | None, timings: dict[str, float]):
+    spec = ctx.spec
+    if spec.ledger_from is not None:
+        ledger_path = ctx.artifacts_dir / spec.ledger_from / "ledger.json"
+        if not ledger_path.is_file():
+            raise JobFailed(f"ledger_from: no ledger for output {spec.ledger_from!r}")
+        ctx.report(0.05, "replaying edits")
+        t = time.perf_counter()
+        replay_ledger(editor, json.loads(ledger_path.read_text()))
+        timings["replay"] = time.perf_counter() - t
+    ctx.report(0.4, "evaluating")
+    t = time.perf_counter()
+    try:
+        report = evaluate(editor, cases, options=spec.evaluation or EvaluationOptions())
+    except ValueError as exc:
+        raise JobFailed(str(exc)) from None
+    timings["evaluate"] = time.perf_counter() - t
+    return report
+
+
+def _write_outputs(editor: Editor, ctx: RunContext, report: EvaluationReport | None,
+                   decision: GateDecision | None, result: dict[str, Any]) -> list[str]:
+    spec = ctx.spec
+    target = ctx.artifacts_dir / (spec.output_name or ctx.job_id)
+    notes: dict[str, str] = {}
+    _remove_earlier_attempt(target, ctx.job_id)
+    with atomic_directory(target) as staging:
+        (staging / "ledger.json").write_text(json.dumps(editor.ledger_json(), indent=1))
+        if report is not None:
+            write_report(report, staging, title=f"suture job {ctx.job_id}")
+        if spec.export_adapter and editor.ledger:
+            try:
+                editor.export_adapter(staging / "adapter")
+            except SutureError as exc:  # e.g. head repairs that create biases have no LoRA form
+                notes["adapter"] = str(exc)
+        if spec.save_checkpoint and editor.ledger:
+            ctx.report(0.97, "writing checkpoint")
+            editor.save(staging / "checkpoint", gate=_Decided(decision) if decision is not None else None)
+        document = {"job_id": ctx.job_id, "spec": spec.model_dump(mode="json"), "notes": notes,
+                    "base_fingerprint_sha256": editor.handle.base_fingerprint,
+                    "report": result.get("report"), "gate": result.get("gate")}
+        (staging / "job.json").write_text(json.dumps(document, indent=1))
+        files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
+    if notes:
+        result["notes"] = notes
+    return files
+
+
+def _remove_earlier_attempt(target: Path, job_id: str) -> None:
+    """An attempt that wrote its outputs but died before the store heard of it left them behind: they are
+    this job's own (job.json says so) and the new attempt replaces them. Anything else is never touched."""
+    marker = target / "job.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("job_id") == job_id:
+        shutil.rmtree(target)

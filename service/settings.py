@@ -1,0 +1,66 @@
+"""Service settings, read from the environment (SUTURE_*), with embedded defaults for one machine."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from editor.errors import SutureError
+from editor.paths import suture_home
+
+
+class ServiceSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    database_url: str = Field(description="SQLAlchemy URL of the job store; default a SQLite file in SUTURE_HOME")
+    artifacts_dir: Path = Field(description="where job outputs live; shared storage when workers are remote")
+    data_dir: Path | None = Field(None, description="root under which dataset refs of jobs are resolved")
+    admin_token: str | None = Field(None, min_length=16, description="the first admin bearer token")
+    ray_address: str | None = Field(None, description="an existing Ray cluster; None starts a local one")
+    workers: int = Field(1, ge=1, le=256, description="Ray actors, each running one job at a time")
+    worker_cpus: float = Field(1.0, gt=0)
+    worker_gpus: float = Field(0.0, ge=0, description="GPUs per worker actor (a GPU pool when > 0)")
+    models_per_worker: int = Field(2, ge=1, description="loaded models kept per worker (least recently used out)")
+    models: dict[str, str] = Field(default_factory=dict, description="extra model names -> local paths")
+    max_attempts: int = Field(3, ge=1, description="runs of a job whose worker died before it is failed")
+    lease_seconds: float = Field(30.0, gt=0, description="a running job not heard of for this long is requeued")
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    dispatch: bool = Field(True, description="run queued jobs (off: an API-only replica)")
+    worker_threads: int | None = Field(None, ge=1, description="torch threads per worker (default: its CPUs)")
+
+    @classmethod
+    def from_env(cls, **overrides) -> ServiceSettings:
+        home = suture_home()
+        env = os.environ
+        values: dict = {
+            "database_url": env.get("SUTURE_DATABASE_URL") or f"sqlite:///{home / 'service' / 'jobs.db'}",
+            "artifacts_dir": env.get("SUTURE_ARTIFACTS_DIR") or home / "service" / "artifacts",
+            "data_dir": env.get("SUTURE_DATA_DIR") or None,
+            "admin_token": env.get("SUTURE_ADMIN_TOKEN") or None,
+            "ray_address": env.get("RAY_ADDRESS") or None,
+        }
+        numeric = {"workers": "SUTURE_WORKERS", "worker_cpus": "SUTURE_WORKER_CPUS",
+                   "worker_gpus": "SUTURE_WORKER_GPUS", "max_attempts": "SUTURE_MAX_ATTEMPTS",
+                   "lease_seconds": "SUTURE_LEASE_SECONDS", "max_body_bytes": "SUTURE_MAX_BODY_BYTES",
+                   "models_per_worker": "SUTURE_MODELS_PER_WORKER", "worker_threads": "SUTURE_WORKER_THREADS"}
+        for field, name in numeric.items():
+            if env.get(name):
+                values[field] = env[name]
+        if env.get("SUTURE_MODELS"):
+            try:
+                values["models"] = json.loads(env["SUTURE_MODELS"])
+            except json.JSONDecodeError as exc:
+                raise SettingsError(f"SUTURE_MODELS: not a JSON object of name -> path ({exc})") from None
+        values.update(overrides)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise SettingsError(f"service settings: {problems}") from None
+
+
+class SettingsError(SutureError):
+    pass

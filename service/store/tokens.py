@@ -1,0 +1,78 @@
+"""API tokens: random secrets handed out once and stored as sha256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select, update
+
+from service.schemas import TokenCreated, TokenView
+from service.store.jobs import now
+from service.store.tables import tokens
+
+PREFIX = "stk_"
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's row id, name and whether it may see everything."""
+
+    id: int
+    name: str
+    admin: bool
+
+
+def _view(row) -> TokenView:
+    return TokenView(id=row.id, name=row.name, admin=row.admin, created_at=row.created_at,
+                     revoked=row.revoked_at is not None)
+
+
+class TokenStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def create(self, name: str, admin: bool = False, secret: str | None = None) -> TokenCreated:
+        secret = secret or PREFIX + secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            row_id = conn.execute(tokens.insert().values(
+                name=name, token_hash=hash_token(secret), admin=admin, created_at=now())).inserted_primary_key[0]
+        row = self._row(row_id)
+        return TokenCreated(**_view(row).model_dump(), token=secret)
+
+    def ensure(self, name: str, secret: str, admin: bool) -> None:
+        """Make `secret` a valid token (the admin token from the environment); idempotent."""
+        with self.engine.connect() as conn:
+            found = conn.execute(select(tokens.c.id).where(tokens.c.token_hash == hash_token(secret))).first()
+        if found is None:
+            try:
+                self.create(name, admin=admin, secret=secret)
+            except Exception:  # another replica inserted it at the same moment
+                if self.authenticate(secret) is None:
+                    raise
+
+    def authenticate(self, secret: str) -> Principal | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(tokens).where(tokens.c.token_hash == hash_token(secret))).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        return Principal(id=row.id, name=row.name, admin=row.admin)
+
+    def _row(self, token_id: int):
+        with self.engine.connect() as conn:
+            return conn.execute(select(tokens).where(tokens.c.id == token_id)).first()
+
+    def list(self) -> list[TokenView]:
+        with self.engine.connect() as conn:
+            return [_view(r) for r in conn.execute(select(tokens).order_by(tokens.c.id)).all()]
+
+    def revoke(self, token_id: int) -> TokenView | None:
+        with self.engine.begin() as conn:
+            conn.execute(update(tokens).where(tokens.c.id == token_id).values(revoked_at=now()))
+        row = self._row(token_id)
+        return None if row is None else _view(row)

@@ -1,0 +1,91 @@
+"""The Ray actor that runs jobs: it keeps loaded models between jobs and writes progress to the store.
+
+It is a plain class; `pool.py` wraps it with `ray.remote` and the pool's resources (CPUs, GPUs). The worker
+writes a job's terminal state itself, so a finished job stays finished even if the dispatcher that sent
+it is gone; the dispatcher's own write is then a no-op (state changes are conditional).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback
+from typing import Any
+
+from editor.errors import SutureError
+from service.jobs import JobCancelled, JobFailed, LoadedModels, ModelCatalog, RunContext, run_job
+from service.schemas import JobCreate, JobStatus
+from service.settings import ServiceSettings
+from service.store import JobStore, make_engine
+
+log = logging.getLogger("suture.worker")
+
+
+class LostLease(JobCancelled):
+    """The store no longer shows this job running here (requeued elsewhere): stop without writing."""
+
+
+class EditWorker:
+    PROGRESS_INTERVAL = 0.5  # seconds between progress writes (and cancel checks)
+
+    def __init__(self, settings_json: str):
+        settings = ServiceSettings.model_validate_json(settings_json)
+        import torch
+
+        torch.set_num_threads(settings.worker_threads or max(1, int(settings.worker_cpus)))
+        self.settings = settings
+        self.store = JobStore(make_engine(settings.database_url), settings.max_attempts)
+        self.models = LoadedModels(ModelCatalog(settings.models), settings.models_per_worker)
+        self.name = f"{socket.gethostname()}/pid{os.getpid()}"
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "pid": os.getpid()}
+
+    def run(self, job_id: str) -> dict[str, Any]:
+        """Run a job the dispatcher claimed for this worker; returns {status, result, error, loaded}."""
+        row = self.store.row(job_id)
+        if row is None:
+            return self._outcome(JobStatus.failed, error=f"job {job_id} vanished from the store")
+        spec = JobCreate.model_validate(row.spec)
+        ctx = RunContext(job_id=job_id, spec=spec, artifacts_dir=self.settings.artifacts_dir,
+                         data_dir=self.settings.data_dir, report=self._reporter(job_id))
+        try:
+            ctx.report(0.0, "loading model")
+            with self.models.checkout(spec.model) as editor:
+                result = run_job(editor, ctx)
+            return self._finish(job_id, JobStatus.succeeded, result=result)
+        except LostLease:
+            return self._outcome(JobStatus.queued, error="lost the lease; the job runs elsewhere")
+        except JobCancelled:
+            return self._finish(job_id, JobStatus.cancelled, error="cancelled on request")
+        except JobFailed as exc:
+            return self._finish(job_id, JobStatus.failed, result=exc.result, error=str(exc))
+        except (SutureError, ValueError) as exc:  # bad input found while running: definite, not retried
+            return self._finish(job_id, JobStatus.failed, error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug: fail the job with the reason; the traceback goes to the log
+            log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+            return self._finish(job_id, JobStatus.failed, error=f"internal error: {type(exc).__name__}: {exc}")
+
+    def _reporter(self, job_id: str):
+        last = {"at": 0.0, "stage": None}
+
+        def report(fraction: float, stage: str) -> None:
+            now = time.monotonic()
+            if stage == last["stage"] and now - last["at"] < self.PROGRESS_INTERVAL:
+                return
+            last.update(at=now, stage=stage)
+            if not self.store.progress(job_id, fraction, stage[:200]):
+                raise LostLease(job_id)
+            if self.store.cancel_requested(job_id):
+                raise JobCancelled(job_id)
+
+        return report
+
+    def _finish(self, job_id: str, status: JobStatus, result: dict | None = None, error: str | None = None):
+        self.store.finish(job_id, status, result=result, error=error)
+        return self._outcome(status, result, error)
+
+    def _outcome(self, status: JobStatus, result: dict | None = None, error: str | None = None) -> dict[str, Any]:
+        return {"status": status.value, "result": result, "error": error, "loaded": self.models.names()}
