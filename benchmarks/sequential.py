@@ -5,7 +5,7 @@ all edits so far at checkpoints.
         --n 500 --checkpoints 10,50,100,250,500 --batch-size 1 --out sequential.json --plot sequential.png
 
 Variants: rome, memit, memit+null (null-space preservation), memit+anchor (norm anchoring),
-rome+anchor. At each checkpoint: Efficacy / Paraphrase / Neighborhood over every edit applied so far,
+rome+anchor, rome+null. At each checkpoint: Efficacy / Paraphrase / Neighborhood over every edit applied so far,
 drift (mean KL and top-1 agreement to the unedited model on reference text), seconds per edit.
 """
 
@@ -21,6 +21,7 @@ from bench_common import benchmark_parser, ready
 VARIANTS = {
     "rome": ("rome", {}),
     "rome+anchor": ("rome", {"norm_anchor": {}}),
+    "rome+null": ("rome", {"null_space": {}}),
     "memit": ("memit", {}),
     "memit+null": ("memit", {"null_space": {}}),
     "memit+anchor": ("memit", {"norm_anchor": {}}),

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from editor.requests import EditRequest
 from evaluation import EvaluationOptions, GatePolicy
@@ -37,10 +37,10 @@ class DatasetRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(min_length=1, max_length=500, description="relative to the server's data directory")
+    path: StrictStr = Field(min_length=1, max_length=500, description="relative to the server's data directory")
     format: Literal["counterfact", "zsre", "jsonl"] = "counterfact"
-    limit: int | None = Field(None, ge=1, le=100_000)
-    offset: int = Field(0, ge=0)
+    limit: StrictInt | None = Field(None, ge=1, le=100_000)
+    offset: StrictInt = Field(0, ge=0)
 
 
 class JobCreate(BaseModel):
@@ -50,17 +50,19 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: JobKind
-    model: str = Field(min_length=1, max_length=200, description="a model name from GET /v1/models")
-    method: str | None = Field(None, max_length=100, description="an editing method from GET /v1/methods")
+    model: StrictStr = Field(min_length=1, max_length=200, description="a model name from GET /v1/models")
+    method: StrictStr | None = Field(None, max_length=100, description="an editing method from GET /v1/methods")
     requests: list[EditRequest] | None = Field(None, max_length=10_000)
     dataset: DatasetRef | None = None
     hparams: dict[str, Any] = Field(default_factory=dict, description="method hyperparameter overrides")
     gate: GatePolicy | None = Field(None, description="outputs are kept only when the gate passes")
     evaluation: EvaluationOptions | None = Field(None, description="evaluate jobs: what to measure")
-    ledger_from: str | None = Field(None, max_length=64, description="evaluate jobs: replay this job's edits first")
-    output_name: str | None = Field(None, pattern=NAME_PATTERN, description="checkpoint name (default: the job id)")
-    save_checkpoint: bool = Field(False, description="also materialize the full merged checkpoint (model-sized)")
-    export_adapter: bool = Field(True, description="export the edits as a PEFT LoRA adapter when they allow it")
+    ledger_from: StrictStr | None = Field(None, max_length=64,
+                                          description="evaluate jobs: replay this job output's edits first")
+    output_name: StrictStr | None = Field(None, pattern=NAME_PATTERN,
+                                          description="checkpoint name (default: the job id)")
+    save_checkpoint: StrictBool = Field(False, description="also materialize the full merged checkpoint (model-sized)")
+    export_adapter: StrictBool = Field(True, description="export the edits as a PEFT LoRA adapter when they allow it")
 
     @model_validator(mode="after")
     def _fits_kind(self) -> JobCreate:
@@ -117,8 +119,8 @@ class CheckpointView(BaseModel):
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=NAME_PATTERN)
-    admin: bool = False
+    name: StrictStr = Field(pattern=NAME_PATTERN)
+    admin: StrictBool = False
 
 
 class TokenView(BaseModel):

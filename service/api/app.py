@@ -9,6 +9,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from service.api import routes_checkpoints, routes_jobs, routes_ops, routes_tokens
 from service.api.limits import BodySizeLimit
@@ -74,8 +77,24 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         st.metrics.latency.labels(request.method, name).observe(time.perf_counter() - started)
         return response
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        response = await http_exception_handler(request, exc)
+        if exc.status_code == 405:  # Starlette names only the first matching route's methods
+            response.headers["Allow"] = ", ".join(_allowed_methods(app, request.scope))
+        return response
+
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+def _allowed_methods(app: FastAPI, scope) -> list[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**scope, "method": "GET"})
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _version() -> str:

@@ -52,7 +52,8 @@ def _check_refs(st, caller, body: JobCreate) -> None:
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView, responses={
     **ERRORS, 200: {"model": JobView, "description": "an Idempotency-Key seen before: the same job"},
-    400: {"model": ErrorBody, "description": "unknown method, or one that does not fit the job kind"},
+    400: {"model": ErrorBody, "description": "unknown method, one that does not fit the job kind, or an "
+                                             "unparseable body"},
     409: {"model": ErrorBody, "description": "output name taken, or Idempotency-Key reused with another body"},
     413: {"model": ErrorBody, "description": "body too large"}})
 async def submit(body: JobCreate, response: Response, caller: Caller, st: State,

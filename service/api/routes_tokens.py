@@ -13,7 +13,9 @@ ERRORS = {401: {"model": ErrorBody, "description": "missing or invalid token"},
           403: {"model": ErrorBody, "description": "not an admin token"}}
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=TokenCreated, responses=ERRORS)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=TokenCreated, responses={
+    **ERRORS, 400: {"model": ErrorBody, "description": "the body is not parseable"},
+    413: {"model": ErrorBody, "description": "body too large"}})
 async def create_token(body: TokenCreate, _: Admin, st: State) -> TokenCreated:
     return await run_in_threadpool(st.tokens.create, body.name, body.admin)
 

@@ -3,6 +3,7 @@ actors with the configured resources, and replace one that died."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -60,19 +61,15 @@ class WorkerPool:
 
     def replace(self, slot: Slot) -> Slot:
         """A fresh actor in place of `slot`, whose actor died or is to be discarded."""
-        try:
+        with contextlib.suppress(Exception):  # already gone
             ray.kill(slot.actor, no_restart=True)
-        except Exception:  # already gone
-            pass
         fresh = self._new_slot()
         self.slots[self.slots.index(slot)] = fresh
         return fresh
 
     def shutdown(self) -> None:
         for slot in self.slots:
-            try:
+            with contextlib.suppress(Exception):
                 ray.kill(slot.actor, no_restart=True)
-            except Exception:
-                pass
         if self.started_ray:
             ray.shutdown()
