@@ -83,3 +83,35 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process = None
+
+
+POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+
+
+def postgres_database(prefix: str) -> str:
+    """A new, empty database on the local PostgreSQL server; its URL. Skips the test when there is none."""
+    import uuid
+
+    import pytest
+    from sqlalchemy import create_engine, text
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = create_engine(f"{POSTGRES_SERVER}/test", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+    except Exception as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_SERVER} ({type(exc).__name__}); "
+                    "these tests need a server there (trust authentication, user postgres)")
+    return f"{POSTGRES_SERVER}/{name}"
+
+
+def drop_postgres_database(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(f"{POSTGRES_SERVER}/test", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

@@ -10,28 +10,27 @@ from sqlalchemy import text
 
 from service.schemas import JobCreate, JobStatus
 from service.store import IdempotencyConflict, JobStore, OutputNameTaken, TokenStore, make_engine
+from tests.service_helpers import drop_postgres_database, postgres_database
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BODY = {"kind": "edit", "model": "tiny", "method": "rome",
         "requests": [{"prompt": "The capital of {} is", "subject": "France", "target_new": "Rome"}]}
 
 
-def _postgres_engine():
-    try:
-        engine = make_engine(POSTGRES_URL)
-        with engine.connect() as conn:
-            conn.execute(text("select 1"))
-        return engine
-    except Exception as exc:  # no server on this machine
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL} ({type(exc).__name__}); "
-                    "the store's PostgreSQL tests need a server there")
+@pytest.fixture(scope="module")
+def postgres_url():
+    url = postgres_database("suture_store")
+    yield url
+    drop_postgres_database(url)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def stores(request, tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'jobs.db'}") if request.param == "sqlite" else _postgres_engine()
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    else:  # a database of this module's own on the real server
+        engine = make_engine(request.getfixturevalue("postgres_url"))
     tokens = TokenStore(engine)
-    # Each test owns fresh tokens, so tests sharing one PostgreSQL database never see each other's jobs.
+    # Each test owns fresh tokens, so tests sharing the PostgreSQL database never see each other's jobs.
     owner = tokens.create(f"user-{uuid.uuid4().hex[:8]}")
     other = tokens.create(f"other-{uuid.uuid4().hex[:8]}")
     yield JobStore(engine, max_attempts=2), tokens, owner.id, other.id
