@@ -62,6 +62,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_hparams_argument(parser)
     parser.add_argument("--max-new-tokens", type=int, default=6, metavar="N",
                         help="tokens generated per answer (default: 6)")
+    parser.add_argument("--no-service", action="store_true",
+                        help="skip the last step (the same kind of edit as a job through the REST API and Ray)")
     parser.set_defaults(run=run)
     return parser
 
@@ -131,10 +133,10 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"suture demo: {n} fact edits on {args.model} with {args.method}, checked, then reverted\n")
 
-    print("[1/5] Loading the model")
+    print("[1/6] Loading the model")
     editor, timer.seconds["load"] = load_editor(args.model, args.device, args.dtype)
 
-    print(f"\n[2/5] The model's greedy answers before editing ({args.max_new_tokens} new tokens)")
+    print(f"\n[2/6] The model's greedy answers before editing ({args.max_new_tokens} new tokens)")
     with timer("answers before"):
         answers = editor.generate([p.prompt for p in probes], max_new_tokens=args.max_new_tokens)
     for probe, answer in zip(probes, answers, strict=True):
@@ -144,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         if request.target_true and not says(probe.before, request.target_true):
             print(f"  note: the model does not answer {request.target_true!r} to {request.text!r}")
 
-    print(f"\n[3/5] Applying {n} edits with {args.method}, one apply() call each")
+    print(f"\n[3/6] Applying {n} edits with {args.method}, one apply() call each")
     print(f"  The first edit on a model whose key statistics are not cached yet samples a text corpus from the "
           f"model and\n  measures them: several minutes on CPU, once; later runs read them from {suture_home()}.")
     results = []
@@ -159,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         prob = f", target probability {prob[0]:.2f}" if isinstance(prob, list) and prob else ""
         print(f"    done in {format_seconds(timer.seconds[f'edit {i}'])}: edit {result.id} changed {deltas}{prob}")
 
-    print(f"\n[4/5] Answers after the {n} edits (before -> after)")
+    print(f"\n[4/6] Answers after the {n} edits (before -> after)")
     with timer("answers after"):
         answers = editor.generate([p.prompt for p in probes], max_new_tokens=args.max_new_tokens)
     for probe, answer in zip(probes, answers, strict=True):
@@ -171,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
                      f"{short(probe.after, ANSWER_WIDTH):<{ANSWER_WIDTH}}", f"[{_verdict(probe, request.target_new)}]")
             print(_row(probe.prompt, *cells))
 
-    print(f"\n[5/5] Reverting the {n} edits")
+    print(f"\n[5/6] Reverting the {n} edits")
     with timer("revert"):
         undone = editor.revert(n)
     print(f"  revert({n}) undid edits {', '.join(r.id for r in undone)} "
@@ -191,6 +193,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"  check: {n_touched - len(bad)}/{n_touched} touched parameter(s) equal to the base weights bit for bit: "
           f"{'OK' if weights_ok else 'FAILED (' + ', '.join(bad) + ')'}")
 
+    service_ok = True
+    if not args.no_service:
+        from cli.demo_service import run_service_demo
+
+        print("\n[6/6] The first edit again, as a job through the service (REST API, SQLite, a local Ray worker)")
+        with timer("service job"):
+            service_ok = run_service_demo(args.model, DEMO_EDITS[0], args.method, hparams)
+
     by_kind = {kind: [p for p in probes if p.kind == kind] for kind in ("rewrite", "paraphrase", "neighbor")}
     targets = {i: r.target_new for i, r in enumerate(requests)}
     print("\nSummary")
@@ -202,8 +212,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"  neighbor prompts keeping their answer:       {sum(map(_same_answer, neighbors))}/{len(neighbors)} "
           f"(first word; identical continuation: {sum(p.after == p.before for p in neighbors)}/{len(neighbors)})")
     print(f"  revert({n}) restored answers and weights:     {'yes' if answers_ok and weights_ok else 'NO'}")
+    if not args.no_service:
+        print(f"  the same edit as a service job:              {'succeeded' if service_ok else 'FAILED'}")
     print("  timings:")
     for name, seconds in timer.seconds.items():
         print(f"    {name:<18} {format_seconds(seconds):>12}")
     print(f"    {'total':<18} {format_seconds(sum(timer.seconds.values())):>12}")
-    return EXIT_OK if answers_ok and weights_ok else EXIT_CHECK_FAILED
+    return EXIT_OK if answers_ok and weights_ok and service_ok else EXIT_CHECK_FAILED
