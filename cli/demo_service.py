@@ -5,9 +5,7 @@ events, with its outputs downloaded."""
 from __future__ import annotations
 
 import secrets
-import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,19 +13,11 @@ from typing import Any
 from cli.common import format_seconds, short
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_service_demo(model: str, request: dict[str, Any], method: str, hparams: dict[str, Any]) -> bool:
     """Serve, submit one edit job, follow it, download its adapter; True when it succeeded."""
-    import uvicorn
-
     from editor.zoo import zoo_names
-    from service.api import create_app
     from service.client import SutureClient
+    from service.local import local_service
     from service.settings import ServiceSettings
 
     token = "stk_" + secrets.token_urlsafe(24)
@@ -37,39 +27,26 @@ def run_service_demo(model: str, request: dict[str, Any], method: str, hparams: 
         settings = ServiceSettings.from_env(
             database_url=f"sqlite:///{root / 'jobs.db'}", artifacts_dir=root / "artifacts", admin_token=token,
             workers=1, worker_threads=2, models={} if name == model else {name: model})
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
         started = time.perf_counter()
-        thread.start()
-        try:
-            with SutureClient(f"http://127.0.0.1:{port}", token) as client:
-                while not server.started:
-                    if not thread.is_alive():
-                        print("  the service did not start")
-                        return False
-                    time.sleep(0.2)
-                print(f"  API on http://127.0.0.1:{port}, job store {settings.database_url}, a local Ray worker "
-                      f"(ready in {format_seconds(time.perf_counter() - started)})")
-                body = {"kind": "edit", "model": name, "method": method, "requests": [request], "hparams": hparams}
-                job = client.submit(body)
-                print(f"  POST /v1/jobs -> 202, job {job['id']}; following /v1/jobs/{job['id']}/events")
-                last_stage = None
-                for event in client.events(job["id"]):
-                    if event["stage"] != last_stage:
-                        last_stage = event["stage"]
-                        print(f"    {event['status']:<9} {100 * event['progress']:5.1f}%  {event['stage']}")
-                    done = event
-                if done["status"] != "succeeded":
-                    print(f"  the job ended {done['status']}: {done['error']}")
-                    return False
-                seconds = done["result"]["seconds"]
-                print(f"  job succeeded: edit {format_seconds(seconds.get('edit', 0))}, "
-                      f"total in the worker {format_seconds(seconds['total'])}; files: "
-                      f"{short(', '.join(done['result']['files']), 90)}")
-                unpacked = client.download(done["output_name"], root / "download", part="adapter")
-                print(f"  downloaded the PEFT adapter: {len(list((unpacked / 'adapter').iterdir()))} files")
-                return True
-        finally:
-            server.should_exit = True
-            thread.join(60)
+        with local_service(settings) as url, SutureClient(url, token) as client:
+            print(f"  API on {url}, job store {settings.database_url}, a local Ray worker "
+                  f"(ready in {format_seconds(time.perf_counter() - started)})")
+            body = {"kind": "edit", "model": name, "method": method, "requests": [request], "hparams": hparams}
+            job = client.submit(body)
+            print(f"  POST /v1/jobs -> 202, job {job['id']}; following /v1/jobs/{job['id']}/events")
+            last_stage, done = None, job
+            for event in client.events(job["id"]):
+                if event["stage"] != last_stage:
+                    last_stage = event["stage"]
+                    print(f"    {event['status']:<9} {100 * event['progress']:5.1f}%  {event['stage']}")
+                done = event
+            if done["status"] != "succeeded":
+                print(f"  the job ended {done['status']}: {done['error']}")
+                return False
+            seconds = done["result"]["seconds"]
+            print(f"  job succeeded: edit {format_seconds(seconds.get('edit', 0))}, "
+                  f"total in the worker {format_seconds(seconds['total'])}; files: "
+                  f"{short(', '.join(done['result']['files']), 90)}")
+            unpacked = client.download(done["output_name"], root / "download", part="adapter")
+            print(f"  downloaded the PEFT adapter: {len(list((unpacked / 'adapter').iterdir()))} files")
+            return True
