@@ -46,11 +46,13 @@ class HeadAttribution(BaseModel):
         return sorted(rows, key=lambda r: -abs(r[2]) if by == "abs" else -r[2])
 
 
-def _answers(tok, answers: str | list[str], n: int, name: str) -> list[int]:
+def _answers(tok, answers: str | list[str | int], n: int, name: str) -> list[int]:
+    """First token of each answer; an int is taken as a token id (for answers such as a newline, which no
+    string after a space encodes)."""
     answers = [answers] * n if isinstance(answers, str) else list(answers)
     if len(answers) != n:
         raise ValueError(f"{name}: {len(answers)} answers for {n} prompts")
-    return [encode_target(tok, a)[0] for a in answers]
+    return [a if isinstance(a, int) else encode_target(tok, a)[0] for a in answers]
 
 
 def _encode(handle: ModelHandle, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -72,10 +74,11 @@ def _metric(handle: ModelHandle, ids, mask, last, right: torch.Tensor, wrong: to
 
 @torch.no_grad()
 def attribute_heads(handle: ModelHandle, base_prompts: list[str], source_prompts: list[str],
-                    right: str | list[str], wrong: str | list[str], layers: list[int] | None = None,
+                    right: str | list[str | int], wrong: str | list[str | int], layers: list[int] | None = None,
                     max_rows: int = 256) -> HeadAttribution:
     """Effect of patching each query head's last-token output from source into base (pairs by index) on
-    logit(right) - logit(wrong) at the base prompts' last token. right/wrong: one answer or one per prompt."""
+    logit(right) - logit(wrong) at the base prompts' last token. right/wrong: one answer or one per prompt
+    (strings, or token ids)."""
     if len(base_prompts) != len(source_prompts) or not base_prompts:
         raise ValueError("base_prompts and source_prompts must be non-empty and paired (same count)")
     tok, device, n = handle.tokenizer, handle.device, len(base_prompts)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from editor.kv import CorpusSpec, TemplateSpec, ValueObjective
@@ -12,7 +14,9 @@ from methods.shared.norm_anchor import NormAnchor
 class RomeHParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    layer: int = Field(description="block whose MLP output projection is edited")
+    layer: int | Literal["auto"] = Field(
+        description="block whose MLP output projection is edited; 'auto' picks it by causal tracing "
+        "(methods/localize/layer_choice.py, cached per model)")
     # Measured on SmolLM2 (BENCHMARKS.md): 5 ten-token prefixes generalize as well as ROME's 20 at a
     # third of the cost per step, and optimizing through the exact update converges in fewer steps.
     templates: TemplateSpec = Field(default_factory=lambda: TemplateSpec(groups=[(10, 5)]))

@@ -24,7 +24,17 @@ class Rome(EditMethod):
     def default_hparams(self, handle: ModelHandle) -> RomeHParams:
         return RomeHParams(layer=default_layer(handle.sites.family, handle.n_layers))
 
+    def resolve_hparams(self, handle: ModelHandle, overrides: dict) -> RomeHParams:
+        hparams = super().resolve_hparams(handle, overrides)
+        if hparams.layer == "auto":  # the ledger records the layer tracing chose, not "auto"
+            from methods.localize.layer_choice import choose_edit_layer
+
+            hparams = hparams.model_copy(update={"layer": choose_edit_layer(handle).layer})
+        return hparams
+
     def check_hparams(self, handle: ModelHandle, hparams: RomeHParams) -> None:
+        if hparams.layer == "auto":
+            return
         if not 0 <= hparams.layer < handle.n_layers:
             raise InvalidHyperparametersError(
                 f"rome: hyperparameter 'layer': {hparams.layer} is outside 0..{handle.n_layers - 1}")

@@ -1,0 +1,149 @@
+"""A real failure family of SmolLM2 repaired with attention heads: the model completes a fact in plain
+form ("Vinson Massif is located in the continent of" -> " Antarctica") but not when the same sentence is
+the answer line of a Q&A format ("Q: Complete the sentence. <s>\\nA: <s>" -> a newline).
+
+    python benchmarks/head_repair.py --data ../shared/data/known_1000.json --out-dir docs/head_repair
+
+1. The family: known_1000 facts whose plain prompt SmolLM2 answers right (top-1 = the attribute's first
+   token) and whose Q&A form it gets wrong. Split by a seeded shuffle into prompts that choose heads and
+   strength (--train) and held-out prompts that judge the repair.
+2. Localize: head attribution (patching each head from the plain twin into the Q&A prompt), PNG heatmap.
+3. Minimal-repair search (methods/localize/repair_search.py): success curve against the number of heads.
+4. Judge on held-out prompts: fraction fixed; locality on the other known_1000 prompts (plain form, facts not
+   in the family): top-1 unchanged and mean KL; the repaired checkpoint is saved and reloaded with stock
+   transformers, and its outputs compared with the in-memory ones.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_common import benchmark_parser, ready
+
+QA_FORMAT = "Q: Complete the sentence. {prompt}\nA: {prompt}"
+
+
+def build_family(editor, facts: list[dict], batch_size: int = 32):
+    from methods.localize.last_token import last_token_logprobs
+    from methods.localize.repair_search import answer_tokens
+
+    right = answer_tokens(editor, [f["attribute"] for f in facts])
+    plain = last_token_logprobs(editor.handle, [f["prompt"] for f in facts], batch_size).argmax(-1)
+    known = [i for i in range(len(facts)) if plain[i] == right[i]]
+    qa = last_token_logprobs(editor.handle, [QA_FORMAT.format(prompt=facts[i]["prompt"]) for i in known],
+                             batch_size).argmax(-1)
+    failing = [i for i, top in zip(known, qa.tolist()) if top != right[i]]
+    return known, failing
+
+
+def plot_curve(curve, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    sizes = [p.n_heads for p in curve]
+    ax.plot(sizes, [p.fixed for p in curve], marker="o", label="failures fixed (train)")
+    ax.plot(sizes, [p.unchanged for p in curve], marker="s", label="locality: top-1 unchanged")
+    ax.axhline(0.8, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("heads steered")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("SmolLM2 Q&A-format repair: success vs number of heads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--train", type=int, default=60, help="failing prompts used to choose heads and strength")
+    parser.add_argument("--max-heads", type=int, default=27, help="at most this many heads (10%% of SmolLM2's 270)")
+    parser.add_argument("--alphas", default="0.5,1,1.5,2,3")
+    parser.add_argument("--locality-sample", type=int, default=200, help="unrelated prompts used during search")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out-dir", default="head_repair")
+    args = parser.parse_args(argv)
+    if not ready(args):
+        return 2
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from editor import Editor
+    from methods.localize import save_head_heatmap
+    from methods.localize.last_token import last_token_logprobs
+    from methods.localize.repair_search import answer_tokens, apply_plan, fixed_fraction, search_repair
+
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    editor = Editor.load(args.model)
+    facts = json.loads(Path(args.data).read_text())
+    known, failing = build_family(editor, facts)
+    rng = random.Random(args.seed)
+    rng.shuffle(failing)
+    train, held_out = failing[: args.train], failing[args.train:]
+    in_family = set(known)
+    unrelated = [f["prompt"] for i, f in enumerate(facts) if i not in in_family]
+    print(f"{len(facts)} facts; {len(known)} answered right in plain form; {len(failing)} of those fail in the "
+          f"Q&A form -> {len(train)} to choose the repair, {len(held_out)} held out; {len(unrelated)} unrelated")
+
+    def qa(ids):
+        return [QA_FORMAT.format(prompt=facts[i]["prompt"]) for i in ids]
+
+    def answers(ids):
+        return [facts[i]["attribute"] for i in ids]
+
+    search, attribution = search_repair(
+        editor, qa(train), answers(train), [facts[i]["prompt"] for i in train],
+        rng.sample(unrelated, min(args.locality_sample, len(unrelated))), max_heads=args.max_heads,
+        alphas=[float(a) for a in args.alphas.split(",")], target_fixed=0.9, min_unchanged=0.97)
+    save_head_heatmap(attribution, out / "head_attribution.png")
+    plot_curve(search.curve, out / "repair_curve.png")
+    plan = search.chosen
+    result = {"command": "python benchmarks/head_repair.py " + " ".join(argv or sys.argv[1:]),
+              "facts": len(facts), "known_plain": len(known), "family": len(failing), "train": len(train),
+              "held_out": len(held_out), "unrelated": len(unrelated), "curve": [p.model_dump() for p in search.curve],
+              "top_heads": attribution.ranking("signed")[:15]}
+    if plan is None:
+        print("no repair within the head budget reached the target on the training prompts")
+        (out / "result.json").write_text(json.dumps(result, indent=1))
+        return 1
+
+    base_unrelated = last_token_logprobs(editor.handle, unrelated)
+    held_right = answer_tokens(editor, answers(held_out))
+    held_before = fixed_fraction(editor, qa(held_out), held_right)
+    twins_before = fixed_fraction(editor, [facts[i]["prompt"] for i in held_out], held_right)
+    apply_plan(editor, plan)
+    held_after = fixed_fraction(editor, qa(held_out), held_right)
+    twins_after = fixed_fraction(editor, [facts[i]["prompt"] for i in held_out], held_right)
+    now = last_token_logprobs(editor.handle, unrelated)
+    unchanged = float((now.argmax(-1) == base_unrelated.argmax(-1)).double().mean())
+    mean_kl = float((base_unrelated.exp() * (base_unrelated - now)).sum(-1).mean())
+    n_heads_total = editor.handle.n_layers * editor.handle.sites.head_layout(editor.model.config).n_heads
+    result.update(heads=plan.heads, alpha=plan.alpha, n_heads=len(plan.heads), heads_total=n_heads_total,
+                  held_out_fixed_before=held_before, held_out_fixed=held_after,
+                  twins_right_before=twins_before, twins_right_after=twins_after,
+                  locality_unchanged=unchanged, locality_mean_kl=mean_kl)
+
+    # The repaired checkpoint, reloaded by stock transformers, must give the same outputs.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = editor.save(Path(tmp) / "repaired")
+        reloaded = AutoModelForCausalLM.from_pretrained(path).eval()
+        probe = editor.tokenizer(qa(held_out[:8]), return_tensors="pt", padding=True, padding_side="left")
+        with torch.no_grad():
+            diff = (reloaded(**probe).logits - editor.model(**probe).logits).abs().max()
+        result["reload_max_logit_diff"] = float(diff)
+    result["seconds"] = time.perf_counter() - started
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("curve", "top_heads")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

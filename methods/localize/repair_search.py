@@ -1,0 +1,149 @@
+"""Minimal-repair search: the fewest attention heads, and a steering strength, that repair a failure family.
+
+Given failing prompts with their expected answers and working twins (the same question in a format the
+model gets right):
+
+1. rank every query head by last-token activation patching from the twins into the failing prompts
+   (effect on logit(right) - logit(wrong), `attribute_heads`);
+2. steering directions d_h = mean head output on the twins - mean on the failing prompts, per head;
+3. grow the set in rank order (heads whose patching helps, largest effect first); at each size try every
+   strength α, steering the chosen heads by α·d_h (`head-steer` edits, one per layer, exact biases of the
+   output projections), and record the fraction of failing prompts fixed (top-1 = expected answer) and
+   the locality cost on unrelated prompts (top-1 unchanged, mean KL of the next-token distribution to the
+   unrepaired model);
+4. the repair is the smallest set reaching `target_fixed` with locality at least `min_unchanged`; the
+   search goes `extra_sizes` past it so the curve shows the threshold.
+
+Everything is measured on the prompts given here; judge a repair on held-out prompts (benchmarks/head_repair.py).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from pydantic import BaseModel, Field
+
+from editor import Editor
+from methods.localize.head_attribution import HeadAttribution, attribute_heads
+from methods.localize.last_token import last_token_head_means, last_token_logprobs
+
+
+class RepairPoint(BaseModel):
+    n_heads: int
+    alpha: float
+    fixed: float  # fraction of failing prompts whose top-1 is now the expected answer
+    unchanged: float  # fraction of locality prompts whose top-1 did not change
+    mean_kl: float  # mean KL(unrepaired || repaired) of the next-token distribution on locality prompts
+
+
+class RepairPlan(BaseModel):
+    heads: list[tuple[int, int]] = Field(description="(layer, head), in rank order")
+    alpha: float
+    directions: dict[str, list[float]] = Field(description="'layer.head' -> d_h (before alpha)")
+
+    def edits(self) -> list[dict]:
+        """head-steer hyperparameters, one edit per layer."""
+        by_layer: dict[int, list[int]] = defaultdict(list)
+        for layer, head in self.heads:
+            by_layer[layer].append(head)
+        return [{"layer": layer, "heads": heads, "alpha": self.alpha,
+                 "directions": [self.directions[f"{layer}.{h}"] for h in heads]}
+                for layer, heads in sorted(by_layer.items())]
+
+
+class RepairSearch(BaseModel):
+    curve: list[RepairPoint]  # the best strength at each set size
+    trials: list[RepairPoint]  # every (size, strength) tried
+    chosen: RepairPlan | None
+    chosen_point: RepairPoint | None
+
+
+def answer_tokens(editor: Editor, answers: list[str]) -> torch.Tensor:
+    from editor.kv.tokens import encode_target
+
+    return torch.tensor([encode_target(editor.tokenizer, a)[0] for a in answers])
+
+
+def apply_plan(editor: Editor, plan: RepairPlan) -> int:
+    """Apply the plan's head-steer edits; returns how many ledger entries it added (for revert)."""
+    edits = plan.edits()
+    for hparams in edits:
+        editor.apply(method="head-steer", **hparams)
+    return len(edits)
+
+
+class _Locality:
+    """Next-token distributions of the unrepaired model on unrelated prompts, to compare repairs against."""
+
+    def __init__(self, editor: Editor, prompts: list[str], batch_size: int):
+        self.editor, self.prompts, self.batch_size = editor, prompts, batch_size
+        self.base = last_token_logprobs(editor.handle, prompts, batch_size)
+
+    def measure(self) -> tuple[float, float]:
+        now = last_token_logprobs(self.editor.handle, self.prompts, self.batch_size)
+        unchanged = float((now.argmax(-1) == self.base.argmax(-1)).double().mean())
+        kl = (self.base.exp() * (self.base - now)).sum(-1).mean()
+        return unchanged, float(kl)
+
+
+def fixed_fraction(editor: Editor, prompts: list[str], right: torch.Tensor, batch_size: int = 32) -> float:
+    top = last_token_logprobs(editor.handle, prompts, batch_size).argmax(-1)
+    return float((top == right).double().mean())
+
+
+def search_repair(editor: Editor, failing: list[str], answers: list[str], twins: list[str],
+                  locality: list[str], max_heads: int, alphas: list[float], target_fixed: float = 0.9,
+                  min_unchanged: float = 0.95, wrong: list[str] | None = None, batch_size: int = 32,
+                  attribution: HeadAttribution | None = None, extra_sizes: int = 2,
+                  progress=print) -> tuple[RepairSearch, HeadAttribution]:
+    """Search as described in the module docstring; `wrong` defaults to each failing prompt's current top-1."""
+    handle = editor.handle
+    right = answer_tokens(editor, answers)
+    wrong_ids = (last_token_logprobs(handle, failing, batch_size).argmax(-1) if wrong is None
+                 else answer_tokens(editor, wrong)).tolist()
+    if attribution is None:
+        attribution = attribute_heads(handle, failing, twins, right=right.tolist(), wrong=wrong_ids)
+    ranked = [(layer, head) for layer, head, effect in attribution.ranking("signed") if effect > 0][:max_heads]
+    layers = sorted({layer for layer, _ in ranked})
+    desired = last_token_head_means(handle, twins, layers, batch_size)
+    undesired = last_token_head_means(handle, failing, layers, batch_size)
+    directions = {f"{layer}.{head}": (desired[layer][head] - undesired[layer][head]).tolist()
+                  for layer, head in ranked}
+    local = _Locality(editor, locality, batch_size)
+
+    trials, curve, chosen, chosen_point, stop_at = [], [], None, None, len(ranked)
+    for size in range(1, len(ranked) + 1):
+        if size > stop_at:
+            break
+        best = None
+        for alpha in alphas:
+            plan = RepairPlan(heads=ranked[:size], alpha=alpha, directions=directions)
+            added = apply_plan(editor, plan)
+            try:
+                fixed = fixed_fraction(editor, failing, right, batch_size)
+                unchanged, kl = local.measure()
+            finally:
+                editor.revert(added)
+            point = RepairPoint(n_heads=size, alpha=alpha, fixed=fixed, unchanged=unchanged, mean_kl=kl)
+            trials.append(point)
+            if best is None or _better(point, best, min_unchanged):
+                best = point
+        curve.append(best)
+        progress(f"{size:3d} head(s): best alpha {best.alpha:g}: fixed {best.fixed:.3f}, "
+                 f"locality unchanged {best.unchanged:.3f}, KL {best.mean_kl:.4f}")
+        if chosen is None and best.fixed >= target_fixed and best.unchanged >= min_unchanged:
+            chosen = RepairPlan(heads=ranked[:size], alpha=best.alpha, directions=directions)
+            chosen_point = best
+            stop_at = size + extra_sizes  # a few sizes past the threshold, to show the curve around it
+    return RepairSearch(curve=curve, trials=trials, chosen=chosen, chosen_point=chosen_point), attribution
+
+
+def _better(a: RepairPoint, b: RepairPoint, min_unchanged: float) -> bool:
+    """Prefer strengths within the locality budget, then more fixed, then less drift."""
+    a_ok, b_ok = a.unchanged >= min_unchanged, b.unchanged >= min_unchanged
+    if a_ok != b_ok:
+        return a_ok
+    if a.fixed != b.fixed:
+        return a.fixed > b.fixed
+    return a.mean_kl < b.mean_kl

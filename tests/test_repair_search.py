@@ -1,0 +1,111 @@
+"""Minimal-repair search and automatic layer choice on tiny models: the search grows head sets in rank
+order and reports a curve, its plan is exact head-steer edits that revert bit for bit, directions are
+mean differences, and the traced layer choice is cached."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import tiny_model
+
+from editor import Editor
+from editor.errors import EditFailedError
+from methods.localize import attribute_heads
+from methods.localize.last_token import last_token_head_means, last_token_logprobs
+from methods.localize.layer_choice import choose_edit_layer
+from methods.localize.repair_search import RepairPlan, apply_plan, search_repair
+
+FAILING = ["The capital of France is", "You can find the answer in the", "English, German, Spanish and",
+           "Therefore the company announced a new"]
+TWINS = ["The capital of Italy is", "Because the weather was nice, we walked to the", "Toko Yasuda plays the",
+         "The mother tongue of Danielle Darrieux is"]
+ANSWERS = ["Rome", "book", "Japanese", "product"]
+LOCALITY = ["The mother tongue of", "Autonomous University of Madrid is in", "Berlin and London are"]
+
+
+def editor_for(family: str = "llama") -> Editor:
+    model, tok = tiny_model(family)
+    return Editor.from_model(model, tok, ref=f"tiny-{family}")
+
+
+def snapshot(editor: Editor) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in editor.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_search_reports_a_curve_and_leaves_the_model_unchanged(family):
+    editor = editor_for(family)
+    before = snapshot(editor)
+    search, attribution = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, max_heads=4,
+                                        alphas=[1.0, 4.0], target_fixed=1.01, progress=lambda _msg: None)
+    positive = [r for r in attribution.ranking("signed") if r[2] > 0]
+    assert [p.n_heads for p in search.curve] == list(range(1, min(4, len(positive)) + 1))
+    assert len(search.trials) == 2 * len(search.curve)
+    assert all(0 <= p.fixed <= 1 and 0 <= p.unchanged <= 1 and p.mean_kl >= -1e-9 for p in search.trials)
+    assert search.chosen is None  # the target (101%) is unreachable
+    after = editor.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and not editor.ledger
+
+
+def test_search_stops_past_the_threshold_it_reaches():
+    editor = editor_for()
+    search, _ = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, max_heads=6, alphas=[1.0],
+                              target_fixed=0.0, min_unchanged=0.0, extra_sizes=1, progress=lambda _msg: None)
+    assert search.chosen is not None and len(search.chosen.heads) == 1
+    assert [p.n_heads for p in search.curve] == [1, 2]
+
+
+def test_plan_is_one_head_steer_edit_per_layer_and_reverts_exactly():
+    editor = editor_for()
+    before = snapshot(editor)
+    directions = {f"{layer}.{head}": [0.1 * (layer + 1)] * 8 for layer, head in [(1, 0), (1, 3), (2, 2)]}
+    plan = RepairPlan(heads=[(1, 0), (2, 2), (1, 3)], alpha=2.0, directions=directions)
+    assert [(e["layer"], e["heads"]) for e in plan.edits()] == [(1, [0, 3]), (2, [2])]
+    base = last_token_logprobs(editor.handle, FAILING)
+    assert apply_plan(editor, plan) == 2 and len(editor.ledger) == 2
+    assert not torch.allclose(last_token_logprobs(editor.handle, FAILING), base)
+    editor.revert(2)
+    after = editor.model.state_dict()
+    assert set(after) == set(before) and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_head_means_are_per_query_head_under_gqa():
+    editor = editor_for("llama")  # 4 query heads share 2 key/value heads
+    means = last_token_head_means(editor.handle, TWINS, [0, 3])
+    assert set(means) == {0, 3} and means[0].shape == (4, 8)
+    one = last_token_head_means(editor.handle, TWINS[:1], [0])[0]
+    two = last_token_head_means(editor.handle, TWINS[1:2], [0])[0]
+    pair = last_token_head_means(editor.handle, TWINS[:2], [0])[0]
+    assert torch.allclose(pair, (one + two) / 2, atol=1e-5)
+
+
+def test_attribution_takes_token_ids_for_answers_no_string_encodes():
+    editor = editor_for()
+    newline = editor.tokenizer("\n", add_special_tokens=False).input_ids[0]
+    result = attribute_heads(editor.handle, FAILING, TWINS, right=ANSWERS, wrong=[newline] * len(FAILING))
+    assert result.wrong_tokens == [newline] * len(FAILING)
+
+
+def test_layer_choice_is_traced_and_cached():
+    editor = editor_for()
+    facts = [("The capital of {} is", "France", "Paris"), ("The mother tongue of {} is", "Danielle Darrieux",
+                                                           "French")]
+    choice = choose_edit_layer(editor.handle, facts, samples=2, min_clean_prob=0.0)
+    assert 0 <= choice.layer < editor.handle.n_layers and len(choice.effects) == editor.handle.n_layers
+    assert choice.layer == max(range(len(choice.effects)), key=choice.effects.__getitem__)
+    assert choose_edit_layer(editor.handle, facts, samples=2, min_clean_prob=0.0) == choice  # from the cache
+    with pytest.raises(EditFailedError, match="knows none of the probe facts"):
+        choose_edit_layer(editor.handle, facts, samples=2, min_clean_prob=1.1)
+
+
+def test_rome_layer_auto_records_the_traced_layer(monkeypatch):
+    import methods.localize.layer_choice as layer_choice
+    from methods.localize.layer_choice import LayerChoice
+
+    editor = editor_for()
+    monkeypatch.setattr(layer_choice, "choose_edit_layer",
+                        lambda handle: LayerChoice(layer=2, effects=[0.0, 0.1, 0.5, 0.2], facts_used=1))
+    from editor.registry import get_method
+
+    resolved = get_method("rome").resolve_hparams(editor.handle, {"layer": "auto"})
+    assert resolved.layer == 2
