@@ -7,10 +7,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cli import demo, edit, evaluate, serve, token
+from cli import demo, edit, evaluate, repair, serve, token
 from cli.common import EXIT_USAGE, CliError
 
-SUBCOMMANDS = (edit, evaluate, demo, serve, token)  # each module has add_parser(subparsers) setting `run`
+SUBCOMMANDS = (edit, evaluate, repair, demo, serve, token)  # each module has add_parser(subparsers) setting `run`
 
 
 def _version() -> str:

@@ -155,3 +155,32 @@ def test_progress_follows_requests_one_at_a_time():
     progress("value", 1.0)
     assert progress.tracker.done == pytest.approx(1.0)
     progress.close(completed=True)
+
+
+def _write_failures(path, records):
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    return path
+
+
+def test_repair_finds_a_plan_and_saves_it(model_dir, tmp_path, capsys):
+    failures = [{"prompt": "The capital of France is", "answer": "Rome", "twin": "The capital of Italy is"},
+                {"prompt": "English, German, Spanish and", "answer": "Japanese", "twin": "Toko Yasuda plays the"}]
+    failing = _write_failures(tmp_path / "failing.jsonl", failures)
+    locality = tmp_path / "locality.txt"
+    locality.write_text("The mother tongue of\nBerlin and London are\n")
+    out = tmp_path / "repaired"
+    code = main(["repair", "--model", str(model_dir), "--failing", str(failing), "--locality", str(locality),
+                 "--max-heads", "2", "--alphas", "1", "--target", "0", "--min-unchanged", "0", "--out", str(out),
+                 "--report", str(tmp_path / "search.json")])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "repair: 1 head(s)" in text and (out / "suture.json").is_file()
+    assert json.loads((tmp_path / "search.json").read_text())["chosen"]["alpha"] == 1.0
+
+
+def test_repair_names_the_bad_field(model_dir, tmp_path, capsys):
+    failing = _write_failures(tmp_path / "failing.jsonl", [{"prompt": "The capital of France is", "answer": ""}])
+    (tmp_path / "l.txt").write_text("x\n")
+    code = main(["repair", "--model", str(model_dir), "--failing", str(failing), "--locality",
+                 str(tmp_path / "l.txt")])
+    assert code == 2 and "failing.jsonl:1: field 'answer'" in capsys.readouterr().err

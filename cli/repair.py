@@ -1,0 +1,95 @@
+"""`suture repair`: find the fewest attention heads whose steering repairs a failure family, apply that
+repair, and optionally save the repaired checkpoint (see methods/localize/repair_search.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cli.common import EXIT_CHECK_FAILED, EXIT_OK, CliError, add_model_arguments, load_editor
+
+EPILOG = """\
+FAILING.jsonl has one failure per line: the failing prompt, the answer it should give, and a working twin
+(the same question in a form the model gets right), e.g.
+  {"prompt": "Q: Complete the sentence. The capital of France is\\nA: The capital of France is",
+   "answer": "Paris", "twin": "The capital of France is"}
+LOCALITY.txt has one unrelated prompt per line whose next token must not change.
+Exit codes: 0 a repair was found (and saved with --out), 1 none reached the target, 2 bad input."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "repair", help="find and apply a minimal attention-head repair for a family of failing prompts",
+        description="Rank heads by activation patching from working twins into failing prompts, grow the set\n"
+                    "in rank order with several steering strengths, stop at the smallest set that fixes\n"
+                    "--target of the failures within the locality budget, apply it, and save with --out.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    parser.add_argument("--failing", required=True, metavar="FAILING.jsonl")
+    parser.add_argument("--locality", required=True, metavar="LOCALITY.txt")
+    parser.add_argument("--max-heads", type=int, default=16, help="largest head set tried (default: 16)")
+    parser.add_argument("--alphas", default="0.5,1,2,3", help="steering strengths tried (default: 0.5,1,2,3)")
+    parser.add_argument("--target", type=float, default=0.9, help="fraction of failures to fix (default: 0.9)")
+    parser.add_argument("--min-unchanged", type=float, default=0.95,
+                        help="fraction of locality prompts whose top-1 must not change (default: 0.95)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="save the repaired checkpoint here")
+    parser.add_argument("--report", default=None, metavar="FILE.json", help="write the search curve and plan")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _read_failures(path: Path) -> tuple[list[str], list[str], list[str]]:
+    from editor.jsonl import iter_jsonl
+
+    if not path.is_file():
+        raise CliError(f"--failing: {path} does not exist")
+    prompts, answers, twins = [], [], []
+    for number, record in iter_jsonl(path):
+        for field in ("prompt", "answer", "twin"):
+            if not isinstance(record, dict) or not isinstance(record.get(field), str) or not record[field].strip():
+                raise CliError(f"{path}:{number}: field '{field}' must be a non-empty string")
+        prompts.append(record["prompt"])
+        answers.append(record["answer"])
+        twins.append(record["twin"])
+    if not prompts:
+        raise CliError(f"--failing: {path} holds no failures")
+    return prompts, answers, twins
+
+
+def run(args: argparse.Namespace) -> int:
+    from methods.localize.repair_search import apply_plan, search_repair
+
+    prompts, answers, twins = _read_failures(Path(args.failing))
+    locality_path = Path(args.locality)
+    if not locality_path.is_file():
+        raise CliError(f"--locality: {locality_path} does not exist")
+    locality = [line for line in locality_path.read_text().splitlines() if line.strip()]
+    if not locality:
+        raise CliError(f"--locality: {locality_path} holds no prompts")
+    try:
+        alphas = [float(a) for a in args.alphas.split(",")]
+    except ValueError:
+        raise CliError(f"--alphas: {args.alphas!r} is not a comma-separated list of numbers") from None
+    if args.max_heads < 1:
+        raise CliError("--max-heads must be at least 1")
+
+    editor, _ = load_editor(args.model, args.device, args.dtype)
+    search, _ = search_repair(editor, prompts, answers, twins, locality, max_heads=args.max_heads, alphas=alphas,
+                              target_fixed=args.target, min_unchanged=args.min_unchanged,
+                              progress=lambda line: print(line, flush=True))
+    if args.report:
+        Path(args.report).write_text(json.dumps(search.model_dump(), indent=1))
+    if search.chosen is None:
+        print(f"no set of at most {args.max_heads} heads fixed {args.target:.0%} of the failures within the "
+              "locality budget")
+        return EXIT_CHECK_FAILED
+    point = search.chosen_point
+    heads = ", ".join(f"L{layer}H{head}" for layer, head in search.chosen.heads)
+    print(f"repair: {len(search.chosen.heads)} head(s) [{heads}], alpha {search.chosen.alpha:g}: fixed "
+          f"{point.fixed:.1%} of the failures, top-1 unchanged on {point.unchanged:.1%} of the locality prompts")
+    apply_plan(editor, search.chosen)
+    if args.out:
+        saved = editor.save(args.out)
+        print(f"saved the repaired checkpoint to {saved}")
+    return EXIT_OK
