@@ -10,17 +10,18 @@ Patching happens at the last token only: base and source prompts need not tokeni
 positions never have to be aligned. Only what a head writes at the last position is swapped; its effect
 through earlier positions is not measured (all-position patching needs equal-length pairs).
 
-Each layer costs one batched forward (chunked by `max_rows`) with one block of rows per head.
+Each patched row runs only its last token on a KV cache of the base prompt's prefix.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from pydantic import BaseModel
 
 from editor.handle import ModelHandle
-from editor.kv.capture import capture_input, hooks, run_until_stopped
-from editor.kv.readout import final_hidden, logits_at
+from editor.kv.capture import capture_input, hooks
 from editor.kv.tokens import encode_target
 from methods.heads.projection import HeadProjection
 
@@ -56,29 +57,49 @@ def _answers(tok, answers: str | list[str | int], n: int, name: str) -> list[int
 
 
 def _encode(handle: ModelHandle, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Padded ids, mask, and each row's last real token (whichever side the padding is on)."""
-    enc = handle.tokenizer(prompts, return_tensors="pt", padding=True).to(handle.device)
+    """Left-padded ids, mask and position ids: every prompt's last token is the last column."""
+    enc = handle.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(handle.device)
     mask = enc["attention_mask"]
     if (mask.sum(1) == 0).any():
         raise ValueError("a prompt tokenizes to nothing")
-    last = mask.shape[1] - 1 - mask.flip(1).int().argmax(1)
-    return enc["input_ids"], mask, last
+    positions = (mask.cumsum(1) - 1).clamp_min(0)  # as if unpadded (matters for absolute position embeddings)
+    return enc["input_ids"], mask, positions
 
 
-def _metric(handle: ModelHandle, ids, mask, last, right: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
-    """logit(right) - logit(wrong) at `last`, per row."""
-    rows = torch.arange(ids.shape[0], device=ids.device)
-    logits = logits_at(handle, final_hidden(handle, ids, mask), rows, last)
-    return (logits[rows, right] - logits[rows, wrong]).double()
+def _metric(handle: ModelHandle, ids, mask, positions, right: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
+    """logit(right) - logit(wrong) after the last token, per row (a full forward)."""
+    logits = handle.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1).logits[:, -1]
+    return (logits.gather(1, right[:, None]) - logits.gather(1, wrong[:, None])).squeeze(1).double()
+
+
+def _prefix_cache(handle: ModelHandle, ids, mask, positions):
+    """Keys and values of every prompt's tokens but the last: a last-token patch cannot change them."""
+    out = handle.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                       use_cache=True, logits_to_keep=1)
+    return out.past_key_values
+
+
+def _last_token_metric(handle: ModelHandle, cache, rows, ids, mask, positions, right, wrong) -> torch.Tensor:
+    """`_metric` for prompts `rows` (repeats allowed), running only their last token on the cached prefix."""
+    rows_cache = copy.deepcopy(cache)
+    rows_cache.reorder_cache(rows)
+    logits = handle.model(input_ids=ids[rows, -1:], attention_mask=mask[rows], position_ids=positions[rows, -1:],
+                          past_key_values=rows_cache, use_cache=True).logits[:, -1]
+    index = torch.arange(rows.shape[0], device=rows.device)
+    return (logits[index, right[rows]] - logits[index, wrong[rows]]).double()
 
 
 @torch.no_grad()
 def attribute_heads(handle: ModelHandle, base_prompts: list[str], source_prompts: list[str],
                     right: str | list[str | int], wrong: str | list[str | int], layers: list[int] | None = None,
-                    max_rows: int = 256) -> HeadAttribution:
+                    max_rows: int = 128) -> HeadAttribution:
     """Effect of patching each query head's last-token output from source into base (pairs by index) on
     logit(right) - logit(wrong) at the base prompts' last token. right/wrong: one answer or one per prompt
-    (strings, or token ids)."""
+    (strings, or token ids).
+
+    A last-token patch leaves every earlier position alone, so the base prompts' prefixes run once (a KV
+    cache) and each patched row runs its last token only: n_layers x n_heads x n_prompts one-token passes.
+    """
     if len(base_prompts) != len(source_prompts) or not base_prompts:
         raise ValueError("base_prompts and source_prompts must be non-empty and paired (same count)")
     tok, device, n = handle.tokenizer, handle.device, len(base_prompts)
@@ -89,18 +110,17 @@ def attribute_heads(handle: ModelHandle, base_prompts: list[str], source_prompts
     right_ids = torch.tensor(_answers(tok, right, n, "right"), device=device)
     wrong_ids = torch.tensor(_answers(tok, wrong, n, "wrong"), device=device)
 
-    base_ids, base_mask, base_last = _encode(handle, base_prompts)
-    src_ids, src_mask, src_last = _encode(handle, source_prompts)
-    base_metric = float(_metric(handle, base_ids, base_mask, base_last, right_ids, wrong_ids).mean())
-    source_metric = float(_metric(handle, src_ids, src_mask, src_last, right_ids, wrong_ids).mean())
-
-    # Source head outputs at the last token, every layer, from one pass stopped after the deepest layer.
+    base = _encode(handle, base_prompts)
+    if base[0].shape[1] < 2:
+        raise ValueError("base_prompts: every prompt is a single token; patching needs a prefix before the last")
+    src_ids, src_mask, src_pos = _encode(handle, source_prompts)
+    base_metric = float(_metric(handle, *base, right_ids, wrong_ids).mean())
+    # Source head outputs at the last token, every layer, from the same pass that measures its metric.
     sinks = {layer: [] for layer in layers}
-    deepest = max(layers)
-    with hooks(*(capture_input(projs[layer].module, sinks[layer], stop=layer == deepest) for layer in layers)):
-        run_until_stopped(handle.model, input_ids=src_ids, attention_mask=src_mask)
-    rows_n = torch.arange(n, device=device)
-    source = {layer: sinks[layer][0].reshape(n, -1, n_heads, head_dim)[rows_n, src_last] for layer in layers}
+    with hooks(*(capture_input(projs[layer].module, sinks[layer]) for layer in layers)):
+        source_metric = float(_metric(handle, src_ids, src_mask, src_pos, right_ids, wrong_ids).mean())
+    source = {layer: sinks[layer][0][:, -1].reshape(n, n_heads, head_dim) for layer in layers}
+    cache = _prefix_cache(handle, *base)
 
     # Row r of a layer's batch is prompt r % n with head r // n patched.
     total = n * n_heads
@@ -117,12 +137,11 @@ def attribute_heads(handle: ModelHandle, base_prompts: list[str], source_prompts
             def patch(_module, args, prompt=prompt, head=head, rows=rows, values=values):
                 x = args[0]
                 heads = x.reshape(*x.shape[:-1], n_heads, head_dim).clone()
-                heads[rows, base_last[prompt], head] = values[prompt, head].to(heads.dtype)
+                heads[rows, -1, head] = values[prompt, head].to(heads.dtype)
                 return (heads.reshape(x.shape), *args[1:])
 
             with hooks(projs[layer].module.register_forward_pre_hook(patch)):
-                metric[lo:lo + max_rows] = _metric(handle, base_ids[prompt], base_mask[prompt], base_last[prompt],
-                                                   right_ids[prompt], wrong_ids[prompt])
+                metric[lo:lo + max_rows] = _last_token_metric(handle, cache, prompt, *base, right_ids, wrong_ids)
         effects.append((metric.view(n_heads, n).mean(1) - base_metric).tolist())
 
     return HeadAttribution(layers=layers, n_heads=n_heads, right_tokens=right_ids.tolist(),

@@ -1,0 +1,68 @@
+"""Head repair on the real SmolLM2: a Q&A-format failure of facts the model completes in plain form,
+localized by head patching and steered on a few heads; the repaired checkpoint (with the created
+o_proj biases) reloads with stock transformers and reproduces the in-memory outputs; revert is exact.
+Also the traced ROME layer choice on a real model."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from editor import Editor
+from methods.localize import attribute_heads
+from methods.localize.last_token import last_token_head_means, last_token_logprobs
+from methods.localize.layer_choice import choose_edit_layer
+from methods.localize.repair_search import RepairPlan, answer_tokens, apply_plan
+
+pytestmark = pytest.mark.slow
+
+QA = "Q: Complete the sentence. {prompt}\nA: {prompt}"
+FACTS = [("The capital of France is", "Paris"), ("The capital of Japan is", "Tokyo"),
+         ("The capital of Germany is", "Berlin"), ("The capital of Italy is", "Rome"),
+         ("The capital of Spain is", "Madrid"), ("The capital of Russia is", "Moscow"),
+         ("The Eiffel Tower is located in the city of", "Paris"),
+         ("The Colosseum is located in the city of", "Rome")]
+
+
+@pytest.fixture(scope="module")
+def editor():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield Editor.load("smollm2-135m")
+    torch.set_num_threads(threads)
+
+
+def test_steered_heads_save_and_reload_with_stock_transformers(editor, tmp_path):
+    plain = [p for p, _ in FACTS]
+    qa = [QA.format(prompt=p) for p in plain]
+    right = answer_tokens(editor, [a for _, a in FACTS])
+    assert (last_token_logprobs(editor.handle, plain).argmax(-1) == right).all()  # known in plain form
+    wrong = last_token_logprobs(editor.handle, qa).argmax(-1)
+    attribution = attribute_heads(editor.handle, qa, plain, right=right.tolist(), wrong=wrong.tolist())
+    top = [(layer, head) for layer, head, _ in attribution.ranking("signed")[:4]]
+    layers = sorted({layer for layer, _ in top})
+    desired = last_token_head_means(editor.handle, plain, layers)
+    undesired = last_token_head_means(editor.handle, qa, layers)
+    plan = RepairPlan(heads=top, alpha=2.0, directions={f"{lay}.{h}": (desired[lay][h] - undesired[lay][h]).tolist()
+                                                       for lay, h in top})
+    before = {k: v.clone() for k, v in editor.model.state_dict().items()}
+    added = apply_plan(editor, plan)
+    enc = editor.tokenizer(qa + plain, return_tensors="pt", padding=True, padding_side="left")
+    with torch.no_grad():
+        repaired = editor.model(**enc).logits
+    path = editor.save(tmp_path / "repaired")
+    stock = AutoModelForCausalLM.from_pretrained(path).eval()
+    assert stock.config.attention_bias  # the created o_proj biases travel as the config's attention_bias
+    with torch.no_grad():
+        reloaded = stock(**enc).logits
+    assert (reloaded - repaired).abs().max() < 1e-4
+    assert torch.equal(reloaded[:, -1].argmax(-1), repaired[:, -1].argmax(-1))
+
+    editor.revert(added)
+    after = editor.model.state_dict()
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_traced_layer_choice_on_smollm2(editor):
+    choice = choose_edit_layer(editor.handle)
+    assert choice.facts_used >= 4
+    assert 0 <= choice.layer < 15  # facts are recalled in the first half of the network
