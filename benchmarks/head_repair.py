@@ -52,10 +52,10 @@ def plot_curve(curve, path: Path) -> None:
     ax.plot(sizes, [p.fixed for p in curve], marker="o", label="failures fixed (train)")
     ax.plot(sizes, [p.unchanged for p in curve], marker="s", label="locality: top-1 unchanged")
     ax.axhline(0.8, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("heads steered")
+    ax.set_xlabel("heads")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("SmolLM2 Q&A-format repair: success vs number of heads")
+    ax.set_title("SmolLM2 Q&A-format repair: success vs heads intervened on")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--train", type=int, default=60, help="failing prompts used to choose heads and strength")
     parser.add_argument("--max-heads", type=int, default=27, help="at most this many heads (10%% of SmolLM2's 270)")
-    parser.add_argument("--alphas", default="0.5,1,1.5,2,3")
+    parser.add_argument("--kind", choices=["steer", "scale"], default="scale",
+                        help="scale: multiply the heads' outputs (0 ablates); steer: add alpha x a mean difference")
+    parser.add_argument("--alphas", default="0,0.25,0.5,1.5,2,3", help="factors (scale) or strengths (steer)")
+    parser.add_argument("--attribution", default=None, help="reuse a head_attribution.json of an earlier run")
     parser.add_argument("--locality-sample", type=int, default=200, help="unrelated prompts used during search")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default="head_repair")
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM
 
     from editor import Editor
-    from methods.localize import save_head_heatmap
+    from methods.localize import HeadAttribution, save_head_heatmap
     from methods.localize.last_token import last_token_logprobs
     from methods.localize.repair_search import answer_tokens, apply_plan, fixed_fraction, search_repair
 
@@ -99,10 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     def answers(ids):
         return [facts[i]["attribute"] for i in ids]
 
+    attribution = None
+    if args.attribution:
+        attribution = HeadAttribution.model_validate_json(Path(args.attribution).read_text())
     search, attribution = search_repair(
         editor, qa(train), answers(train), [facts[i]["prompt"] for i in train],
         rng.sample(unrelated, min(args.locality_sample, len(unrelated))), max_heads=args.max_heads,
-        alphas=[float(a) for a in args.alphas.split(",")], target_fixed=0.9, min_unchanged=0.97)
+        alphas=[float(a) for a in args.alphas.split(",")], target_fixed=0.9, min_unchanged=0.97,
+        attribution=attribution, kind=args.kind)
+    (out / "head_attribution.json").write_text(attribution.model_dump_json())
     save_head_heatmap(attribution, out / "head_attribution.png")
     plot_curve(search.curve, out / "repair_curve.png")
     plan = search.chosen
@@ -126,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     unchanged = float((now.argmax(-1) == base_unrelated.argmax(-1)).double().mean())
     mean_kl = float((base_unrelated.exp() * (base_unrelated - now)).sum(-1).mean())
     n_heads_total = editor.handle.n_layers * editor.handle.sites.head_layout(editor.model.config).n_heads
-    result.update(heads=plan.heads, alpha=plan.alpha, n_heads=len(plan.heads), heads_total=n_heads_total,
+    result.update(heads=plan.heads, kind=plan.kind, alpha=plan.alpha, n_heads=len(plan.heads),
+                  heads_total=n_heads_total,
                   held_out_fixed_before=held_before, held_out_fixed=held_after,
                   twins_right_before=twins_before, twins_right_after=twins_after,
                   locality_unchanged=unchanged, locality_mean_kl=mean_kl)

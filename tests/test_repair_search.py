@@ -60,7 +60,11 @@ def test_plan_is_one_head_steer_edit_per_layer_and_reverts_exactly():
     before = snapshot(editor)
     directions = {f"{layer}.{head}": [0.1 * (layer + 1)] * 8 for layer, head in [(1, 0), (1, 3), (2, 2)]}
     plan = RepairPlan(heads=[(1, 0), (2, 2), (1, 3)], alpha=2.0, directions=directions)
-    assert [(e["layer"], e["heads"]) for e in plan.edits()] == [(1, [0, 3]), (2, [2])]
+    assert [(m, e["layer"], e["heads"]) for m, e in plan.edits()] == [("head-steer", 1, [0, 3]),
+                                                                        ("head-steer", 2, [2])]
+    scaled = RepairPlan(heads=[(1, 0), (2, 2)], kind="scale", alpha=0.0)
+    assert scaled.edits() == [("head-scale", {"layer": 1, "heads": [0], "factor": 0.0}),
+                              ("head-scale", {"layer": 2, "heads": [2], "factor": 0.0})]
     base = last_token_logprobs(editor.handle, FAILING)
     assert apply_plan(editor, plan) == 2 and len(editor.ledger) == 2
     assert not torch.allclose(last_token_logprobs(editor.handle, FAILING), base)

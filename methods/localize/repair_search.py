@@ -20,6 +20,7 @@ Everything is measured on the prompts given here; judge a repair on held-out pro
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field
@@ -39,16 +40,20 @@ class RepairPoint(BaseModel):
 
 class RepairPlan(BaseModel):
     heads: list[tuple[int, int]] = Field(description="(layer, head), in rank order")
-    alpha: float
-    directions: dict[str, list[float]] = Field(description="'layer.head' -> d_h (before alpha)")
+    kind: Literal["steer", "scale"] = "steer"
+    alpha: float = Field(description="steer: the strength α; scale: the factor the heads' outputs are multiplied by")
+    directions: dict[str, list[float]] = Field(default_factory=dict, description="steer: 'layer.head' -> d_h")
 
-    def edits(self) -> list[dict]:
-        """head-steer hyperparameters, one edit per layer."""
+    def edits(self) -> list[tuple[str, dict]]:
+        """(method, hyperparameters) of the edits, one per layer: head-steer or head-scale."""
         by_layer: dict[int, list[int]] = defaultdict(list)
         for layer, head in self.heads:
             by_layer[layer].append(head)
-        return [{"layer": layer, "heads": heads, "alpha": self.alpha,
-                 "directions": [self.directions[f"{layer}.{h}"] for h in heads]}
+        if self.kind == "scale":
+            return [("head-scale", {"layer": layer, "heads": heads, "factor": self.alpha})
+                    for layer, heads in sorted(by_layer.items())]
+        return [("head-steer", {"layer": layer, "heads": heads, "alpha": self.alpha,
+                                "directions": [self.directions[f"{layer}.{h}"] for h in heads]})
                 for layer, heads in sorted(by_layer.items())]
 
 
@@ -68,8 +73,8 @@ def answer_tokens(editor: Editor, answers: list[str]) -> torch.Tensor:
 def apply_plan(editor: Editor, plan: RepairPlan) -> int:
     """Apply the plan's head-steer edits; returns how many ledger entries it added (for revert)."""
     edits = plan.edits()
-    for hparams in edits:
-        editor.apply(method="head-steer", **hparams)
+    for method, hparams in edits:
+        editor.apply(method=method, **hparams)
     return len(edits)
 
 
@@ -96,15 +101,20 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
                   locality: list[str], max_heads: int, alphas: list[float], target_fixed: float = 0.9,
                   min_unchanged: float = 0.95, wrong: list[str] | None = None, batch_size: int = 32,
                   attribution: HeadAttribution | None = None, extra_sizes: int = 2,
-                  progress=print) -> tuple[RepairSearch, HeadAttribution]:
-    """Search as described in the module docstring; `wrong` defaults to each failing prompt's current top-1."""
+                  kind: Literal["steer", "scale"] = "steer", progress=print) -> tuple[RepairSearch, HeadAttribution]:
+    """Search as described in the module docstring; `wrong` defaults to each failing prompt's current top-1.
+    kind "scale" multiplies the chosen heads' outputs by each of `alphas` (0 ablates) instead of steering;
+    heads are then ranked by |effect|, since either sign can be repaired by scaling."""
     handle = editor.handle
     right = answer_tokens(editor, answers)
     wrong_ids = (last_token_logprobs(handle, failing, batch_size).argmax(-1) if wrong is None
                  else answer_tokens(editor, wrong)).tolist()
     if attribution is None:
         attribution = attribute_heads(handle, failing, twins, right=right.tolist(), wrong=wrong_ids)
-    ranked = [(layer, head) for layer, head, effect in attribution.ranking("signed") if effect > 0][:max_heads]
+    if kind == "scale":
+        ranked = [(layer, head) for layer, head, _ in attribution.ranking("abs")][:max_heads]
+    else:
+        ranked = [(layer, head) for layer, head, effect in attribution.ranking("signed") if effect > 0][:max_heads]
     layers = sorted({layer for layer, _ in ranked})
     desired = last_token_head_means(handle, twins, layers, batch_size)
     undesired = last_token_head_means(handle, failing, layers, batch_size)
@@ -118,7 +128,7 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
             break
         best = None
         for alpha in alphas:
-            plan = RepairPlan(heads=ranked[:size], alpha=alpha, directions=directions)
+            plan = RepairPlan(heads=ranked[:size], kind=kind, alpha=alpha, directions=directions)
             added = apply_plan(editor, plan)
             try:
                 fixed = fixed_fraction(editor, failing, right, batch_size)
@@ -133,7 +143,7 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
         progress(f"{size:3d} head(s): best alpha {best.alpha:g}: fixed {best.fixed:.3f}, "
                  f"locality unchanged {best.unchanged:.3f}, KL {best.mean_kl:.4f}")
         if chosen is None and best.fixed >= target_fixed and best.unchanged >= min_unchanged:
-            chosen = RepairPlan(heads=ranked[:size], alpha=best.alpha, directions=directions)
+            chosen = RepairPlan(heads=ranked[:size], kind=kind, alpha=best.alpha, directions=directions)
             chosen_point = best
             stop_at = size + extra_sizes  # a few sizes past the threshold, to show the curve around it
     return RepairSearch(curve=curve, trials=trials, chosen=chosen, chosen_point=chosen_point), attribution
