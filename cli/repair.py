@@ -22,14 +22,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser(
         "repair", help="find and apply a minimal attention-head repair for a family of failing prompts",
         description="Rank heads by activation patching from working twins into failing prompts, grow the set\n"
-                    "in rank order with several steering strengths, stop at the smallest set that fixes\n"
+                    "in rank order with several strengths, stop at the smallest set that fixes\n"
                     "--target of the failures within the locality budget, apply it, and save with --out.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     parser.add_argument("--failing", required=True, metavar="FAILING.jsonl")
     parser.add_argument("--locality", required=True, metavar="LOCALITY.txt")
     parser.add_argument("--max-heads", type=int, default=16, help="largest head set tried (default: 16)")
-    parser.add_argument("--alphas", default="0.5,1,2,3", help="steering strengths tried (default: 0.5,1,2,3)")
+    parser.add_argument("--kind", choices=["scale", "steer"], default="scale",
+                        help="scale: multiply the heads' outputs by each --alphas value (0 ablates); steer: add "
+                             "alpha x (mean on twins - mean on failures) to them (default: scale)")
+    parser.add_argument("--alphas", default="0,0.5,1.5,2", help="factors or strengths tried (default: 0,0.5,1.5,2)")
     parser.add_argument("--target", type=float, default=0.9, help="fraction of failures to fix (default: 0.9)")
     parser.add_argument("--min-unchanged", type=float, default=0.95,
                         help="fraction of locality prompts whose top-1 must not change (default: 0.95)")
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     editor, _ = load_editor(args.model, args.device, args.dtype)
     search, _ = search_repair(editor, prompts, answers, twins, locality, max_heads=args.max_heads, alphas=alphas,
-                              target_fixed=args.target, min_unchanged=args.min_unchanged,
+                              target_fixed=args.target, min_unchanged=args.min_unchanged, kind=args.kind,
                               progress=lambda line: print(line, flush=True))
     if args.report:
         Path(args.report).write_text(json.dumps(search.model_dump(), indent=1))
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CHECK_FAILED
     point = search.chosen_point
     heads = ", ".join(f"L{layer}H{head}" for layer, head in search.chosen.heads)
-    print(f"repair: {len(search.chosen.heads)} head(s) [{heads}], alpha {search.chosen.alpha:g}: fixed "
+    print(f"repair: {len(search.chosen.heads)} head(s) [{heads}], {args.kind} {search.chosen.alpha:g}: fixed "
           f"{point.fixed:.1%} of the failures, top-1 unchanged on {point.unchanged:.1%} of the locality prompts")
     apply_plan(editor, search.chosen)
     if args.out:

@@ -170,8 +170,8 @@ def test_repair_finds_a_plan_and_saves_it(model_dir, tmp_path, capsys):
     locality.write_text("The mother tongue of\nBerlin and London are\n")
     out = tmp_path / "repaired"
     code = main(["repair", "--model", str(model_dir), "--failing", str(failing), "--locality", str(locality),
-                 "--max-heads", "2", "--alphas", "1", "--target", "0", "--min-unchanged", "0", "--out", str(out),
-                 "--report", str(tmp_path / "search.json")])
+                 "--max-heads", "2", "--kind", "steer", "--alphas", "1", "--target", "0", "--min-unchanged", "0",
+                 "--out", str(out), "--report", str(tmp_path / "search.json")])
     text = capsys.readouterr().out
     assert code == 0, text
     assert "repair: 1 head(s)" in text and (out / "suture.json").is_file()
