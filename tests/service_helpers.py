@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
-
-from tests.tiny import tiny_model
+from tiny import tiny_model
 
 ADMIN = "test-admin-token-0123456789"
 # Small statistics corpus and templates: a tiny-model ROME edit then takes about a second.

@@ -14,10 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
-
-from service.client import SutureClient
-from tests.service_helpers import (
+from service_helpers import (
     ADMIN,
     Server,
     drop_postgres_database,
@@ -25,6 +22,9 @@ from tests.service_helpers import (
     postgres_database,
     save_tiny_model,
 )
+from transformers import AutoModelForCausalLM
+
+from service.client import SutureClient
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from service_helpers import ADMIN, Server
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from editor.paths import suture_home
 from service.client import SutureClient
-from tests.service_helpers import ADMIN, Server
 
 pytestmark = pytest.mark.slow
 

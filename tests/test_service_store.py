@@ -6,11 +6,11 @@ import threading
 import uuid
 
 import pytest
+from service_helpers import drop_postgres_database, postgres_database
 from sqlalchemy import text
 
 from service.schemas import JobCreate, JobStatus
 from service.store import IdempotencyConflict, JobStore, OutputNameTaken, TokenStore, make_engine
-from tests.service_helpers import drop_postgres_database, postgres_database
 
 BODY = {"kind": "edit", "model": "tiny", "method": "rome",
         "requests": [{"prompt": "The capital of {} is", "subject": "France", "target_new": "Rome"}]}
