@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-heads", type=int, default=27, help="at most this many heads (10%% of SmolLM2's 270)")
     parser.add_argument("--kind", choices=["steer", "scale"], default="scale",
                         help="scale: multiply the heads' outputs (0 ablates); steer: add alpha x a mean difference")
-    parser.add_argument("--alphas", default="0,0.25,0.5,1.5,2,3", help="factors (scale) or strengths (steer)")
+    parser.add_argument("--alphas", default="0,0.5,1.5,2", help="factors (scale) or strengths (steer)")
     parser.add_argument("--attribution", default=None, help="reuse a head_attribution.json of an earlier run")
     parser.add_argument("--locality-sample", type=int, default=200, help="unrelated prompts used during search")
     parser.add_argument("--seed", type=int, default=0)
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from editor import Editor
     from methods.localize import HeadAttribution, save_head_heatmap
     from methods.localize.last_token import last_token_logprobs
-    from methods.localize.repair_search import answer_tokens, apply_plan, fixed_fraction, search_repair
+    from methods.localize.repair_search import answer_tokens, apply_plan, fixed_fraction, rank_heads, search_repair
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,16 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     def answers(ids):
         return [facts[i]["attribute"] for i in ids]
 
-    attribution = None
     if args.attribution:
         attribution = HeadAttribution.model_validate_json(Path(args.attribution).read_text())
+    else:
+        attribution = rank_heads(editor, qa(train), answers(train), [facts[i]["prompt"] for i in train])
+    (out / "head_attribution.json").write_text(attribution.model_dump_json())
+    save_head_heatmap(attribution, out / "head_attribution.png")
     search, attribution = search_repair(
         editor, qa(train), answers(train), [facts[i]["prompt"] for i in train],
         rng.sample(unrelated, min(args.locality_sample, len(unrelated))), max_heads=args.max_heads,
         alphas=[float(a) for a in args.alphas.split(",")], target_fixed=0.9, min_unchanged=0.97,
         attribution=attribution, kind=args.kind)
-    (out / "head_attribution.json").write_text(attribution.model_dump_json())
-    save_head_heatmap(attribution, out / "head_attribution.png")
     plot_curve(search.curve, out / "repair_curve.png")
     plan = search.chosen
     result = {"command": "python benchmarks/head_repair.py " + " ".join(argv or sys.argv[1:]),

@@ -40,7 +40,7 @@ def test_search_reports_a_curve_and_leaves_the_model_unchanged(family):
                                         alphas=[1.0, 4.0], target_fixed=1.01, progress=lambda _msg: None)
     positive = [r for r in attribution.ranking("signed") if r[2] > 0]
     assert [p.n_heads for p in search.curve] == list(range(1, min(4, len(positive)) + 1))
-    assert len(search.trials) == 2 * len(search.curve)
+    assert len(search.curve) <= len(search.trials) <= 2 * len(search.curve)
     assert all(0 <= p.fixed <= 1 and 0 <= p.unchanged <= 1 and p.mean_kl >= -1e-9 for p in search.trials)
     assert search.chosen is None  # the target (101%) is unreachable
     after = editor.model.state_dict()

@@ -20,6 +20,7 @@ Everything is measured on the prompts given here; judge a repair on held-out pro
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -59,7 +60,7 @@ class RepairPlan(BaseModel):
 
 class RepairSearch(BaseModel):
     curve: list[RepairPoint]  # the best strength at each set size
-    trials: list[RepairPoint]  # every (size, strength) tried
+    trials: list[RepairPoint]  # every (size, strength) whose locality was measured
     chosen: RepairPlan | None
     chosen_point: RepairPoint | None
 
@@ -97,6 +98,16 @@ def fixed_fraction(editor: Editor, prompts: list[str], right: torch.Tensor, batc
     return float((top == right).double().mean())
 
 
+def rank_heads(editor: Editor, failing: list[str], answers: list[str], twins: list[str],
+               wrong: list[str] | None = None, batch_size: int = 32) -> HeadAttribution:
+    """Head attribution from the twins into the failing prompts on logit(answer) - logit(wrong); `wrong`
+    defaults to each failing prompt's current top-1 token."""
+    wrong_ids = (last_token_logprobs(editor.handle, failing, batch_size).argmax(-1) if wrong is None
+                 else answer_tokens(editor, wrong)).tolist()
+    return attribute_heads(editor.handle, failing, twins, right=answer_tokens(editor, answers).tolist(),
+                           wrong=wrong_ids)
+
+
 def search_repair(editor: Editor, failing: list[str], answers: list[str], twins: list[str],
                   locality: list[str], max_heads: int, alphas: list[float], target_fixed: float = 0.9,
                   min_unchanged: float = 0.95, wrong: list[str] | None = None, batch_size: int = 32,
@@ -107,19 +118,19 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
     heads are then ranked by |effect|, since either sign can be repaired by scaling."""
     handle = editor.handle
     right = answer_tokens(editor, answers)
-    wrong_ids = (last_token_logprobs(handle, failing, batch_size).argmax(-1) if wrong is None
-                 else answer_tokens(editor, wrong)).tolist()
     if attribution is None:
-        attribution = attribute_heads(handle, failing, twins, right=right.tolist(), wrong=wrong_ids)
+        attribution = rank_heads(editor, failing, answers, twins, wrong, batch_size)
     if kind == "scale":
         ranked = [(layer, head) for layer, head, _ in attribution.ranking("abs")][:max_heads]
     else:
         ranked = [(layer, head) for layer, head, effect in attribution.ranking("signed") if effect > 0][:max_heads]
-    layers = sorted({layer for layer, _ in ranked})
-    desired = last_token_head_means(handle, twins, layers, batch_size)
-    undesired = last_token_head_means(handle, failing, layers, batch_size)
-    directions = {f"{layer}.{head}": (desired[layer][head] - undesired[layer][head]).tolist()
-                  for layer, head in ranked}
+    directions: dict[str, list[float]] = {}
+    if kind == "steer":
+        layers = sorted({layer for layer, _ in ranked})
+        desired = last_token_head_means(handle, twins, layers, batch_size)
+        undesired = last_token_head_means(handle, failing, layers, batch_size)
+        directions = {f"{layer}.{head}": (desired[layer][head] - undesired[layer][head]).tolist()
+                      for layer, head in ranked}
     local = _Locality(editor, locality, batch_size)
 
     trials, curve, chosen, chosen_point, stop_at = [], [], None, None, len(ranked)
@@ -127,18 +138,23 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
         if size > stop_at:
             break
         best = None
+        fixed_by_alpha = {}
         for alpha in alphas:
             plan = RepairPlan(heads=ranked[:size], kind=kind, alpha=alpha, directions=directions)
-            added = apply_plan(editor, plan)
-            try:
-                fixed = fixed_fraction(editor, failing, right, batch_size)
+            with _applied(editor, plan):
+                fixed_by_alpha[alpha] = fixed_fraction(editor, failing, right, batch_size)
+        # Locality costs most: measure it from the most-fixing strength down, until one is within budget.
+        for alpha in sorted(alphas, key=lambda a: -fixed_by_alpha[a]):
+            plan = RepairPlan(heads=ranked[:size], kind=kind, alpha=alpha, directions=directions)
+            with _applied(editor, plan):
                 unchanged, kl = local.measure()
-            finally:
-                editor.revert(added)
-            point = RepairPoint(n_heads=size, alpha=alpha, fixed=fixed, unchanged=unchanged, mean_kl=kl)
+            point = RepairPoint(n_heads=size, alpha=alpha, fixed=fixed_by_alpha[alpha], unchanged=unchanged,
+                                mean_kl=kl)
             trials.append(point)
             if best is None or _better(point, best, min_unchanged):
                 best = point
+            if unchanged >= min_unchanged:
+                break
         curve.append(best)
         progress(f"{size:3d} head(s): best alpha {best.alpha:g}: fixed {best.fixed:.3f}, "
                  f"locality unchanged {best.unchanged:.3f}, KL {best.mean_kl:.4f}")
@@ -147,6 +163,15 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
             chosen_point = best
             stop_at = size + extra_sizes  # a few sizes past the threshold, to show the curve around it
     return RepairSearch(curve=curve, trials=trials, chosen=chosen, chosen_point=chosen_point), attribution
+
+
+@contextmanager
+def _applied(editor: Editor, plan: RepairPlan):
+    added = apply_plan(editor, plan)
+    try:
+        yield
+    finally:
+        editor.revert(added)
 
 
 def _better(a: RepairPoint, b: RepairPoint, min_unchanged: float) -> bool:
