@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
               "held_out": len(held_out), "unrelated": len(unrelated), "curve": [p.model_dump() for p in search.curve],
               "top_heads": attribution.ranking("signed")[:15]}
     if plan is None:
-        print("no repair within the head budget reached the target on the training prompts")
+        print("no head improved the training prompts within the locality budget")
         (out / "result.json").write_text(json.dumps(result, indent=1))
         return 1
 
@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     unchanged = float((now.argmax(-1) == base_unrelated.argmax(-1)).double().mean())
     mean_kl = float((base_unrelated.exp() * (base_unrelated - now)).sum(-1).mean())
     n_heads_total = editor.handle.n_layers * editor.handle.sites.head_layout(editor.model.config).n_heads
-    result.update(heads=plan.heads, kind=plan.kind, alpha=plan.alpha, n_heads=len(plan.heads),
+    result.update(heads=plan.heads, kind=plan.kind, alpha=plan.alpha, factors=plan.factors,
+                  reached_target_on_train=search.reached_target, n_heads=len(plan.heads),
                   heads_total=n_heads_total,
                   held_out_fixed_before=held_before, held_out_fixed=held_after,
                   twins_right_before=twins_before, twins_right_after=twins_after,

@@ -83,13 +83,16 @@ def run(args: argparse.Namespace) -> int:
                               progress=lambda line: print(line, flush=True))
     if args.report:
         Path(args.report).write_text(json.dumps(search.model_dump(), indent=1))
-    if search.chosen is None:
+    if not search.reached_target:
+        best = f" (the best found fixed {search.chosen_point.fixed:.1%})" if search.chosen_point else ""
         print(f"no set of at most {args.max_heads} heads fixed {args.target:.0%} of the failures within the "
-              "locality budget")
+              f"locality budget{best}")
         return EXIT_CHECK_FAILED
-    point = search.chosen_point
-    heads = ", ".join(f"L{layer}H{head}" for layer, head in search.chosen.heads)
-    print(f"repair: {len(search.chosen.heads)} head(s) [{heads}], {args.kind} {search.chosen.alpha:g}: fixed "
+    point, plan = search.chosen_point, search.chosen
+    heads = ", ".join(f"L{layer}H{head}" + (f"x{plan.factors[f'{layer}.{head}']:g}" if plan.kind == "scale" else "")
+                      for layer, head in plan.heads)
+    how = "scaled" if plan.kind == "scale" else f"steered with alpha {plan.alpha:g}"
+    print(f"repair: {len(plan.heads)} head(s) [{heads}] {how}: fixed "
           f"{point.fixed:.1%} of the failures, top-1 unchanged on {point.unchanged:.1%} of the locality prompts")
     apply_plan(editor, search.chosen)
     if args.out:

@@ -55,6 +55,21 @@ def test_search_stops_past_the_threshold_it_reaches():
     assert [p.n_heads for p in search.curve] == [1, 2]
 
 
+def test_greedy_scale_keeps_only_heads_that_fix_more_and_reverts():
+    editor = editor_for()
+    before = snapshot(editor)
+    search, _ = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, max_heads=3, alphas=[0.0, 3.0],
+                              target_fixed=1.01, min_unchanged=0.0, kind="scale", progress=lambda _msg: None)
+    fixed = [p.fixed for p in search.curve]
+    assert fixed == sorted(fixed) and len(set(fixed)) == len(fixed)  # every kept head fixes more
+    assert [p.n_heads for p in search.curve] == list(range(1, len(search.curve) + 1))
+    if search.chosen is not None:
+        assert len(search.chosen.heads) == len(search.curve) and not search.reached_target
+        assert set(search.chosen.factors.values()) <= {0.0, 3.0}
+    after = editor.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and not editor.ledger
+
+
 def test_plan_is_one_head_steer_edit_per_layer_and_reverts_exactly():
     editor = editor_for()
     before = snapshot(editor)
@@ -62,8 +77,9 @@ def test_plan_is_one_head_steer_edit_per_layer_and_reverts_exactly():
     plan = RepairPlan(heads=[(1, 0), (2, 2), (1, 3)], alpha=2.0, directions=directions)
     assert [(m, e["layer"], e["heads"]) for m, e in plan.edits()] == [("head-steer", 1, [0, 3]),
                                                                         ("head-steer", 2, [2])]
-    scaled = RepairPlan(heads=[(1, 0), (2, 2)], kind="scale", alpha=0.0)
+    scaled = RepairPlan(heads=[(1, 0), (2, 2), (1, 3)], kind="scale", factors={"1.0": 0.0, "2.2": 0.0, "1.3": 2.0})
     assert scaled.edits() == [("head-scale", {"layer": 1, "heads": [0], "factor": 0.0}),
+                              ("head-scale", {"layer": 1, "heads": [3], "factor": 2.0}),
                               ("head-scale", {"layer": 2, "heads": [2], "factor": 0.0})]
     base = last_token_logprobs(editor.handle, FAILING)
     assert apply_plan(editor, plan) == 2 and len(editor.ledger) == 2

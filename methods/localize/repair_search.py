@@ -14,6 +14,11 @@ model gets right):
 4. the repair is the smallest set reaching `target_fixed` with locality at least `min_unchanged`; the
    search goes `extra_sizes` past it so the curve shows the threshold.
 
+With kind "scale" the heads' outputs are multiplied instead (0 ablates), and the growth is greedy per head:
+candidates in order of |effect|, each tried at every factor on top of the heads kept so far and kept, at
+its best factor, only if it fixes more failures within the locality budget. Scaling acts only where a
+head is active, so it is kinder to unrelated prompts than a bias added at every position.
+
 Everything is measured on the prompts given here; judge a repair on held-out prompts (benchmarks/head_repair.py).
 """
 
@@ -40,19 +45,24 @@ class RepairPoint(BaseModel):
 
 
 class RepairPlan(BaseModel):
-    heads: list[tuple[int, int]] = Field(description="(layer, head), in rank order")
+    heads: list[tuple[int, int]] = Field(description="(layer, head), in the order they were added")
     kind: Literal["steer", "scale"] = "steer"
-    alpha: float = Field(description="steer: the strength α; scale: the factor the heads' outputs are multiplied by")
+    alpha: float = Field(1.0, description="steer: the strength α (scale: unused, see factors)")
     directions: dict[str, list[float]] = Field(default_factory=dict, description="steer: 'layer.head' -> d_h")
+    factors: dict[str, float] = Field(default_factory=dict, description="scale: 'layer.head' -> output factor")
 
     def edits(self) -> list[tuple[str, dict]]:
-        """(method, hyperparameters) of the edits, one per layer: head-steer or head-scale."""
+        """(method, hyperparameters) of the edits: head-steer, one per layer, or head-scale, one per
+        (layer, factor)."""
+        if self.kind == "scale":
+            groups: dict[tuple[int, float], list[int]] = defaultdict(list)
+            for layer, head in self.heads:
+                groups[(layer, self.factors[f"{layer}.{head}"])].append(head)
+            return [("head-scale", {"layer": layer, "heads": heads, "factor": factor})
+                    for (layer, factor), heads in sorted(groups.items())]
         by_layer: dict[int, list[int]] = defaultdict(list)
         for layer, head in self.heads:
             by_layer[layer].append(head)
-        if self.kind == "scale":
-            return [("head-scale", {"layer": layer, "heads": heads, "factor": self.alpha})
-                    for layer, heads in sorted(by_layer.items())]
         return [("head-steer", {"layer": layer, "heads": heads, "alpha": self.alpha,
                                 "directions": [self.directions[f"{layer}.{h}"] for h in heads]})
                 for layer, heads in sorted(by_layer.items())]
@@ -63,6 +73,7 @@ class RepairSearch(BaseModel):
     trials: list[RepairPoint]  # every (size, strength) whose locality was measured
     chosen: RepairPlan | None
     chosen_point: RepairPoint | None
+    reached_target: bool = False
 
 
 def answer_tokens(editor: Editor, answers: list[str]) -> torch.Tensor:
@@ -114,14 +125,13 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
                   attribution: HeadAttribution | None = None, extra_sizes: int = 2,
                   kind: Literal["steer", "scale"] = "steer", progress=print) -> tuple[RepairSearch, HeadAttribution]:
     """Search as described in the module docstring; `wrong` defaults to each failing prompt's current top-1.
-    kind "scale" multiplies the chosen heads' outputs by each of `alphas` (0 ablates) instead of steering;
-    heads are then ranked by |effect|, since either sign can be repaired by scaling."""
+    kind "scale": `alphas` are the factors tried per head (greedy growth, see the module docstring)."""
     handle = editor.handle
     right = answer_tokens(editor, answers)
     if attribution is None:
         attribution = rank_heads(editor, failing, answers, twins, wrong, batch_size)
-    if kind == "scale":
-        ranked = [(layer, head) for layer, head, _ in attribution.ranking("abs")][:max_heads]
+    if kind == "scale":  # candidates: every head whose patching matters, either sign; at most 3 per slot
+        ranked = [(layer, head) for layer, head, _ in attribution.ranking("abs")][:3 * max_heads]
     else:
         ranked = [(layer, head) for layer, head, effect in attribution.ranking("signed") if effect > 0][:max_heads]
     directions: dict[str, list[float]] = {}
@@ -133,6 +143,9 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
                       for layer, head in ranked}
     local = _Locality(editor, locality, batch_size)
 
+    if kind == "scale":
+        return _greedy_scale(editor, failing, right, ranked, local, max_heads, alphas, target_fixed,
+                             min_unchanged, extra_sizes, batch_size, progress), attribution
     trials, curve, chosen, chosen_point, stop_at = [], [], None, None, len(ranked)
     for size in range(1, len(ranked) + 1):
         if size > stop_at:
@@ -162,7 +175,61 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
             chosen = RepairPlan(heads=ranked[:size], kind=kind, alpha=best.alpha, directions=directions)
             chosen_point = best
             stop_at = size + extra_sizes  # a few sizes past the threshold, to show the curve around it
-    return RepairSearch(curve=curve, trials=trials, chosen=chosen, chosen_point=chosen_point), attribution
+    return RepairSearch(curve=curve, trials=trials, chosen=chosen, chosen_point=chosen_point,
+                        reached_target=chosen is not None), attribution
+
+
+def _greedy_scale(editor: Editor, failing: list[str], right: torch.Tensor, candidates: list[tuple[int, int]],
+                  local: _Locality, max_heads: int, factors: list[float], target_fixed: float, min_unchanged: float,
+                  extra_sizes: int, batch_size: int, progress) -> RepairSearch:
+    """Greedy growth with a factor per head: candidates in rank order; each is tried at every factor with the
+    heads kept so far, and kept (at its best factor) only if that fixes more within the locality budget."""
+    kept: list[tuple[int, int]] = []
+    chosen_factors: dict[str, float] = {}
+    current = RepairPoint(n_heads=0, alpha=1.0, fixed=fixed_fraction(editor, failing, right, batch_size),
+                          unchanged=1.0, mean_kl=0.0)
+    trials, curve, chosen, chosen_point, stop_at = [], [], None, None, max_heads
+    for layer, head in candidates:
+        if len(kept) >= stop_at:
+            break
+        name = f"{layer}.{head}"
+
+        def plan_with(factor: float, layer=layer, head=head, name=name) -> RepairPlan:
+            return RepairPlan(heads=[*kept, (layer, head)], kind="scale", factors={**chosen_factors, name: factor})
+
+        fixed_by = {}
+        for factor in factors:
+            with _applied(editor, plan_with(factor)):
+                fixed_by[factor] = fixed_fraction(editor, failing, right, batch_size)
+        best = None
+        for factor in sorted(factors, key=lambda f: -fixed_by[f]):
+            if fixed_by[factor] <= current.fixed:
+                break  # no factor of this head fixes anything more
+            with _applied(editor, plan_with(factor)):
+                unchanged, kl = local.measure()
+            point = RepairPoint(n_heads=len(kept) + 1, alpha=factor, fixed=fixed_by[factor], unchanged=unchanged,
+                                mean_kl=kl)
+            trials.append(point)
+            if unchanged >= min_unchanged:
+                best = point
+                break
+        if best is None:
+            continue
+        kept.append((layer, head))
+        chosen_factors[name] = best.alpha
+        current = best
+        curve.append(best)
+        progress(f"{len(kept):3d} head(s): +L{layer}H{head} x{best.alpha:g}: fixed {best.fixed:.3f}, "
+                 f"locality unchanged {best.unchanged:.3f}, KL {best.mean_kl:.4f}")
+        if chosen is None and best.fixed >= target_fixed:
+            chosen = RepairPlan(heads=list(kept), kind="scale", factors=dict(chosen_factors))
+            chosen_point = best
+            stop_at = len(kept) + extra_sizes
+    if chosen is None and kept:  # the target was not reached: the best repair found within the budget
+        chosen_point = curve[-1]
+        chosen = RepairPlan(heads=list(kept), kind="scale", factors=dict(chosen_factors))
+    return RepairSearch(curve=curve, trials=trials, chosen=chosen, chosen_point=chosen_point,
+                        reached_target=chosen_point is not None and chosen_point.fixed >= target_fixed)
 
 
 @contextmanager
