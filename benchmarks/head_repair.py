@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="scale: multiply the heads' outputs (0 ablates); steer: add alpha x a mean difference")
     parser.add_argument("--alphas", default="0,0.5,1.5,2", help="factors (scale) or strengths (steer)")
     parser.add_argument("--attribution", default=None, help="reuse a head_attribution.json of an earlier run")
+    parser.add_argument("--plan", default=None, help="judge this RepairPlan JSON on held-out prompts (no search)")
+    parser.add_argument("--min-unchanged", type=float, default=0.97,
+                        help="locality budget during the search (top-1 unchanged on the sample)")
     parser.add_argument("--locality-sample", type=int, default=200, help="unrelated prompts used during search")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default="head_repair")
@@ -80,7 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     from editor import Editor
     from methods.localize import HeadAttribution, save_head_heatmap
     from methods.localize.last_token import last_token_logprobs
-    from methods.localize.repair_search import answer_tokens, apply_plan, fixed_fraction, rank_heads, search_repair
+    from methods.localize.repair_search import (
+        RepairPlan,
+        answer_tokens,
+        apply_plan,
+        fixed_fraction,
+        rank_heads,
+        search_repair,
+    )
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,23 +112,30 @@ def main(argv: list[str] | None = None) -> int:
     def answers(ids):
         return [facts[i]["attribute"] for i in ids]
 
-    if args.attribution:
-        attribution = HeadAttribution.model_validate_json(Path(args.attribution).read_text())
-    else:
-        attribution = rank_heads(editor, qa(train), answers(train), [facts[i]["prompt"] for i in train])
-    (out / "head_attribution.json").write_text(attribution.model_dump_json())
-    save_head_heatmap(attribution, out / "head_attribution.png")
-    search, attribution = search_repair(
-        editor, qa(train), answers(train), [facts[i]["prompt"] for i in train],
-        rng.sample(unrelated, min(args.locality_sample, len(unrelated))), max_heads=args.max_heads,
-        alphas=[float(a) for a in args.alphas.split(",")], target_fixed=0.9, min_unchanged=0.97,
-        attribution=attribution, kind=args.kind)
-    plot_curve(search.curve, out / "repair_curve.png")
-    plan = search.chosen
     result = {"command": "python benchmarks/head_repair.py " + " ".join(argv or sys.argv[1:]),
               "facts": len(facts), "known_plain": len(known), "family": len(failing), "train": len(train),
-              "held_out": len(held_out), "unrelated": len(unrelated), "curve": [p.model_dump() for p in search.curve],
-              "top_heads": attribution.ranking("signed")[:15]}
+              "held_out": len(held_out), "unrelated": len(unrelated)}
+    if args.plan:
+        plan = RepairPlan.model_validate_json(Path(args.plan).read_text())
+        search = None
+    else:
+        if args.attribution:
+            attribution = HeadAttribution.model_validate_json(Path(args.attribution).read_text())
+        else:
+            attribution = rank_heads(editor, qa(train), answers(train), [facts[i]["prompt"] for i in train])
+        (out / "head_attribution.json").write_text(attribution.model_dump_json())
+        save_head_heatmap(attribution, out / "head_attribution.png")
+        search, attribution = search_repair(
+            editor, qa(train), answers(train), [facts[i]["prompt"] for i in train],
+            rng.sample(unrelated, min(args.locality_sample, len(unrelated))), max_heads=args.max_heads,
+            alphas=[float(a) for a in args.alphas.split(",")], target_fixed=0.9, min_unchanged=args.min_unchanged,
+            attribution=attribution, kind=args.kind)
+        plot_curve(search.curve, out / "repair_curve.png")
+        plan = search.chosen
+        result.update(curve=[p.model_dump() for p in search.curve], top_heads=attribution.ranking("signed")[:15],
+                      reached_target_on_train=search.reached_target)
+        if plan is not None:
+            (out / "plan.json").write_text(plan.model_dump_json())
     if plan is None:
         print("no head improved the training prompts within the locality budget")
         (out / "result.json").write_text(json.dumps(result, indent=1))
@@ -135,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     unchanged = float((now.argmax(-1) == base_unrelated.argmax(-1)).double().mean())
     mean_kl = float((base_unrelated.exp() * (base_unrelated - now)).sum(-1).mean())
     n_heads_total = editor.handle.n_layers * editor.handle.sites.head_layout(editor.model.config).n_heads
-    result.update(heads=plan.heads, kind=plan.kind, alpha=plan.alpha, factors=plan.factors,
-                  reached_target_on_train=search.reached_target, n_heads=len(plan.heads),
+    result.update(heads=plan.heads, kind=plan.kind, alpha=plan.alpha, factors=plan.factors, n_heads=len(plan.heads),
                   heads_total=n_heads_total,
                   held_out_fixed_before=held_before, held_out_fixed=held_after,
                   twins_right_before=twins_before, twins_right_after=twins_after,
