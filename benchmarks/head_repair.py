@@ -145,6 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     held_right = answer_tokens(editor, answers(held_out))
     held_before = fixed_fraction(editor, qa(held_out), held_right)
     twins_before = fixed_fraction(editor, [facts[i]["prompt"] for i in held_out], held_right)
+    # The held-out curve: every prefix of the plan judged on held-out failures and all unrelated prompts.
+    held_curve = []
+    for size in range(1, len(plan.heads) + 1):
+        prefix = plan.model_copy(update={"heads": plan.heads[:size]})
+        added = apply_plan(editor, prefix)
+        now = last_token_logprobs(editor.handle, unrelated)
+        held_curve.append({"n_heads": size, "held_out_fixed": fixed_fraction(editor, qa(held_out), held_right),
+                           "locality_unchanged": float((now.argmax(-1) == base_unrelated.argmax(-1)).double().mean()),
+                           "locality_mean_kl": float((base_unrelated.exp() * (base_unrelated - now)).sum(-1).mean())})
+        print(json.dumps(held_curve[-1]), flush=True)
+        editor.revert(added)
+    result["held_out_curve"] = held_curve
     apply_plan(editor, plan)
     held_after = fixed_fraction(editor, qa(held_out), held_right)
     twins_after = fixed_fraction(editor, [facts[i]["prompt"] for i in held_out], held_right)
