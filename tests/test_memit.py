@@ -130,3 +130,27 @@ def test_bad_memit_layers_are_refused():
     gemma, tok = tiny_model("gemma3_text")
     with pytest.raises(InvalidHyperparametersError, match="do not add up"):
         Editor.from_model(gemma, tok).apply(REQUESTS[:1], method="memit", layers=[1, 2], **BASE)
+
+
+def test_values_anchor_is_the_trimmed_mean_of_the_probe_values():
+    import json
+
+    from editor.kv import CorpusSpec
+    from editor.paths import cache_dir
+    from methods.shared.norm_anchor import ANCHOR_PROBES
+
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    result = editor.apply(REQUESTS[:1], method="rome", norm_anchor={"trim": 0.25}, objective=OBJECTIVE, layer=2,
+                          **BASE)
+    anchor = result.details["norm_anchor"][0]["anchor"]
+    files = sorted((cache_dir("anchors") / editor.handle.cache_key[:16]).glob("values-layer2-*.json"),
+                   key=lambda p: p.stat().st_mtime)
+    norms = json.loads(files[-1].read_text())["norms"]
+    assert len(norms) == len(ANCHOR_PROBES)
+    kept = sorted(norms)[: len(norms) - len(norms) // 4]
+    assert anchor == pytest.approx(sum(kept) / len(kept))
+    outputs = editor.apply(REQUESTS[1:2], method="rome", norm_anchor={"reference": "outputs"}, objective=OBJECTIVE,
+                           layer=2, **BASE)
+    corpus = CorpusSpec.model_validate(outputs.hparams["corpus"])
+    assert outputs.details["norm_anchor"][0]["anchor"] == pytest.approx(editor.context.anchor_norm(2, corpus))

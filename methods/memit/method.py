@@ -7,6 +7,8 @@ Requests are processed in chunks so thousands fit in bounded memory.
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from editor import EditContext, EditMethod, EditRequest, MethodOutput, WeightDelta, register_method
@@ -16,7 +18,7 @@ from editor.kv import compute_keys, optimize_values
 from editor.kv.keys import output_at_subject
 from methods.memit.hparams import MemitHParams, default_layers
 from methods.shared.least_squares import memit_factors, null_space_factors, null_space_projector
-from methods.shared.norm_anchor import anchor_deltas
+from methods.shared.norm_anchor import anchor_deltas, anchor_norm
 
 
 def _chunks(items: list, size: int):
@@ -61,7 +63,13 @@ class Memit(EditMethod):
             ctx.report("value", (i + 1) / len(chunks))
         delta = torch.cat(deltas)
         if hparams.norm_anchor is not None:
-            anchor = ctx.anchor_norm(top, hparams.corpus)
+            def solve(probes):  # the values MEMIT writes for the probes at its top layer, on the base weights
+                found = optimize_values(handle, top, probes, templates, hparams.objective)
+                return found.init_values, found.deltas
+
+            key = json.dumps(["memit", top, hparams.objective.model_dump(mode="json"),
+                              hparams.templates.model_dump(mode="json"), hparams.corpus.model_dump(mode="json")])
+            anchor = anchor_norm(ctx, top, hparams.corpus, hparams.norm_anchor, key, solve)
             delta, details["norm_anchor"] = anchor_deltas(delta, torch.cat(init_values), anchor,
                                                           hparams.norm_anchor, [r.label for r in requests])
         # Where the target is measured: the residual stream after the top block, to which every layer's

@@ -3,6 +3,8 @@ fix: the key in the update is the template-averaged key the value was optimized 
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from editor import EditContext, EditMethod, EditRequest, MethodOutput, WeightDelta, register_method
@@ -11,7 +13,7 @@ from editor.handle import ModelHandle
 from editor.kv import optimize_values
 from methods.rome.hparams import RomeHParams, default_layer
 from methods.shared.least_squares import null_space_directions, null_space_projector
-from methods.shared.norm_anchor import anchor_deltas
+from methods.shared.norm_anchor import anchor_deltas, anchor_norm
 from methods.shared.rank_one import rank_one_factors, read_directions
 
 
@@ -65,7 +67,14 @@ class Rome(EditMethod):
         residual = solution.deltas
         details: dict = {"target_prob": float(solution.target_prob[0]), "value_steps": solution.steps}
         if hparams.norm_anchor is not None:
-            anchor = ctx.anchor_norm(layer, hparams.corpus)
+            def solve_plain(probes):  # the values plain ROME writes for the probes, on the base weights
+                through = (lambda keys: read_directions(keys, mom2, hparams.ridge)) \
+                    if hparams.optimize_through_update else None
+                found = optimize_values(handle, layer, probes, templates, hparams.objective, read_direction=through)
+                return found.init_values, found.deltas
+
+            key = json.dumps(["rome", hparams.model_dump(mode="json", exclude={"null_space", "norm_anchor"})])
+            anchor = anchor_norm(ctx, layer, hparams.corpus, hparams.norm_anchor, key, solve_plain)
             residual, records = anchor_deltas(residual, solution.init_values, anchor, hparams.norm_anchor,
                                               [r.label for r in requests])
             details["norm_anchor"] = records[0]
