@@ -154,3 +154,14 @@ def test_values_anchor_is_the_trimmed_mean_of_the_probe_values():
                            layer=2, **BASE)
     corpus = CorpusSpec.model_validate(outputs.hparams["corpus"])
     assert outputs.details["norm_anchor"][0]["anchor"] == pytest.approx(editor.context.anchor_norm(2, corpus))
+
+
+def test_null_space_by_energy_keeps_at_most_that_share_of_the_keys():
+    torch.manual_seed(0)
+    keys = torch.randn(500, 16, dtype=torch.float64) * torch.logspace(0, -3, 16, dtype=torch.float64)
+    mom2 = keys.T @ keys / keys.shape[0]
+    projector = null_space_projector(mom2, threshold=0.5, energy=1e-3)
+    share = (keys @ projector).pow(2).sum() / keys.pow(2).sum()
+    assert 0 < share <= 1e-3
+    assert torch.allclose(projector @ projector, projector, atol=1e-10)  # a projector
+    assert int(torch.linalg.matrix_rank(projector)) < int(torch.linalg.matrix_rank(null_space_projector(mom2, 0.5)))

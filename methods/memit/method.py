@@ -98,7 +98,7 @@ class Memit(EditMethod):
     def _factors(self, ctx: EditContext, layer: int, keys, share, mom2, hparams: MemitHParams):
         if hparams.null_space is None:
             return memit_factors(keys, share, mom2, hparams.mom2_weight_per_dim * mom2.shape[0])
-        projector = null_space_projector(mom2, hparams.null_space.threshold)
+        projector = null_space_projector(mom2, hparams.null_space.threshold, hparams.null_space.energy)
         earlier = [a[layer] for a in ctx.artifacts("keys") if layer in a]
         previous = torch.cat(earlier).to(keys.device) if earlier else None
         return null_space_factors(keys, share, projector, previous, hparams.null_space)

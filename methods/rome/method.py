@@ -54,7 +54,7 @@ class Rome(EditMethod):
             else:
                 earlier = [a[layer] for a in ctx.artifacts("keys") if layer in a]
                 previous = torch.cat(earlier).to(keys.device) if earlier else None
-                projector = null_space_projector(mom2, hparams.null_space.threshold)
+                projector = null_space_projector(mom2, hparams.null_space.threshold, hparams.null_space.energy)
                 directions["u"] = null_space_directions(keys, projector, previous, hparams.null_space)
             return directions["u"]
 

@@ -22,13 +22,20 @@ class NullSpace(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     threshold: float = Field(1e-2, gt=0, lt=1, description="eigenvalues below threshold · max span the null space")
+    energy: float | None = Field(
+        None, gt=0, lt=1, description="instead of threshold: the smallest eigen-directions holding at most this "
+        "fraction of the keys' energy (trace of C) span the null space, so E‖Pk‖² ≤ energy · E‖k‖²")
     l2: float = Field(10.0, gt=0, description="ridge α of the projected solve")
 
 
-def null_space_projector(mom2: torch.Tensor, threshold: float) -> torch.Tensor:
-    """P = U₀U₀ᵀ over the eigenvectors of C whose eigenvalue is below threshold · the largest."""
-    values, vectors = torch.linalg.eigh(mom2.double())
-    kept = vectors[:, values < threshold * values.max()]
+def null_space_projector(mom2: torch.Tensor, threshold: float, energy: float | None = None) -> torch.Tensor:
+    """P = U₀U₀ᵀ over the eigenvectors of C whose eigenvalue is below threshold · the largest, or (with
+    `energy`) over the smallest ones whose eigenvalues sum to at most energy · trace(C)."""
+    values, vectors = torch.linalg.eigh(mom2.double())  # ascending
+    if energy is not None:
+        kept = vectors[:, torch.cumsum(values.clamp_min(0), 0) <= energy * values.clamp_min(0).sum()]
+    else:
+        kept = vectors[:, values < threshold * values.max()]
     if kept.shape[1] == 0:
         raise EditFailedError("the key covariance has no null space at this threshold; raise null_space.threshold")
     return kept @ kept.T
