@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import httpx
 from tiny import tiny_model
+
+from service.local import free_port
 
 ADMIN = "test-admin-token-0123456789"
 # Small statistics corpus and templates: a tiny-model ROME edit then takes about a second.
@@ -34,12 +35,6 @@ def edit_body(n: int = 1, **extra) -> dict:
                  "target_new": ["English", "German", "Spanish", "Japanese"][i % 4]} for i in range(n)]
     return {"kind": "edit", "model": "tiny", "method": "rome", "requests": requests, "hparams": TINY_HPARAMS,
             **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

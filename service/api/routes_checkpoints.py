@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from service.api.auth import Caller, State, sees
 from service.schemas import CheckpointView, ErrorBody
-from service.store.jobs import _aware
+from service.store.jobs import as_utc
 
 router = APIRouter(prefix="/v1/checkpoints", tags=["checkpoints"])
 ERRORS = {401: {"model": ErrorBody, "description": "missing or invalid token"},
@@ -26,7 +26,7 @@ def _view(row, root: Path) -> CheckpointView | None:
     if not directory.is_dir():
         return None
     files = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
-    return CheckpointView(name=row.output_name, job_id=row.id, model=row.model, created_at=_aware(row.finished_at
+    return CheckpointView(name=row.output_name, job_id=row.id, model=row.model, created_at=as_utc(row.finished_at
                           or row.created_at), files=files, has_checkpoint=(directory / "checkpoint").is_dir(),
                           has_adapter=(directory / "adapter").is_dir())
 

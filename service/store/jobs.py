@@ -37,7 +37,7 @@ def _request_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def _aware(value: datetime | None) -> datetime | None:
+def as_utc(value: datetime | None) -> datetime | None:
     """SQLite hands datetimes back naive; they were written in UTC."""
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
@@ -47,8 +47,8 @@ def to_view(row) -> JobView:
         id=row.id, kind=row.kind, model=row.model, method=row.method, status=row.status,
         progress=min(1.0, max(0.0, row.progress or 0.0)), stage=row.stage, attempts=row.attempts,
         output_name=row.output_name, result=row.result, error=row.error, worker=row.worker,
-        created_at=_aware(row.created_at), started_at=_aware(row.started_at),
-        finished_at=_aware(row.finished_at), cancel_requested=bool(row.cancel_requested))
+        created_at=as_utc(row.created_at), started_at=as_utc(row.started_at),
+        finished_at=as_utc(row.finished_at), cancel_requested=bool(row.cancel_requested))
 
 
 class JobStore:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select, update
 
 from service.schemas import TokenCreated, TokenView
-from service.store.jobs import _aware, now
+from service.store.jobs import as_utc, now
 from service.store.tables import tokens
 
 PREFIX = "stk_"
@@ -29,7 +29,7 @@ class Principal:
 
 
 def _view(row) -> TokenView:
-    return TokenView(id=row.id, name=row.name, admin=row.admin, created_at=_aware(row.created_at),
+    return TokenView(id=row.id, name=row.name, admin=row.admin, created_at=as_utc(row.created_at),
                      revoked=row.revoked_at is not None)
 
 
