@@ -20,6 +20,12 @@ class PromptBatch:
         return PromptBatch(self.input_ids.to(device), self.attention_mask.to(device),
                            self.subject_last.to(device), self.lengths.to(device))
 
+    def select(self, rows: torch.Tensor) -> PromptBatch:
+        """The given rows, trimmed to their longest length (right padding keeps every index valid)."""
+        width = int(self.lengths[rows].max())
+        return PromptBatch(self.input_ids[rows, :width], self.attention_mask[rows, :width],
+                           self.subject_last[rows], self.lengths[rows])
+
 
 def subject_last_index(tokenizer, text: str, subject_start: int, subject_end: int, ids: list[int]) -> int:
     """Index (into `ids`, the tokenization of `text`) of the last token that overlaps the subject."""

@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from editor.handle import ModelHandle
 from editor.kv.capture import capture_input, capture_output, edit_output, hooks
 from editor.kv.suffix import SuffixRunner
-from editor.kv.tokens import build_batch, encode_target
+from editor.kv.tokens import PromptBatch
+from editor.kv.value_layout import ValueLayout, value_layout
 from editor.requests import EditRequest
 
 
@@ -52,59 +53,26 @@ class ValueSolution:
     steps: int
 
 
-@dataclass
-class _Layout:
-    """Which rows of the batch belong to which request, and where the loss reads logits."""
+def _delta_hook(mlp_out, rows: torch.Tensor, batch: PromptBatch, lay: ValueLayout, delta: torch.Tensor,
+                row_direction: torch.Tensor | None):
+    """Add each request's δ to the layer output of the replayed `rows` (indices into the full batch)."""
+    owner = lay.request_of_row[rows]
+    if row_direction is None:  # ROME's objective: δ at the subject's last token only
+        local, positions = torch.arange(len(rows), device=rows.device), batch.subject_last[rows]
 
-    request_of_row: torch.Tensor
-    rewrite_rows: torch.Tensor  # rows holding template+prompt+target
-    kl_rows: torch.Tensor
-    target_rows: torch.Tensor  # one entry per target token to predict
-    target_cols: torch.Tensor
-    target_ids: torch.Tensor
-    target_request: torch.Tensor
-    target_counts: torch.Tensor  # tokens per request target, for averaging
+        def add_delta(output: torch.Tensor) -> torch.Tensor:
+            output = output.clone()
+            output[local, positions] += delta[owner].to(output.dtype)
+            return output
 
+        return edit_output(mlp_out, add_delta)
+    direction = row_direction[rows]
 
-def _layout(handle: ModelHandle, requests: list[EditRequest], templates: list[str], kl_prompt: str):
-    tok = handle.tokenizer
-    texts, subjects, suffixes, owner, is_kl = [], [], [], [], []
-    targets = [encode_target(tok, r.target_new) for r in requests]
-    for i, request in enumerate(requests):
-        for template in templates:
-            texts.append(template.replace("{}", request.prompt))
-            subjects.append(request.subject)
-            suffixes.append(targets[i][:-1])
-            owner.append(i)
-            is_kl.append(False)
-    for i, request in enumerate(requests):
-        texts.append(kl_prompt)
-        subjects.append(request.subject)
-        suffixes.append([])
-        owner.append(i)
-        is_kl.append(True)
-    batch = build_batch(tok, texts, subjects, suffixes)
-    rows, cols, ids, req = [], [], [], []
-    for row, (i, kl) in enumerate(zip(owner, is_kl)):
-        if kl:
-            continue
-        prompt_len = int(batch.lengths[row]) - len(suffixes[row])
-        for j, token in enumerate(targets[i]):
-            rows.append(row)
-            cols.append(prompt_len - 1 + j)
-            ids.append(token)
-            req.append(i)
-    owner_t = torch.tensor(owner)
-    is_kl_t = torch.tensor(is_kl)
-    layout = _Layout(
-        request_of_row=owner_t,
-        rewrite_rows=torch.nonzero(~is_kl_t).flatten(),
-        kl_rows=torch.nonzero(is_kl_t).flatten(),
-        target_rows=torch.tensor(rows), target_cols=torch.tensor(cols), target_ids=torch.tensor(ids),
-        target_request=torch.tensor(req),
-        target_counts=torch.bincount(torch.tensor(req), minlength=len(requests)),
-    )
-    return batch, layout
+    def as_rank_one_update(_module, args, output):  # W x + (ũ·x) δ at every token: the edited layer itself
+        coeff = torch.einsum("rtd,rd->rt", args[0].float(), direction)
+        return output + (coeff[..., None] * delta[owner][:, None, :]).to(output.dtype)
+
+    return mlp_out.register_forward_hook(as_rank_one_update)
 
 
 def optimize_values(
@@ -126,11 +94,11 @@ def optimize_values(
     """
     device = handle.device
     n = len(requests)
-    batch, lay = _layout(handle, requests, templates, objective.kl_prompt)
-    batch = batch.to(device)
-    lay = _Layout(*(t.to(device) for t in vars(lay).values()))
+    batch, lay = value_layout(handle.tokenizer, requests, templates, objective.kl_prompt)
+    batch, lay = batch.to(device), lay.to(device)
     mlp_out = handle.model.get_submodule(handle.sites.mlp_out_path(layer))
-    rows_all = torch.arange(batch.input_ids.shape[0], device=device)
+    total_rows = batch.input_ids.shape[0]
+    rows_all = torch.arange(total_rows, device=device)
 
     # One full pass: block inputs from `layer` up, keys and initial outputs at the subject's last token.
     key_sink: list[torch.Tensor] = []
@@ -143,67 +111,66 @@ def optimize_values(
     keys = torch.zeros(n, keys_rows.shape[1], device=device).index_add_(0, rewrite_owner, keys_rows[lay.rewrite_rows])
     keys /= torch.bincount(rewrite_owner, minlength=n).unsqueeze(1)
     # The bare "{}" template is the first row of each request's block: its output is ROME's v₀.
-    first_rows = lay.rewrite_rows.view(n, -1)[:, 0]
-    init_values = outs_rows[first_rows]
+    init_values = outs_rows[lay.rewrite_rows.view(n, -1)[:, 0]]
 
-    kl_rows, kl_cols = lay.kl_rows, batch.subject_last[lay.kl_rows]
+    kl_cols = batch.subject_last[lay.kl_rows]  # KL rows are in request order
     with torch.no_grad():
-        kl_init = F.log_softmax(runner.logits_at(runner.final_hidden, kl_rows, kl_cols), dim=-1)
+        kl_init = F.log_softmax(runner.logits_at(runner.final_hidden, lay.kl_rows, kl_cols), dim=-1)
 
     delta = torch.zeros(n, init_values.shape[1], device=device, requires_grad=True)
     optimizer = torch.optim.Adam([delta], lr=objective.lr)
     max_norm = objective.clamp_norm_factor * init_values.norm(dim=1)
-    row_delta_index = lay.request_of_row
-
-    def add_delta(output: torch.Tensor) -> torch.Tensor:
-        output = output.clone()
-        output[rows_all, batch.subject_last] += delta[row_delta_index].to(output.dtype)
-        return output
-
-    if read_direction is None:
-        hook = edit_output(mlp_out, add_delta)
-    else:
-        row_direction = read_direction(keys).float()[row_delta_index]  # [rows, d_in]
-
-        def as_rank_one_update(_module, args, output):
-            coeff = torch.einsum("rtd,rd->rt", args[0].float(), row_direction)
-            return output + (coeff[..., None] * delta[row_delta_index][:, None, :]).to(output.dtype)
-
-        hook = mlp_out.register_forward_hook(as_rank_one_update)
-
+    row_direction = None if read_direction is None else read_direction(keys).float()[lay.request_of_row]
+    active = torch.ones(n, dtype=torch.bool, device=device)
+    settled = torch.zeros_like(init_values)  # δ of requests that met the stopping test, kept from then on
     target_prob = torch.zeros(n, device=device)
+    row_tokens = torch.bincount(lay.target_rows, minlength=total_rows).clamp_min(1)
+    replayed = rows_all  # rows of the full batch the runner replays, in the runner's order
     steps_done = 0
-    with hooks(hook):
-        for step in range(objective.steps):
-            steps_done = step + 1
+    for step in range(objective.steps):
+        steps_done = step + 1
+        with hooks(_delta_hook(mlp_out, replayed, batch, lay, delta, row_direction)):
             normed = runner.run()
-            logits = runner.logits_at(normed, lay.target_rows, lay.target_cols)
-            token_logp = F.log_softmax(logits, dim=-1).gather(1, lay.target_ids[:, None]).squeeze(1)
-            # NLL per request: mean over its target tokens and templates.
-            nll = torch.zeros(n, device=device).index_add_(0, lay.target_request, -token_logp) / lay.target_counts
-            kl_logp = F.log_softmax(runner.logits_at(normed, kl_rows, kl_cols), dim=-1)
-            kl = F.kl_div(kl_init, kl_logp, log_target=True, reduction="none").sum(-1)  # KL(p_δ || p_orig)
-            decay = objective.weight_decay * delta.norm(dim=1) / init_values.norm(dim=1).pow(2)
-            per_request = nll + objective.kl_factor * kl + decay
-            with torch.no_grad():
-                target_prob = torch.zeros(n, device=device).index_add_(
-                    0, lay.target_request, token_logp.exp()) / lay.target_counts
-            loss = per_request.sum()
-            if progress:
-                progress(step, float(per_request.detach().mean()))
-            # Stop when the target is likely in every template, the bare prompt included: a good mean
-            # can hide a bare prompt that still prefers the old answer.
-            row_nll = torch.zeros(batch.input_ids.shape[0], device=device).index_add_(
-                0, lay.target_rows, -token_logp.detach()) / lay.target_counts[lay.request_of_row]
-            worst = row_nll[lay.rewrite_rows].max()
-            if bool(worst < objective.early_stop_nll) or step == objective.steps - 1:
-                break  # the returned δ is always one whose loss was measured
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                norms = delta.norm(dim=1)
-                scale = torch.where(norms > max_norm, max_norm / norms.clamp_min(1e-12), torch.ones_like(norms))
-                delta.mul_(scale[:, None])
+        local = torch.full((total_rows,), -1, dtype=torch.long, device=device)
+        local[replayed] = torch.arange(len(replayed), device=device)
+        present = local[lay.target_rows] >= 0
+        t_rows, t_req = lay.target_rows[present], lay.target_request[present]
+        logits = runner.logits_at(normed, local[t_rows], lay.target_cols[present])
+        token_logp = F.log_softmax(logits, dim=-1).gather(1, lay.target_ids[present][:, None]).squeeze(1)
+        # NLL per request: mean over its target tokens and templates.
+        nll = torch.zeros(n, device=device).index_add_(0, t_req, -token_logp) / lay.target_counts
+        kl_req = torch.nonzero(local[lay.kl_rows] >= 0).flatten()
+        kl_logp = F.log_softmax(runner.logits_at(normed, local[lay.kl_rows[kl_req]], kl_cols[kl_req]), dim=-1)
+        kl = torch.zeros(n, device=device).index_add_(  # KL(p_δ || p_orig)
+            0, kl_req, F.kl_div(kl_init[kl_req], kl_logp, log_target=True, reduction="none").sum(-1))
+        decay = objective.weight_decay * delta.norm(dim=1) / init_values.norm(dim=1).pow(2)
+        per_request = (nll + objective.kl_factor * kl + decay) * active
+        with torch.no_grad():
+            prob = torch.zeros(n, device=device).index_add_(0, t_req, token_logp.exp()) / lay.target_counts
+            target_prob = torch.where(active, prob, target_prob)
+        if progress:
+            progress(step, float(per_request.detach()[active].mean()))
+        # Stop a request when its target is likely in every template, the bare prompt included: a good mean
+        # can hide a bare prompt that still prefers the old answer.
+        row_nll = torch.zeros(total_rows, device=device).index_add_(0, t_rows, -token_logp.detach()) / row_tokens
+        worst = torch.zeros(n, device=device).scatter_reduce(
+            0, rewrite_owner, row_nll[lay.rewrite_rows], "amax", include_self=False)
+        finished = active & (worst < objective.early_stop_nll)
+        settled[finished] = delta.detach()[finished]
+        active = active & ~finished
+        if not bool(active.any()) or step == objective.steps - 1:
+            break  # every returned δ is one whose loss was measured
+        optimizer.zero_grad()
+        per_request.sum().backward()
+        optimizer.step()
+        with torch.no_grad():
+            norms = delta.norm(dim=1)
+            scale = torch.where(norms > max_norm, max_norm / norms.clamp_min(1e-12), torch.ones_like(norms))
+            delta.mul_(scale[:, None])
+            delta[~active] = settled[~active]
+        keep = active[lay.request_of_row]
+        if int(keep.sum()) <= 0.75 * len(replayed):  # re-recording costs one pass; worth it once rows drop
+            replayed = rows_all[keep]
+            runner = SuffixRunner(handle, layer, batch.select(replayed))
     return ValueSolution(keys=keys.detach(), deltas=delta.detach(), init_values=init_values,
                          target_prob=target_prob.detach(), steps=steps_done)

@@ -16,7 +16,10 @@ class MemitHParams(BaseModel):
 
     layers: list[int] = Field(min_length=1, description="blocks whose MLP output projections share the update")
     templates: TemplateSpec = Field(default_factory=lambda: TemplateSpec(groups=[(10, 5)]))
-    objective: ValueObjective = Field(default_factory=lambda: ValueObjective(lr=1.0, early_stop_nll=0.1))
+    # Stop once every template's mean target-token NLL is under 0.6 (probability above 0.55: the target
+    # leads in every template). This is what was benchmarked: until 2026-11-24 the test divided each
+    # template's NLL by the number of templates, so the old setting 0.1 with 6 templates meant 0.6.
+    objective: ValueObjective = Field(default_factory=lambda: ValueObjective(lr=1.0, early_stop_nll=0.6))
     corpus: CorpusSpec = Field(default_factory=CorpusSpec)
     # λ scales with the key width: kᵀ(λC)⁻¹k ≈ d_in/λ for a typical key, so λ = d_in makes one layer
     # write about half of its share (MEMIT's 15,000 for GPT-J's 16,384-wide keys is ≈ 0.92 per dimension).

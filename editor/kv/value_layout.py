@@ -1,0 +1,67 @@
+"""Where the value objective reads the model: which batch rows belong to which request, which rows carry
+the rewrite (template + prompt + target) or the KL prompt, and at which (row, position) each target token
+is predicted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from editor.kv.tokens import PromptBatch, build_batch, encode_target
+from editor.requests import EditRequest
+
+
+@dataclass
+class ValueLayout:
+    request_of_row: torch.Tensor  # [rows]
+    rewrite_rows: torch.Tensor  # rows holding template+prompt+target, `templates` per request in order
+    kl_rows: torch.Tensor  # one "{} is a" row per request
+    target_rows: torch.Tensor  # one entry per target token to predict
+    target_cols: torch.Tensor
+    target_ids: torch.Tensor
+    target_request: torch.Tensor
+    target_counts: torch.Tensor  # tokens per request target, for averaging
+
+    def to(self, device: torch.device) -> ValueLayout:
+        return ValueLayout(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+
+def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], kl_prompt: str,
+                 ) -> tuple[PromptBatch, ValueLayout]:
+    texts, subjects, suffixes, owner, is_kl = [], [], [], [], []
+    targets = [encode_target(tokenizer, r.target_new) for r in requests]
+    for i, request in enumerate(requests):
+        for template in templates:
+            texts.append(template.replace("{}", request.prompt))
+            subjects.append(request.subject)
+            suffixes.append(targets[i][:-1])
+            owner.append(i)
+            is_kl.append(False)
+    for i, request in enumerate(requests):
+        texts.append(kl_prompt)
+        subjects.append(request.subject)
+        suffixes.append([])
+        owner.append(i)
+        is_kl.append(True)
+    batch = build_batch(tokenizer, texts, subjects, suffixes)
+    rows, cols, ids, req = [], [], [], []
+    for row, (i, kl) in enumerate(zip(owner, is_kl)):
+        if kl:
+            continue
+        prompt_len = int(batch.lengths[row]) - len(suffixes[row])
+        for j, token in enumerate(targets[i]):
+            rows.append(row)
+            cols.append(prompt_len - 1 + j)
+            ids.append(token)
+            req.append(i)
+    owner_t = torch.tensor(owner)
+    is_kl_t = torch.tensor(is_kl)
+    return batch, ValueLayout(
+        request_of_row=owner_t,
+        rewrite_rows=torch.nonzero(~is_kl_t).flatten(),
+        kl_rows=torch.nonzero(is_kl_t).flatten(),
+        target_rows=torch.tensor(rows), target_cols=torch.tensor(cols), target_ids=torch.tensor(ids),
+        target_request=torch.tensor(req),
+        target_counts=torch.bincount(torch.tensor(req), minlength=len(requests)),
+    )
