@@ -28,7 +28,8 @@ VARIANTS = {
 }
 
 
-def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[int], extra: dict) -> list[dict]:
+def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[int], extra: dict,
+                on_row=None) -> list[dict]:
     from evaluation import score_cases
     from evaluation.drift import measure_drift
 
@@ -51,6 +52,8 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
                          "neighborhood_pre": pre_ns, "drift_kl": drift.mean_kl,
                          "top1_agreement": drift.top1_agreement, "seconds_per_edit": seconds / applied})
             print(json.dumps(rows[-1]), flush=True)
+            if on_row:
+                on_row(rows[-1])
     editor.revert(len(editor.ledger))
     return rows
 
@@ -64,9 +67,10 @@ def plot(rows: list[dict], path: str) -> None:
     metrics = ["efficacy", "paraphrase", "neighborhood", "drift_kl"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4))
     for axis, metric in zip(axes, metrics):
-        for variant in dict.fromkeys(r["variant"] for r in rows):
-            points = [r for r in rows if r["variant"] == variant]
-            axis.plot([p["edits"] for p in points], [p[metric] for p in points], marker="o", label=variant)
+        for series in dict.fromkeys((r["variant"], r.get("batch_size", 1)) for r in rows):
+            points = [r for r in rows if (r["variant"], r.get("batch_size", 1)) == series]
+            label = series[0] if series[1] == 1 else f"{series[0]}, batches of {series[1]}"
+            axis.plot([p["edits"] for p in points], [p[metric] for p in points], marker="o", label=label)
         axis.set_xscale("log")
         axis.set_title(metric)
         axis.set_xlabel("edits")
@@ -77,13 +81,19 @@ def plot(rows: list[dict], path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated; empty: only plot --include")
     parser.add_argument("--checkpoints", default="10,50,100,250,500")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--hparams", default="{}", help='per-method overrides, e.g. {"memit": {"layers": [3, 4]}}')
     parser.add_argument("--out")
     parser.add_argument("--plot")
+    parser.add_argument("--include", action="append", default=[],
+                        help="rows (--out JSON) of earlier runs to plot with this one; repeatable")
     args = parser.parse_args(argv)
+    earlier = [row for path in args.include for row in json.loads(Path(path).read_text())]
+    if not args.variants:  # plot earlier runs only
+        plot(earlier, args.plot)
+        return 0
     if not ready(args):
         return 2
     from editor import Editor
@@ -92,13 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = sorted(int(c) for c in args.checkpoints.split(","))
     editor = Editor.load(args.model)
     cases = load_counterfact(args.data, limit=max(checkpoints))
-    rows = []
+    rows: list[dict] = []
+
+    def keep(row: dict) -> None:  # written as it comes, so a long run that is stopped keeps what it measured
+        rows.append({**row, "batch_size": args.batch_size})
+        if args.out:
+            Path(args.out).write_text(json.dumps(rows, indent=1))
+
     for variant in args.variants.split(","):
-        rows += run_variant(editor, cases, variant, args.batch_size, checkpoints, json.loads(args.hparams))
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+        run_variant(editor, cases, variant, args.batch_size, checkpoints, json.loads(args.hparams), on_row=keep)
     if args.plot:
-        plot(rows, args.plot)
+        plot(earlier + rows, args.plot)
     return 0
 
 
