@@ -11,7 +11,7 @@ from editor.deltas import WeightBook
 from editor.handle import ModelHandle
 from editor.kv.anchors import mean_output_norm
 from editor.kv.corpus import CorpusSpec
-from editor.kv.stats import second_moment
+from editor.kv.stats import Site, second_moment
 from editor.kv.templates import TemplateSpec, context_templates
 
 Progress = Callable[[str, float], None]
@@ -50,12 +50,12 @@ class EditContext:
         with self.weights.base_weights():
             return mean_output_norm(self.handle, layer, corpus)
 
-    def second_moment(self, layers: list[int], corpus: CorpusSpec) -> dict[int, torch.Tensor]:
-        """C = E[k kᵀ] per layer, measured on the base model (memory, then disk cache)."""
-        key = lambda layer: (layer, corpus.model_dump_json())  # noqa: E731
+    def second_moment(self, layers: list[int], corpus: CorpusSpec, site: Site = "mlp_out") -> dict[int, torch.Tensor]:
+        """C = E[k kᵀ] of the site's input per layer, measured on the base model (memory, then disk cache)."""
+        key = lambda layer: (site, layer, corpus.model_dump_json())  # noqa: E731
         missing = [layer for layer in layers if key(layer) not in self._mom2]
         if missing:
             with self.weights.base_weights():
-                for layer, mom2 in second_moment(self.handle, missing, corpus).items():
+                for layer, mom2 in second_moment(self.handle, missing, corpus, site).items():
                     self._mom2[key(layer)] = mom2
         return {layer: self._mom2[key(layer)] for layer in layers}

@@ -1,4 +1,5 @@
-"""Second-moment statistics C = E[k kᵀ] of MLP keys, streamed over a corpus and cached on disk.
+"""Second-moment statistics C = E[k kᵀ] of a projection's input (the MLP keys, or the concatenated head
+outputs entering the attention output projection), streamed over a corpus and cached on disk.
 
 The cache key names everything the numbers depend on: the base weights' fingerprint, the layer and
 site, the corpus fingerprint, the number of texts, their token budget and the dtype of the forward
@@ -6,6 +7,8 @@ pass. The pass stops at the highest requested layer; sums are kept in float64.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -16,22 +19,30 @@ from editor.kv.capture import capture_input, hooks, run_until_stopped
 from editor.kv.corpus import CorpusSpec, corpus_fingerprint, load_corpus
 from editor.paths import cache_dir
 
+Site = Literal["mlp_out", "attn_out"]  # whose input: the MLP output projection's, or the attention output's
 
-def _cache_path(handle: ModelHandle, layer: int, corpus_fp: str, spec: CorpusSpec):
-    site = handle.sites.mlp_out_path(layer).replace(".", "_")
+
+def _module_path(handle: ModelHandle, site: Site, layer: int) -> str:
+    return handle.sites.mlp_out_path(layer) if site == "mlp_out" else handle.sites.attn_out_path(layer)
+
+
+def _cache_path(handle: ModelHandle, site: Site, layer: int, corpus_fp: str, spec: CorpusSpec):
+    module = _module_path(handle, site, layer).replace(".", "_")
     dtype = str(handle.dtype).removeprefix("torch.")
-    name = f"{site}-corpus{corpus_fp[:16]}-n{spec.n_samples}-t{spec.max_tokens}-{dtype}.safetensors"
+    name = f"{module}-corpus{corpus_fp[:16]}-n{spec.n_samples}-t{spec.max_tokens}-{dtype}.safetensors"
     return cache_dir("stats") / handle.cache_key[:16] / name
 
 
 @torch.no_grad()
-def _accumulate(handle: ModelHandle, layers: list[int], texts: list[str], max_tokens: int, batch_size: int = 16):
-    modules = {layer: handle.model.get_submodule(handle.sites.mlp_out_path(layer)) for layer in layers}
+def _accumulate(handle: ModelHandle, site: Site, layers: list[int], texts: list[str], max_tokens: int,
+                batch_size: int = 16):
+    modules = {layer: handle.model.get_submodule(_module_path(handle, site, layer)) for layer in layers}
     sums: dict[int, torch.Tensor] = {}
     count = 0
     tok = handle.tokenizer
     top = max(layers)
-    for start in tqdm(range(0, len(texts), batch_size), desc=f"key statistics, layers {layers}", leave=False):
+    for start in tqdm(range(0, len(texts), batch_size), desc=f"{site} input statistics, layers {layers}",
+                      leave=False):
         enc = tok(texts[start:start + batch_size], return_tensors="pt", padding=True, truncation=True,
                   max_length=max_tokens).to(handle.device)
         sinks: dict[int, list] = {layer: [] for layer in layers}
@@ -46,7 +57,7 @@ def _accumulate(handle: ModelHandle, layers: list[int], texts: list[str], max_to
 
 
 def second_moment(handle: ModelHandle, layers: list[int], spec: CorpusSpec | None = None,
-                  ) -> dict[int, torch.Tensor]:
+                  site: Site = "mlp_out") -> dict[int, torch.Tensor]:
     """{layer: C} with C = E[k kᵀ] over every token of the corpus, loaded from cache when present."""
     spec = spec or CorpusSpec()
     texts = load_corpus(handle, spec)
@@ -54,15 +65,15 @@ def second_moment(handle: ModelHandle, layers: list[int], spec: CorpusSpec | Non
     result: dict[int, torch.Tensor] = {}
     missing = []
     for layer in layers:
-        path = _cache_path(handle, layer, corpus_fp, spec)
+        path = _cache_path(handle, site, layer, corpus_fp, spec)
         if path.is_file():
             result[layer] = load_file(path)["mom2"].to(handle.device)
         else:
             missing.append(layer)
     if missing:
-        computed, count = _accumulate(handle, missing, texts, spec.max_tokens)
+        computed, count = _accumulate(handle, site, missing, texts, spec.max_tokens)
         for layer, mom2 in computed.items():
-            path = _cache_path(handle, layer, corpus_fp, spec)
+            path = _cache_path(handle, site, layer, corpus_fp, spec)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             save_file({"mom2": mom2.cpu().contiguous()}, str(tmp),

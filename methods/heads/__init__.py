@@ -3,12 +3,15 @@
 - head-scale: multiply chosen heads' outputs by a factor (0 ablates) — a dense delta on their W_O columns.
 - head-steer: add alpha · d_h to head h's output — a bias delta W_O[:, h] · alpha d_h.
 - head-mean-patch: replace head h's output by its mean — zeroed columns plus the bias W_O[:, h] · m_h.
+- head-remap: a least-squares map of head h's output, z -> (I + M_h) z, that sends its outputs in a bad context
+  to those of a good twin while keeping them on ordinary text — a dense delta on its W_O columns.
 """
 
-from methods.heads.hparams import HeadMeanPatchHParams, HeadScaleHParams, HeadSteerHParams
+from methods.heads.hparams import HeadMeanPatchHParams, HeadRemapHParams, HeadScaleHParams, HeadSteerHParams
 from methods.heads.mean_patch import HeadMeanPatch
+from methods.heads.remap import HeadRemap, remap_matrix
 from methods.heads.scale import HeadScale
 from methods.heads.steer import HeadSteer, steering_directions
 
-__all__ = ["HeadMeanPatch", "HeadMeanPatchHParams", "HeadScale", "HeadScaleHParams", "HeadSteer",
-           "HeadSteerHParams", "steering_directions"]
+__all__ = ["HeadMeanPatch", "HeadMeanPatchHParams", "HeadRemap", "HeadRemapHParams", "HeadScale",
+           "HeadScaleHParams", "HeadSteer", "HeadSteerHParams", "remap_matrix", "steering_directions"]

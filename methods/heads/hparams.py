@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from editor.kv import CorpusSpec
 
 Prompt = Annotated[str, Field(min_length=1)]
 
@@ -46,3 +48,21 @@ class HeadMeanPatchHParams(HeadsHParams):
         "all", description="'all': mean over every (non-padding) token of the reference prompts, each token "
         "weighted equally; 'last': mean over the last token of each prompt")
     batch_size: int = Field(16, ge=1, description="prompts per forward pass when measuring the means")
+
+
+class HeadRemapHParams(HeadsHParams):
+    undesired: list[Prompt] = Field(min_length=1, description="prompts where the heads misbehave")
+    desired: list[Prompt] = Field(
+        min_length=1, description="one twin per undesired prompt, in the same order, showing the wanted behaviour")
+    preservation: float = Field(
+        1.0, gt=0, description="ρ: weight of keeping the heads' outputs on ordinary text (the statistics corpus), "
+        "relative to the undesired/desired pairs; larger changes less")
+    corpus: CorpusSpec = Field(default_factory=CorpusSpec, description="ordinary text whose head outputs are kept")
+    batch_size: int = Field(16, ge=1, description="prompts per forward pass when reading head outputs")
+
+    @model_validator(mode="after")
+    def _paired(self) -> HeadRemapHParams:
+        if len(self.desired) != len(self.undesired):
+            raise ValueError(f"'desired' has {len(self.desired)} prompts and 'undesired' {len(self.undesired)}: "
+                             "give one desired twin per undesired prompt")
+        return self

@@ -1,0 +1,66 @@
+"""head-remap: a context-conditional least-squares change of chosen heads' outputs (MEMIT at head size).
+
+Given pairs of prompts, `undesired` ones where the heads misbehave and `desired` twins showing what they should
+output, each chosen head h gets a linear map of its own output, z -> (I + M_h) z, written into its W_O columns
+(W_O[:, h] <- W_O[:, h] (I + M_h)). M_h sends the head's last-token outputs on the undesired prompts (U, one
+column each) towards its outputs on the twins (D) while keeping its outputs on ordinary text, whose second
+moment over the statistics corpus is C_h:
+
+    M_h = argmin ‖(I + M) U - D‖² + ρ n E_C‖M z‖² = (D - U) Uᵀ (U Uᵀ + ρ n C_h)⁻¹
+
+Unlike scaling, it changes the head only in the directions where the bad context differs from ordinary text;
+unlike steering, it is zero where the head is silent. Outputs are read on the model as currently edited, so
+a repair over several layers applied in depth order fits each layer to what the layers below now produce.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from editor import EditContext, EditFailedError, EditRequest, MethodOutput, WeightDelta, register_method
+from methods.heads.base import HeadMethod
+from methods.heads.capture import head_outputs
+from methods.heads.hparams import HeadRemapHParams
+from methods.heads.projection import HeadProjection
+
+
+def remap_matrix(undesired: torch.Tensor, desired: torch.Tensor, mom2: torch.Tensor, preservation: float,
+                 ) -> torch.Tensor:
+    """M [hd, hd] for outputs undesired/desired [n, hd] and the head's second moment mom2 [hd, hd] (float64)."""
+    u, d = undesired.double().T, desired.double().T
+    system = u @ u.T + preservation * u.shape[1] * mom2.double()
+    try:
+        return torch.linalg.solve(system, u @ (d - u).T).T  # system is symmetric
+    except RuntimeError as exc:
+        raise EditFailedError(f"head-remap: the least-squares system is singular ({exc})") from None
+
+
+@register_method
+class HeadRemap(HeadMethod):
+    name = "head-remap"
+    hparams_model = HeadRemapHParams
+
+    def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: HeadRemapHParams) -> MethodOutput:
+        handle = ctx.handle
+        proj = HeadProjection.of(handle, hparams.layer)
+        undesired = head_outputs(handle, proj, hparams.undesired, "last", hparams.batch_size)  # [n, H, hd]
+        desired = head_outputs(handle, proj, hparams.desired, "last", hparams.batch_size)
+        mom2 = ctx.second_moment([hparams.layer], hparams.corpus, site="attn_out")[hparams.layer].double()
+        weight_oi = proj.weight_out_in().detach()
+        delta = torch.zeros_like(proj.module.weight)
+        delta_oi = delta.t() if proj.transposed else delta
+        fit, kept = {}, {}
+        for head in hparams.heads:
+            cols = proj.columns(head)
+            block = mom2[cols, cols].to(undesired.device)
+            matrix = remap_matrix(undesired[:, head], desired[:, head], block, hparams.preservation)
+            delta_oi[:, cols] = (weight_oi[:, cols].double() @ matrix.to(weight_oi.device)).to(delta.dtype)
+            u, d = undesired[:, head].double(), desired[:, head].double()
+            # How much of the gap the map closes on the pairs, and how much it moves ordinary text (relative).
+            fit[head] = float((u + u @ matrix.T - d).norm() / (u - d).norm().clamp_min(1e-12))
+            kept[head] = float(torch.sqrt(torch.trace(matrix @ block @ matrix.T) / torch.trace(block).clamp_min(1e-30)))
+        out = WeightDelta(module=proj.path, param="weight", dense=delta)
+        details = {"module": proj.path, "heads": hparams.heads, "preservation": hparams.preservation,
+                   "pairs": len(hparams.undesired), "gap_left": fit, "ordinary_change": kept,
+                   "delta_norm": out.norm()}
+        return MethodOutput([out], details)
