@@ -64,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--train", type=int, default=60, help="failing prompts used to choose heads and strength")
     parser.add_argument("--max-heads", type=int, default=27, help="at most this many heads (10%% of SmolLM2's 270)")
-    parser.add_argument("--kind", choices=["steer", "scale"], default="scale",
-                        help="scale: multiply the heads' outputs (0 ablates); steer: add alpha x a mean difference")
-    parser.add_argument("--alphas", default="0,0.5,1.5,2", help="factors (scale) or strengths (steer)")
+    parser.add_argument("--kind", choices=["steer", "scale", "remap"], default="remap",
+                        help="remap: least-squares map of each head's output (head-remap); scale: multiply the heads' "
+                        "outputs (0 ablates); steer: add alpha x a mean difference")
+    parser.add_argument("--alphas", default="100,30,10,3,1",
+                        help="preservation weights (remap), factors (scale) or strengths (steer)")
     parser.add_argument("--attribution", default=None, help="reuse a head_attribution.json of an earlier run")
     parser.add_argument("--plan", default=None, help="judge this RepairPlan JSON on held-out prompts (no search)")
     parser.add_argument("--min-unchanged", type=float, default=0.97,
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from editor import Editor
     from methods.localize import HeadAttribution, save_head_heatmap
     from methods.localize.last_token import last_token_logprobs
+    from methods.localize.remap_search import SIZES
     from methods.localize.repair_search import (
         RepairPlan,
         answer_tokens,
@@ -103,8 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     train, held_out = failing[: args.train], failing[args.train:]
     in_family = set(known)
     unrelated = [f["prompt"] for i, f in enumerate(facts) if i not in in_family]
+    # The search selects against a sample of unrelated prompts; locality is judged on the others.
+    sample = rng.sample(unrelated, min(args.locality_sample, len(unrelated) // 2))
+    judged = sorted(set(unrelated) - set(sample), key=unrelated.index)
     print(f"{len(facts)} facts; {len(known)} answered right in plain form; {len(failing)} of those fail in the "
-          f"Q&A form -> {len(train)} to choose the repair, {len(held_out)} held out; {len(unrelated)} unrelated")
+          f"Q&A form -> {len(train)} to choose the repair, {len(held_out)} held out; {len(unrelated)} unrelated "
+          f"({len(sample)} used by the search, {len(judged)} judge locality)")
 
     def qa(ids):
         return [QA_FORMAT.format(prompt=facts[i]["prompt"]) for i in ids]
@@ -114,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {"command": "python benchmarks/head_repair.py " + " ".join(argv or sys.argv[1:]),
               "facts": len(facts), "known_plain": len(known), "family": len(failing), "train": len(train),
-              "held_out": len(held_out), "unrelated": len(unrelated)}
+              "held_out": len(held_out), "unrelated": len(unrelated), "locality_search_sample": len(sample),
+              "locality_judged": len(judged)}
     if args.plan:
         plan = RepairPlan.model_validate_json(Path(args.plan).read_text())
         search = None
@@ -127,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         save_head_heatmap(attribution, out / "head_attribution.png")
         search, attribution = search_repair(
             editor, qa(train), answers(train), [facts[i]["prompt"] for i in train],
-            rng.sample(unrelated, min(args.locality_sample, len(unrelated))), max_heads=args.max_heads,
+            sample, max_heads=args.max_heads,
             alphas=[float(a) for a in args.alphas.split(",")], target_fixed=0.9, min_unchanged=args.min_unchanged,
             attribution=attribution, kind=args.kind)
         plot_curve(search.curve, out / "repair_curve.png")
@@ -141,16 +149,17 @@ def main(argv: list[str] | None = None) -> int:
         (out / "result.json").write_text(json.dumps(result, indent=1))
         return 1
 
-    base_unrelated = last_token_logprobs(editor.handle, unrelated)
+    base_unrelated = last_token_logprobs(editor.handle, judged)
     held_right = answer_tokens(editor, answers(held_out))
     held_before = fixed_fraction(editor, qa(held_out), held_right)
     twins_before = fixed_fraction(editor, [facts[i]["prompt"] for i in held_out], held_right)
-    # The held-out curve: every prefix of the plan judged on held-out failures and all unrelated prompts.
+    # The held-out curve: prefixes of the plan (sizes on the search's schedule) judged on held-out failures and
+    # the unrelated prompts the search did not see.
     held_curve = []
-    for size in range(1, len(plan.heads) + 1):
+    for size in sorted({s for s in SIZES if s < len(plan.heads)} | {len(plan.heads)}):
         prefix = plan.model_copy(update={"heads": plan.heads[:size]})
         added = apply_plan(editor, prefix)
-        now = last_token_logprobs(editor.handle, unrelated)
+        now = last_token_logprobs(editor.handle, judged)
         held_curve.append({"n_heads": size, "held_out_fixed": fixed_fraction(editor, qa(held_out), held_right),
                            "locality_unchanged": float((now.argmax(-1) == base_unrelated.argmax(-1)).double().mean()),
                            "locality_mean_kl": float((base_unrelated.exp() * (base_unrelated - now)).sum(-1).mean())})
@@ -160,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_plan(editor, plan)
     held_after = fixed_fraction(editor, qa(held_out), held_right)
     twins_after = fixed_fraction(editor, [facts[i]["prompt"] for i in held_out], held_right)
-    now = last_token_logprobs(editor.handle, unrelated)
+    now = last_token_logprobs(editor.handle, judged)
     unchanged = float((now.argmax(-1) == base_unrelated.argmax(-1)).double().mean())
     mean_kl = float((base_unrelated.exp() * (base_unrelated - now)).sum(-1).mean())
     n_heads_total = editor.handle.n_layers * editor.handle.sites.head_layout(editor.model.config).n_heads

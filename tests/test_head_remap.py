@@ -39,8 +39,8 @@ def expected_maps(family: str, heads: list[int], preservation: float) -> dict[in
     d = torch.stack([x[-1] for x in captured_heads(family, LAYER, PAIRS["desired"])])
     mom2 = second_moment(ed.handle, [LAYER], CorpusSpec(**CORPUS), site="attn_out")[LAYER].double()
     dim = layout(ed).head_dim
-    return {h: remap_matrix(u[:, h], d[:, h], mom2[h * dim:(h + 1) * dim, h * dim:(h + 1) * dim], preservation)
-            for h in heads}
+    return {h: remap_matrix(u[:, h], d[:, h], mom2[h * dim:(h + 1) * dim, h * dim:(h + 1) * dim], preservation,
+                            keep_desired=True) for h in heads}
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text"])

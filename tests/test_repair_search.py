@@ -10,6 +10,7 @@ from tiny import tiny_model
 
 from editor import Editor
 from editor.errors import EditFailedError
+from editor.kv import CorpusSpec
 from methods.localize import attribute_heads
 from methods.localize.last_token import last_token_head_means, last_token_logprobs
 from methods.localize.layer_choice import choose_edit_layer
@@ -20,6 +21,7 @@ FAILING = ["The capital of France is", "You can find the answer in the", "Englis
 TWINS = ["The capital of Italy is", "Because the weather was nice, we walked to the", "Toko Yasuda plays the",
          "The mother tongue of Danielle Darrieux is"]
 ANSWERS = ["Rome", "book", "Japanese", "product"]
+CORPUS = CorpusSpec(n_samples=24, max_tokens=32)
 LOCALITY = ["The mother tongue of", "Autonomous University of Madrid is in", "Berlin and London are"]
 
 
@@ -68,6 +70,34 @@ def test_greedy_scale_keeps_only_heads_that_fix_more_and_reverts():
         assert set(search.chosen.factors.values()) <= {0.0, 3.0}
     after = editor.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before) and not editor.ledger
+
+
+def test_remap_search_lowers_preservation_within_budget_and_reverts():
+    editor = editor_for()
+    before = snapshot(editor)
+    search, _ = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, max_heads=3, alphas=[0.01, 100.0],
+                              target_fixed=1.01, min_unchanged=0.0, kind="remap", progress=lambda _msg: None,
+                              corpus=CORPUS)
+    assert [p.n_heads for p in search.curve] == [1, 2, 3]
+    assert all(p.alpha == 0.01 for p in search.curve)  # no budget: the least preserving weight is kept
+    assert [(t.n_heads, t.alpha) for t in search.trials] == [(n, a) for n in (1, 2, 3) for a in (100.0, 0.01)]
+    plan = search.chosen
+    assert plan is not None and plan.kind == "remap" and plan.undesired == FAILING and plan.desired == TWINS
+    after = editor.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and not editor.ledger
+
+
+def test_remap_plan_is_one_head_remap_per_layer_in_depth_order():
+    plan = RepairPlan(heads=[(2, 1), (1, 0), (1, 3)], kind="remap", preservation=3.0, undesired=FAILING,
+                      desired=TWINS, corpus=CORPUS)
+    assert [(m, e["layer"], e["heads"], e["preservation"]) for m, e in plan.edits()] == [
+        ("head-remap", 1, [0, 3], 3.0), ("head-remap", 2, [1], 3.0)]
+    editor = editor_for()
+    before = snapshot(editor)
+    assert apply_plan(editor, plan) == 2
+    editor.revert(2)
+    after = editor.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_plan_is_one_head_steer_edit_per_layer_and_reverts_exactly():

@@ -57,6 +57,9 @@ class HeadRemapHParams(HeadsHParams):
     preservation: float = Field(
         1.0, gt=0, description="ρ: weight of keeping the heads' outputs on ordinary text (the statistics corpus), "
         "relative to the undesired/desired pairs; larger changes less")
+    keep_desired: bool = Field(
+        True, description="also keep the heads' outputs on the desired twins as they are (the good context is "
+        "often closer to what must not change than the statistics corpus is)")
     corpus: CorpusSpec = Field(default_factory=CorpusSpec, description="ordinary text whose head outputs are kept")
     batch_size: int = Field(16, ge=1, description="prompts per forward pass when reading head outputs")
 

@@ -4,9 +4,9 @@ Given pairs of prompts, `undesired` ones where the heads misbehave and `desired`
 output, each chosen head h gets a linear map of its own output, z -> (I + M_h) z, written into its W_O columns
 (W_O[:, h] <- W_O[:, h] (I + M_h)). M_h sends the head's last-token outputs on the undesired prompts (U, one
 column each) towards its outputs on the twins (D) while keeping its outputs on ordinary text, whose second
-moment over the statistics corpus is C_h:
+moment over the statistics corpus is C_h, and (with `keep_desired`) its outputs on the twins themselves:
 
-    M_h = argmin ‖(I + M) U - D‖² + ρ n E_C‖M z‖² = (D - U) Uᵀ (U Uᵀ + ρ n C_h)⁻¹
+    M_h = argmin ‖(I + M) U - D‖² + ‖M D‖² + ρ n E_C‖M z‖² = (D - U) Uᵀ (U Uᵀ + D Dᵀ + ρ n C_h)⁻¹
 
 Unlike scaling, it changes the head only in the directions where the bad context differs from ordinary text;
 unlike steering, it is zero where the head is silent. Outputs are read on the model as currently edited, so
@@ -25,10 +25,12 @@ from methods.heads.projection import HeadProjection
 
 
 def remap_matrix(undesired: torch.Tensor, desired: torch.Tensor, mom2: torch.Tensor, preservation: float,
-                 ) -> torch.Tensor:
+                 keep_desired: bool = True) -> torch.Tensor:
     """M [hd, hd] for outputs undesired/desired [n, hd] and the head's second moment mom2 [hd, hd] (float64)."""
     u, d = undesired.double().T, desired.double().T
     system = u @ u.T + preservation * u.shape[1] * mom2.double()
+    if keep_desired:
+        system = system + d @ d.T
     try:
         return torch.linalg.solve(system, u @ (d - u).T).T  # system is symmetric
     except RuntimeError as exc:
@@ -53,7 +55,8 @@ class HeadRemap(HeadMethod):
         for head in hparams.heads:
             cols = proj.columns(head)
             block = mom2[cols, cols].to(undesired.device)
-            matrix = remap_matrix(undesired[:, head], desired[:, head], block, hparams.preservation)
+            matrix = remap_matrix(undesired[:, head], desired[:, head], block, hparams.preservation,
+                                  hparams.keep_desired)
             delta_oi[:, cols] = (weight_oi[:, cols].double() @ matrix.to(weight_oi.device)).to(delta.dtype)
             u, d = undesired[:, head].double(), desired[:, head].double()
             # How much of the gap the map closes on the pairs, and how much it moves ordinary text (relative).

@@ -14,6 +14,10 @@ model gets right):
 4. the repair is the smallest set reaching `target_fixed` with locality at least `min_unchanged`; the
    search goes `extra_sizes` past it so the curve shows the threshold.
 
+With kind "remap" each chosen head gets a least-squares map of its output (head-remap) fit to send its
+outputs on the failing prompts to those on the twins while keeping ordinary text; the search over set size
+and preservation is in remap_search.py.
+
 With kind "scale" the heads' outputs are multiplied instead (0 ablates), and the growth is greedy per head:
 candidates in order of |effect|, each tried at every factor on top of the heads kept so far and kept, at
 its best factor, only if it fixes more failures within the locality budget. Scaling acts only where a
@@ -32,6 +36,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from editor import Editor
+from editor.kv import CorpusSpec
 from methods.localize.head_attribution import HeadAttribution, attribute_heads
 from methods.localize.last_token import last_token_head_means, last_token_logprobs
 
@@ -46,14 +51,18 @@ class RepairPoint(BaseModel):
 
 class RepairPlan(BaseModel):
     heads: list[tuple[int, int]] = Field(description="(layer, head), in the order they were added")
-    kind: Literal["steer", "scale"] = "steer"
+    kind: Literal["steer", "scale", "remap"] = "steer"
     alpha: float = Field(1.0, description="steer: the strength α (scale: unused, see factors)")
     directions: dict[str, list[float]] = Field(default_factory=dict, description="steer: 'layer.head' -> d_h")
     factors: dict[str, float] = Field(default_factory=dict, description="scale: 'layer.head' -> output factor")
+    preservation: float = Field(1.0, gt=0, description="remap: ρ, the weight of keeping ordinary text")
+    undesired: list[str] = Field(default_factory=list, description="remap: the failing prompts the map is fit on")
+    desired: list[str] = Field(default_factory=list, description="remap: their working twins, in the same order")
+    corpus: CorpusSpec | None = Field(None, description="remap: ordinary text to keep (None: head-remap's default)")
 
     def edits(self) -> list[tuple[str, dict]]:
-        """(method, hyperparameters) of the edits: head-steer, one per layer, or head-scale, one per
-        (layer, factor)."""
+        """(method, hyperparameters) of the edits: head-steer or head-remap, one per layer in depth order (a
+        remap is fit on what the layers below produce once edited), or head-scale, one per (layer, factor)."""
         if self.kind == "scale":
             groups: dict[tuple[int, float], list[int]] = defaultdict(list)
             for layer, head in self.heads:
@@ -63,6 +72,11 @@ class RepairPlan(BaseModel):
         by_layer: dict[int, list[int]] = defaultdict(list)
         for layer, head in self.heads:
             by_layer[layer].append(head)
+        if self.kind == "remap":
+            corpus = {} if self.corpus is None else {"corpus": self.corpus.model_dump()}
+            return [("head-remap", {"layer": layer, "heads": heads, "preservation": self.preservation,
+                                    "undesired": self.undesired, "desired": self.desired, **corpus})
+                    for layer, heads in sorted(by_layer.items())]
         return [("head-steer", {"layer": layer, "heads": heads, "alpha": self.alpha,
                                 "directions": [self.directions[f"{layer}.{h}"] for h in heads]})
                 for layer, heads in sorted(by_layer.items())]
@@ -83,7 +97,7 @@ def answer_tokens(editor: Editor, answers: list[str]) -> torch.Tensor:
 
 
 def apply_plan(editor: Editor, plan: RepairPlan) -> int:
-    """Apply the plan's head-steer edits; returns how many ledger entries it added (for revert)."""
+    """Apply the plan's edits; returns how many ledger entries it added (for revert)."""
     edits = plan.edits()
     for method, hparams in edits:
         editor.apply(method=method, **hparams)
@@ -123,13 +137,21 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
                   locality: list[str], max_heads: int, alphas: list[float], target_fixed: float = 0.9,
                   min_unchanged: float = 0.95, wrong: list[str] | None = None, batch_size: int = 32,
                   attribution: HeadAttribution | None = None, extra_sizes: int = 2,
-                  kind: Literal["steer", "scale"] = "steer", progress=print) -> tuple[RepairSearch, HeadAttribution]:
+                  kind: Literal["steer", "scale", "remap"] = "steer", progress=print,
+                  corpus: CorpusSpec | None = None) -> tuple[RepairSearch, HeadAttribution]:
     """Search as described in the module docstring; `wrong` defaults to each failing prompt's current top-1.
-    kind "scale": `alphas` are the factors tried per head (greedy growth, see the module docstring)."""
+    kind "scale": `alphas` are the factors tried per head (greedy growth, see the module docstring).
+    kind "remap": `alphas` are the preservation weights ρ tried (methods/localize/remap_search.py)."""
     handle = editor.handle
     right = answer_tokens(editor, answers)
     if attribution is None:
         attribution = rank_heads(editor, failing, answers, twins, wrong, batch_size)
+    if kind == "remap":
+        from methods.localize.remap_search import search_remap
+
+        ranked = [(layer, head) for layer, head, _ in attribution.ranking("abs")][:max_heads]
+        return search_remap(editor, failing, twins, right, ranked, _Locality(editor, locality, batch_size), max_heads,
+                            alphas, target_fixed, min_unchanged, extra_sizes, batch_size, progress, corpus), attribution
     if kind == "scale":  # candidates: every head whose patching matters, either sign; at most 3 per slot
         ranked = [(layer, head) for layer, head, _ in attribution.ranking("abs")][:3 * max_heads]
     else:
