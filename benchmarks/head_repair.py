@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-unchanged", type=float, default=0.97,
                         help="locality budget during the search (top-1 unchanged on the sample)")
     parser.add_argument("--locality-sample", type=int, default=200, help="unrelated prompts used during search")
+    parser.add_argument("--keep", type=int, default=200,
+                        help="remap: unrelated prompts whose head outputs the remap keeps (not used to judge)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default="head_repair")
     args = parser.parse_args(argv)
@@ -107,11 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     in_family = set(known)
     unrelated = [f["prompt"] for i, f in enumerate(facts) if i not in in_family]
     # The search selects against a sample of unrelated prompts; locality is judged on the others.
-    sample = rng.sample(unrelated, min(args.locality_sample, len(unrelated) // 2))
-    judged = sorted(set(unrelated) - set(sample), key=unrelated.index)
+    # remap also keeps the head outputs of other unrelated prompts; neither set judges locality.
+    sample = rng.sample(unrelated, min(args.locality_sample, len(unrelated) // 3))
+    searched = set(sample)
+    rest = [u for u in unrelated if u not in searched]
+    keep = rng.sample(rest, min(args.keep, len(rest) // 2)) if args.kind == "remap" else []
+    kept = set(keep)
+    judged = [u for u in rest if u not in kept]
     print(f"{len(facts)} facts; {len(known)} answered right in plain form; {len(failing)} of those fail in the "
           f"Q&A form -> {len(train)} to choose the repair, {len(held_out)} held out; {len(unrelated)} unrelated "
-          f"({len(sample)} used by the search, {len(judged)} judge locality)")
+          f"({len(sample)} used by the search, {len(keep)} kept by the remap, {len(judged)} judge locality)")
 
     def qa(ids):
         return [QA_FORMAT.format(prompt=facts[i]["prompt"]) for i in ids]
@@ -122,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": "python benchmarks/head_repair.py " + " ".join(argv or sys.argv[1:]),
               "facts": len(facts), "known_plain": len(known), "family": len(failing), "train": len(train),
               "held_out": len(held_out), "unrelated": len(unrelated), "locality_search_sample": len(sample),
+              "locality_kept": len(keep),
               "locality_judged": len(judged)}
     if args.plan:
         plan = RepairPlan.model_validate_json(Path(args.plan).read_text())
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             editor, qa(train), answers(train), [facts[i]["prompt"] for i in train],
             sample, max_heads=args.max_heads,
             alphas=[float(a) for a in args.alphas.split(",")], target_fixed=0.9, min_unchanged=args.min_unchanged,
-            attribution=attribution, kind=args.kind)
+            attribution=attribution, kind=args.kind, keep=keep)
         plot_curve(search.curve, out / "repair_curve.png")
         plan = search.chosen
         result.update(curve=[p.model_dump() for p in search.curve], top_heads=attribution.ranking("signed")[:15],

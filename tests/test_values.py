@@ -32,3 +32,31 @@ def test_requests_together_equal_requests_apart(family, through_update):
         torch.testing.assert_close(together.deltas[i], alone.deltas[0], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(together.target_prob[i], alone.target_prob[0], rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(together.keys[i], alone.keys[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text", "gpt_neox"])
+def test_prefix_replay_equals_a_full_pass_with_delta_at_the_subject(family):
+    from editor.kv.capture import edit_output, hooks
+    from editor.kv.prefix_replay import PrefixReplay
+    from editor.kv.readout import final_hidden
+    from editor.kv.value_layout import value_layout
+
+    model, tok = tiny_model(family)
+    handle = Editor.from_model(model, tok).handle
+    batch, _ = value_layout(tok, REQUESTS, TEMPLATES, "{} is a")
+    torch.manual_seed(0)
+    delta = torch.randn(batch.input_ids.shape[0], model.config.hidden_size) * 0.5
+    replay = PrefixReplay(handle, 1, batch, n_buckets=3)
+    assert len({b.split for b in replay.buckets}) > 1  # rows really split at different positions
+    normed = replay.run(lambda rows: delta[rows])
+
+    def add(output):
+        output = output.clone()
+        output[torch.arange(len(output)), batch.subject_last] += delta
+        return output
+
+    with hooks(edit_output(model.get_submodule(handle.sites.mlp_out_path(1)), add)):
+        full = final_hidden(handle, batch.input_ids, batch.attention_mask)
+    for row in range(batch.input_ids.shape[0]):
+        first, last = int(batch.subject_last[row]), int(batch.lengths[row])
+        torch.testing.assert_close(normed[row, first:last], full[row, first:last], rtol=1e-4, atol=1e-5)

@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from editor.handle import ModelHandle
-from editor.kv.capture import capture_input, capture_output, edit_output, hooks
+from editor.kv.capture import capture_input, capture_output, hooks
+from editor.kv.prefix_replay import PrefixReplay
+from editor.kv.readout import final_hidden
 from editor.kv.suffix import SuffixRunner
 from editor.kv.tokens import PromptBatch
 from editor.kv.value_layout import ValueLayout, value_layout
@@ -53,22 +55,11 @@ class ValueSolution:
     steps: int
 
 
-def _delta_hook(mlp_out, rows: torch.Tensor, batch: PromptBatch, lay: ValueLayout, delta: torch.Tensor,
-                row_direction: torch.Tensor | None):
-    """Add each request's δ to the layer output of the replayed `rows` (indices into the full batch)."""
-    owner = lay.request_of_row[rows]
-    if row_direction is None:  # ROME's objective: δ at the subject's last token only
-        local, positions = torch.arange(len(rows), device=rows.device), batch.subject_last[rows]
+def _rank_one_hook(mlp_out, rows: torch.Tensor, lay: ValueLayout, delta: torch.Tensor, row_direction: torch.Tensor):
+    """The edited layer itself on the replayed `rows` (indices into the full batch): W x + (ũ·x) δ at every token."""
+    owner, direction = lay.request_of_row[rows], row_direction[rows]
 
-        def add_delta(output: torch.Tensor) -> torch.Tensor:
-            output = output.clone()
-            output[local, positions] += delta[owner].to(output.dtype)
-            return output
-
-        return edit_output(mlp_out, add_delta)
-    direction = row_direction[rows]
-
-    def as_rank_one_update(_module, args, output):  # W x + (ũ·x) δ at every token: the edited layer itself
+    def as_rank_one_update(_module, args, output):
         coeff = torch.einsum("rtd,rd->rt", args[0].float(), direction)
         return output + (coeff[..., None] * delta[owner][:, None, :]).to(output.dtype)
 
@@ -100,11 +91,24 @@ def optimize_values(
     total_rows = batch.input_ids.shape[0]
     rows_all = torch.arange(total_rows, device=device)
 
-    # One full pass: block inputs from `layer` up, keys and initial outputs at the subject's last token.
+    # δ at the subject only changes nothing before it: replay from the subject on (prefix_replay.py). Through
+    # the rank-one update every position changes: replay the blocks from `layer` up (suffix.py).
+    def replayer(rows_batch: PromptBatch):
+        if read_direction is None:
+            return PrefixReplay(handle, layer, rows_batch)
+        return SuffixRunner(handle, layer, rows_batch)
+
+    # One full pass: keys and initial outputs at the subject's last token, the unedited output distribution.
     key_sink: list[torch.Tensor] = []
     out_sink: list[torch.Tensor] = []
     with hooks(capture_input(mlp_out, key_sink), capture_output(mlp_out, out_sink)):
-        runner = SuffixRunner(handle, layer, batch)
+        if read_direction is None:
+            first_normed = final_hidden(handle, batch.input_ids, batch.attention_mask)
+        else:
+            runner = SuffixRunner(handle, layer, batch)
+            first_normed = runner.final_hidden
+    if read_direction is None:
+        runner = replayer(batch)
     keys_rows = key_sink[0][rows_all, batch.subject_last].float()  # [rows, d_in]
     outs_rows = out_sink[0][rows_all, batch.subject_last].float()
     rewrite_owner = lay.request_of_row[lay.rewrite_rows]
@@ -115,7 +119,7 @@ def optimize_values(
 
     kl_cols = batch.subject_last[lay.kl_rows]  # KL rows are in request order
     with torch.no_grad():
-        kl_init = F.log_softmax(runner.logits_at(runner.final_hidden, lay.kl_rows, kl_cols), dim=-1)
+        kl_init = F.log_softmax(runner.logits_at(first_normed, lay.kl_rows, kl_cols), dim=-1)
 
     delta = torch.zeros(n, init_values.shape[1], device=device, requires_grad=True)
     optimizer = torch.optim.Adam([delta], lr=objective.lr)
@@ -129,8 +133,11 @@ def optimize_values(
     steps_done = 0
     for step in range(objective.steps):
         steps_done = step + 1
-        with hooks(_delta_hook(mlp_out, replayed, batch, lay, delta, row_direction)):
-            normed = runner.run()
+        if read_direction is None:
+            normed = runner.run(lambda rows, replayed=replayed: delta[lay.request_of_row[replayed[rows]]])
+        else:
+            with hooks(_rank_one_hook(mlp_out, replayed, lay, delta, row_direction)):
+                normed = runner.run()
         local = torch.full((total_rows,), -1, dtype=torch.long, device=device)
         local[replayed] = torch.arange(len(replayed), device=device)
         present = local[lay.target_rows] >= 0
@@ -171,6 +178,6 @@ def optimize_values(
         keep = active[lay.request_of_row]
         if int(keep.sum()) <= 0.75 * len(replayed):  # re-recording costs one pass; worth it once rows drop
             replayed = rows_all[keep]
-            runner = SuffixRunner(handle, layer, batch.select(replayed))
+            runner = replayer(batch.select(replayed))
     return ValueSolution(keys=keys.detach(), deltas=delta.detach(), init_values=init_values,
                          target_prob=target_prob.detach(), steps=steps_done)

@@ -60,6 +60,9 @@ class HeadRemapHParams(HeadsHParams):
     keep_desired: bool = Field(
         True, description="also keep the heads' outputs on the desired twins as they are (the good context is "
         "often closer to what must not change than the statistics corpus is)")
+    keep: list[Prompt] = Field(
+        default_factory=list, description="more prompts whose last-token head outputs must stay as they are (each "
+        "weighs as much as one pair), e.g. prompts like those the repair must not disturb")
     corpus: CorpusSpec = Field(default_factory=CorpusSpec, description="ordinary text whose head outputs are kept")
     batch_size: int = Field(16, ge=1, description="prompts per forward pass when reading head outputs")
 

@@ -4,9 +4,10 @@ Given pairs of prompts, `undesired` ones where the heads misbehave and `desired`
 output, each chosen head h gets a linear map of its own output, z -> (I + M_h) z, written into its W_O columns
 (W_O[:, h] <- W_O[:, h] (I + M_h)). M_h sends the head's last-token outputs on the undesired prompts (U, one
 column each) towards its outputs on the twins (D) while keeping its outputs on ordinary text, whose second
-moment over the statistics corpus is C_h, and (with `keep_desired`) its outputs on the twins themselves:
+moment over the statistics corpus is C_h, its outputs on the twins themselves (`keep_desired`) and on any
+`keep` prompts (K):
 
-    M_h = argmin ‖(I + M) U - D‖² + ‖M D‖² + ρ n E_C‖M z‖² = (D - U) Uᵀ (U Uᵀ + D Dᵀ + ρ n C_h)⁻¹
+    M_h = argmin ‖(I + M) U - D‖² + ‖M D‖² + ‖M K‖² + ρ n E_C‖M z‖² = (D - U) Uᵀ (U Uᵀ + D Dᵀ + K Kᵀ + ρ n C_h)⁻¹
 
 Unlike scaling, it changes the head only in the directions where the bad context differs from ordinary text;
 unlike steering, it is zero where the head is silent. Outputs are read on the model as currently edited, so
@@ -25,12 +26,15 @@ from methods.heads.projection import HeadProjection
 
 
 def remap_matrix(undesired: torch.Tensor, desired: torch.Tensor, mom2: torch.Tensor, preservation: float,
-                 keep_desired: bool = True) -> torch.Tensor:
-    """M [hd, hd] for outputs undesired/desired [n, hd] and the head's second moment mom2 [hd, hd] (float64)."""
+                 keep_desired: bool = True, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """M [hd, hd] for outputs undesired/desired [n, hd], outputs to keep [m, hd] and the head's second moment
+    mom2 [hd, hd] (float64)."""
     u, d = undesired.double().T, desired.double().T
     system = u @ u.T + preservation * u.shape[1] * mom2.double()
     if keep_desired:
         system = system + d @ d.T
+    if keep is not None and keep.numel():
+        system = system + keep.double().T @ keep.double()
     try:
         return torch.linalg.solve(system, u @ (d - u).T).T  # system is symmetric
     except RuntimeError as exc:
@@ -47,6 +51,7 @@ class HeadRemap(HeadMethod):
         proj = HeadProjection.of(handle, hparams.layer)
         undesired = head_outputs(handle, proj, hparams.undesired, "last", hparams.batch_size)  # [n, H, hd]
         desired = head_outputs(handle, proj, hparams.desired, "last", hparams.batch_size)
+        keep = head_outputs(handle, proj, hparams.keep, "last", hparams.batch_size) if hparams.keep else None
         mom2 = ctx.second_moment([hparams.layer], hparams.corpus, site="attn_out")[hparams.layer].double()
         weight_oi = proj.weight_out_in().detach()
         delta = torch.zeros_like(proj.module.weight)
@@ -56,7 +61,7 @@ class HeadRemap(HeadMethod):
             cols = proj.columns(head)
             block = mom2[cols, cols].to(undesired.device)
             matrix = remap_matrix(undesired[:, head], desired[:, head], block, hparams.preservation,
-                                  hparams.keep_desired)
+                                  hparams.keep_desired, None if keep is None else keep[:, head])
             delta_oi[:, cols] = (weight_oi[:, cols].double() @ matrix.to(weight_oi.device)).to(delta.dtype)
             u, d = undesired[:, head].double(), desired[:, head].double()
             # How much of the gap the map closes on the pairs, and how much it moves ordinary text (relative).

@@ -20,7 +20,8 @@ SIZES = (1, 2, 3, 5, 8, 12, 18, 27, 40, 60)
 def search_remap(editor: Editor, failing: list[str], twins: list[str], right: torch.Tensor,
                  ranked: list[tuple[int, int]], local: _Locality, max_heads: int, preservations: list[float],
                  target_fixed: float, min_unchanged: float, extra_sizes: int, batch_size: int,
-                 progress=print, corpus: CorpusSpec | None = None) -> RepairSearch:
+                 progress=print, corpus: CorpusSpec | None = None, keep: list[str] | None = None) -> RepairSearch:
+    keep = keep or []
     sizes = sorted({s for s in SIZES if s < max_heads} | {max_heads})
     sizes = [s for s in sizes if s <= len(ranked)]
     trials, curve, chosen, chosen_point, stop_at = [], [], None, None, len(sizes)
@@ -30,7 +31,7 @@ def search_remap(editor: Editor, failing: list[str], twins: list[str], right: to
         best = None
         for rho in sorted(preservations, reverse=True):
             plan = RepairPlan(heads=ranked[:size], kind="remap", preservation=rho, undesired=failing, desired=twins,
-                              corpus=corpus)
+                              corpus=corpus, keep=keep)
             with _applied(editor, plan):
                 unchanged, kl = local.measure()
                 if unchanged < min_unchanged and best is not None:
@@ -48,13 +49,13 @@ def search_remap(editor: Editor, failing: list[str], twins: list[str], right: to
         progress(f"{size:3d} head(s): preservation {best.alpha:g}: fixed {best.fixed:.3f}, "
                  f"locality unchanged {best.unchanged:.3f}, KL {best.mean_kl:.4f}")
         plan = RepairPlan(heads=ranked[:size], kind="remap", preservation=best.alpha, undesired=failing, desired=twins,
-                              corpus=corpus)
+                              corpus=corpus, keep=keep)
         if chosen is None and best.fixed >= target_fixed:
             chosen, chosen_point, stop_at = plan, best, index + extra_sizes
     if chosen is None and curve:  # the target was not reached: the repair fixing most within the budget
         chosen_point = max(curve, key=lambda p: (p.fixed, -p.n_heads))
         chosen = RepairPlan(heads=ranked[:chosen_point.n_heads], kind="remap", preservation=chosen_point.alpha,
                             undesired=failing, desired=twins,
-                              corpus=corpus)
+                              corpus=corpus, keep=keep)
     return RepairSearch(curve=curve, trials=trials, chosen=chosen, chosen_point=chosen_point,
                         reached_target=chosen_point is not None and chosen_point.fixed >= target_fixed)

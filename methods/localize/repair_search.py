@@ -59,6 +59,7 @@ class RepairPlan(BaseModel):
     undesired: list[str] = Field(default_factory=list, description="remap: the failing prompts the map is fit on")
     desired: list[str] = Field(default_factory=list, description="remap: their working twins, in the same order")
     corpus: CorpusSpec | None = Field(None, description="remap: ordinary text to keep (None: head-remap's default)")
+    keep: list[str] = Field(default_factory=list, description="remap: prompts whose head outputs must not change")
 
     def edits(self) -> list[tuple[str, dict]]:
         """(method, hyperparameters) of the edits: head-steer or head-remap, one per layer in depth order (a
@@ -75,7 +76,8 @@ class RepairPlan(BaseModel):
         if self.kind == "remap":
             corpus = {} if self.corpus is None else {"corpus": self.corpus.model_dump()}
             return [("head-remap", {"layer": layer, "heads": heads, "preservation": self.preservation,
-                                    "undesired": self.undesired, "desired": self.desired, **corpus})
+                                    "undesired": self.undesired, "desired": self.desired, "keep": self.keep,
+                                    **corpus})
                     for layer, heads in sorted(by_layer.items())]
         return [("head-steer", {"layer": layer, "heads": heads, "alpha": self.alpha,
                                 "directions": [self.directions[f"{layer}.{h}"] for h in heads]})
@@ -138,10 +140,12 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
                   min_unchanged: float = 0.95, wrong: list[str] | None = None, batch_size: int = 32,
                   attribution: HeadAttribution | None = None, extra_sizes: int = 2,
                   kind: Literal["steer", "scale", "remap"] = "steer", progress=print,
-                  corpus: CorpusSpec | None = None) -> tuple[RepairSearch, HeadAttribution]:
+                  corpus: CorpusSpec | None = None, keep: list[str] | None = None,
+                  ) -> tuple[RepairSearch, HeadAttribution]:
     """Search as described in the module docstring; `wrong` defaults to each failing prompt's current top-1.
     kind "scale": `alphas` are the factors tried per head (greedy growth, see the module docstring).
-    kind "remap": `alphas` are the preservation weights ρ tried (methods/localize/remap_search.py)."""
+    kind "remap": `alphas` are the preservation weights ρ tried (methods/localize/remap_search.py); `keep` are
+    prompts whose head outputs the remap keeps (give other prompts than `locality`, which judges the search)."""
     handle = editor.handle
     right = answer_tokens(editor, answers)
     if attribution is None:
@@ -151,7 +155,8 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
 
         ranked = [(layer, head) for layer, head, _ in attribution.ranking("abs")][:max_heads]
         return search_remap(editor, failing, twins, right, ranked, _Locality(editor, locality, batch_size), max_heads,
-                            alphas, target_fixed, min_unchanged, extra_sizes, batch_size, progress, corpus), attribution
+                            alphas, target_fixed, min_unchanged, extra_sizes, batch_size, progress, corpus,
+                            keep or []), attribution
     if kind == "scale":  # candidates: every head whose patching matters, either sign; at most 3 per slot
         ranked = [(layer, head) for layer, head, _ in attribution.ranking("abs")][:3 * max_heads]
     else:
