@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--locality-sample", type=int, default=200, help="unrelated prompts used during search")
     parser.add_argument("--keep", type=int, default=200,
                         help="remap: unrelated prompts whose head outputs the remap keeps (not used to judge)")
+    parser.add_argument("--sizes", default=None, help="remap: set sizes to try, e.g. 9,18,27 (default: a schedule)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default="head_repair")
     args = parser.parse_args(argv)
@@ -145,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             editor, qa(train), answers(train), [facts[i]["prompt"] for i in train],
             sample, max_heads=args.max_heads,
             alphas=[float(a) for a in args.alphas.split(",")], target_fixed=0.9, min_unchanged=args.min_unchanged,
-            attribution=attribution, kind=args.kind, keep=keep)
+            attribution=attribution, kind=args.kind, keep=keep,
+            sizes=[int(x) for x in args.sizes.split(",")] if args.sizes else None)
         plot_curve(search.curve, out / "repair_curve.png")
         plan = search.chosen
         result.update(curve=[p.model_dump() for p in search.curve], top_heads=attribution.ranking("signed")[:15],
@@ -164,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     # The held-out curve: prefixes of the plan (sizes on the search's schedule) judged on held-out failures and
     # the unrelated prompts the search did not see.
     held_curve = []
-    for size in sorted({s for s in SIZES if s < len(plan.heads)} | {len(plan.heads)}):
+    schedule = [int(x) for x in args.sizes.split(",")] if args.sizes else SIZES
+    for size in sorted({s for s in schedule if s < len(plan.heads)} | {len(plan.heads)}):
         prefix = plan.model_copy(update={"heads": plan.heads[:size]})
         added = apply_plan(editor, prefix)
         now = last_token_logprobs(editor.handle, judged)

@@ -20,9 +20,10 @@ SIZES = (1, 2, 3, 5, 8, 12, 18, 27, 40, 60)
 def search_remap(editor: Editor, failing: list[str], twins: list[str], right: torch.Tensor,
                  ranked: list[tuple[int, int]], local: _Locality, max_heads: int, preservations: list[float],
                  target_fixed: float, min_unchanged: float, extra_sizes: int, batch_size: int,
-                 progress=print, corpus: CorpusSpec | None = None, keep: list[str] | None = None) -> RepairSearch:
+                 progress=print, corpus: CorpusSpec | None = None, keep: list[str] | None = None,
+                 sizes: list[int] | None = None) -> RepairSearch:
     keep = keep or []
-    sizes = sorted({s for s in SIZES if s < max_heads} | {max_heads})
+    sizes = sorted({s for s in (sizes or SIZES) if s < max_heads} | {max_heads})
     sizes = [s for s in sizes if s <= len(ranked)]
     trials, curve, chosen, chosen_point, stop_at = [], [], None, None, len(sizes)
     for index, size in enumerate(sizes):

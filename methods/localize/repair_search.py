@@ -140,12 +140,13 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
                   min_unchanged: float = 0.95, wrong: list[str] | None = None, batch_size: int = 32,
                   attribution: HeadAttribution | None = None, extra_sizes: int = 2,
                   kind: Literal["steer", "scale", "remap"] = "steer", progress=print,
-                  corpus: CorpusSpec | None = None, keep: list[str] | None = None,
+                  corpus: CorpusSpec | None = None, keep: list[str] | None = None, sizes: list[int] | None = None,
                   ) -> tuple[RepairSearch, HeadAttribution]:
     """Search as described in the module docstring; `wrong` defaults to each failing prompt's current top-1.
     kind "scale": `alphas` are the factors tried per head (greedy growth, see the module docstring).
     kind "remap": `alphas` are the preservation weights ρ tried (methods/localize/remap_search.py); `keep` are
-    prompts whose head outputs the remap keeps (give other prompts than `locality`, which judges the search)."""
+    prompts whose head outputs the remap keeps (give other prompts than `locality`, which judges the search);
+    `sizes` the set sizes tried (default remap_search.SIZES)."""
     handle = editor.handle
     right = answer_tokens(editor, answers)
     if attribution is None:
@@ -156,7 +157,7 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
         ranked = [(layer, head) for layer, head, _ in attribution.ranking("abs")][:max_heads]
         return search_remap(editor, failing, twins, right, ranked, _Locality(editor, locality, batch_size), max_heads,
                             alphas, target_fixed, min_unchanged, extra_sizes, batch_size, progress, corpus,
-                            keep or []), attribution
+                            keep or [], sizes), attribution
     if kind == "scale":  # candidates: every head whose patching matters, either sign; at most 3 per slot
         ranked = [(layer, head) for layer, head, _ in attribution.ranking("abs")][:3 * max_heads]
     else:
