@@ -1,4 +1,4 @@
-"""`suture repair`: find the fewest attention heads whose steering repairs a failure family, apply that
+"""`suture repair`: find the fewest attention heads whose change repairs a failure family, apply that
 repair, and optionally save the repaired checkpoint (see methods/localize/repair_search.py)."""
 
 from __future__ import annotations
@@ -14,8 +14,12 @@ FAILING.jsonl has one failure per line: the failing prompt, the answer it should
 (the same question in a form the model gets right), e.g.
   {"prompt": "Q: Complete the sentence. The capital of France is\\nA: The capital of France is",
    "answer": "Paris", "twin": "The capital of France is"}
-LOCALITY.txt has one unrelated prompt per line whose next token must not change.
+LOCALITY.txt has one unrelated prompt per line whose next token must not change (it judges the search);
+KEEP.txt (remap only, optional) more such prompts, whose head outputs the remap keeps while fitting.
 Exit codes: 0 a repair was found (and saved with --out), 1 none reached the target, 2 bad input."""
+
+
+ALPHAS = {"remap": "10,5,3,2", "scale": "0,0.5,1.5,2", "steer": "0.5,1,2"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,10 +33,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--failing", required=True, metavar="FAILING.jsonl")
     parser.add_argument("--locality", required=True, metavar="LOCALITY.txt")
     parser.add_argument("--max-heads", type=int, default=16, help="largest head set tried (default: 16)")
-    parser.add_argument("--kind", choices=["scale", "steer"], default="scale",
-                        help="scale: multiply the heads' outputs by each --alphas value (0 ablates); steer: add "
-                             "alpha x (mean on twins - mean on failures) to them (default: scale)")
-    parser.add_argument("--alphas", default="0,0.5,1.5,2", help="factors or strengths tried (default: 0,0.5,1.5,2)")
+    parser.add_argument("--kind", choices=["remap", "scale", "steer"], default="remap",
+                        help="remap: a least-squares map of each head's output from the failing context to the "
+                             "twin's, keeping ordinary text (--alphas are preservation weights); scale: multiply the "
+                             "heads' outputs by each --alphas value (0 ablates); steer: add alpha x (mean on twins - "
+                             "mean on failures) to them (default: remap)")
+    parser.add_argument("--alphas", default=None,
+                        help=f"values tried (default per kind: {', '.join(f'{k} {v}' for k, v in ALPHAS.items())})")
+    parser.add_argument("--keep", default=None, metavar="KEEP.txt", help="remap: prompts whose head outputs to keep")
     parser.add_argument("--target", type=float, default=0.9, help="fraction of failures to fix (default: 0.9)")
     parser.add_argument("--min-unchanged", type=float, default=0.95,
                         help="fraction of locality prompts whose top-1 must not change (default: 0.95)")
@@ -70,17 +78,26 @@ def run(args: argparse.Namespace) -> int:
     locality = [line for line in locality_path.read_text().splitlines() if line.strip()]
     if not locality:
         raise CliError(f"--locality: {locality_path} holds no prompts")
+    keep = []
+    if args.keep:
+        keep_path = Path(args.keep)
+        if not keep_path.is_file():
+            raise CliError(f"--keep: {keep_path} does not exist")
+        keep = [line for line in keep_path.read_text().splitlines() if line.strip()]
+    alphas_text = args.alphas or ALPHAS[args.kind]
     try:
-        alphas = [float(a) for a in args.alphas.split(",")]
+        alphas = [float(a) for a in alphas_text.split(",")]
     except ValueError:
-        raise CliError(f"--alphas: {args.alphas!r} is not a comma-separated list of numbers") from None
+        raise CliError(f"--alphas: {alphas_text!r} is not a comma-separated list of numbers") from None
+    if args.kind == "remap" and any(a <= 0 for a in alphas):
+        raise CliError(f"--alphas: preservation weights must be positive for --kind remap, got {alphas_text!r}")
     if args.max_heads < 1:
         raise CliError("--max-heads must be at least 1")
 
     editor, _ = load_editor(args.model, args.device, args.dtype)
     search, _ = search_repair(editor, prompts, answers, twins, locality, max_heads=args.max_heads, alphas=alphas,
                               target_fixed=args.target, min_unchanged=args.min_unchanged, kind=args.kind,
-                              progress=lambda line: print(line, flush=True))
+                              progress=lambda line: print(line, flush=True), keep=keep)
     if args.report:
         Path(args.report).write_text(json.dumps(search.model_dump(), indent=1))
     if not search.reached_target:
@@ -91,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     point, plan = search.chosen_point, search.chosen
     heads = ", ".join(f"L{layer}H{head}" + (f"x{plan.factors[f'{layer}.{head}']:g}" if plan.kind == "scale" else "")
                       for layer, head in plan.heads)
-    how = "scaled" if plan.kind == "scale" else f"steered with alpha {plan.alpha:g}"
+    how = {"scale": "scaled", "steer": f"steered with alpha {plan.alpha:g}",
+           "remap": f"remapped with preservation {plan.preservation:g}"}[plan.kind]
     print(f"repair: {len(plan.heads)} head(s) [{heads}] {how}: fixed "
           f"{point.fixed:.1%} of the failures, top-1 unchanged on {point.unchanged:.1%} of the locality prompts")
     apply_plan(editor, search.chosen)

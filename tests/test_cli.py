@@ -178,6 +178,23 @@ def test_repair_finds_a_plan_and_saves_it(model_dir, tmp_path, capsys):
     assert json.loads((tmp_path / "search.json").read_text())["chosen"]["alpha"] == 1.0
 
 
+def test_repair_with_remap_keeps_prompts_and_saves(model_dir, tmp_path, capsys):
+    failures = [{"prompt": "The capital of France is", "answer": "Rome", "twin": "The capital of Italy is"}]
+    failing = _write_failures(tmp_path / "failing.jsonl", failures)
+    (tmp_path / "locality.txt").write_text("The mother tongue of\n")
+    (tmp_path / "keep.txt").write_text("Berlin and London are\n")
+    out = tmp_path / "repaired"
+    code = main(["repair", "--model", str(model_dir), "--failing", str(failing), "--locality",
+                 str(tmp_path / "locality.txt"), "--keep", str(tmp_path / "keep.txt"), "--max-heads", "1",
+                 "--alphas", "0.5", "--target", "0", "--min-unchanged", "0", "--out", str(out),
+                 "--report", str(tmp_path / "search.json")])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "remapped with preservation 0.5" in text and (out / "suture.json").is_file()
+    chosen = json.loads((tmp_path / "search.json").read_text())["chosen"]
+    assert chosen["kind"] == "remap" and chosen["keep"] == ["Berlin and London are"]
+
+
 def test_repair_names_the_bad_field(model_dir, tmp_path, capsys):
     failing = _write_failures(tmp_path / "failing.jsonl", [{"prompt": "The capital of France is", "answer": ""}])
     (tmp_path / "l.txt").write_text("x\n")
