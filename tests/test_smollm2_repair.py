@@ -1,7 +1,8 @@
 """Head repair on the real SmolLM2: a Q&A-format failure of facts the model completes in plain form,
 localized by head patching and steered on a few heads; the repaired checkpoint (with the created
 o_proj biases) reloads with stock transformers and reproduces the in-memory outputs; revert is exact.
-Also the traced ROME layer choice on a real model."""
+Remapping heads (head-remap) fixes the same failures and saves the same way. Also the traced ROME layer
+choice on a real model."""
 
 import pytest
 import torch
@@ -66,3 +67,32 @@ def test_traced_layer_choice_on_smollm2(editor):
     choice = choose_edit_layer(editor.handle)
     assert choice.facts_used >= 4
     assert 0 <= choice.layer < 15  # facts are recalled in the first half of the network
+
+
+def test_remapped_heads_fix_the_qa_failures_and_reload_with_stock_transformers(editor, tmp_path):
+    plain = [p for p, _ in FACTS]
+    qa = [QA.format(prompt=p) for p in plain]
+    right = answer_tokens(editor, [a for _, a in FACTS])
+    before_fixed = int((last_token_logprobs(editor.handle, qa).argmax(-1) == right).sum())
+    wrong = last_token_logprobs(editor.handle, qa).argmax(-1)
+    attribution = attribute_heads(editor.handle, qa, plain, right=right.tolist(), wrong=wrong.tolist())
+    keep = ["The mother tongue of Danielle Darrieux is", "Toko Yasuda plays the", "The Louvre is located in"]
+    plan = RepairPlan(heads=[(layer, head) for layer, head, _ in attribution.ranking("abs")[:9]], kind="remap",
+                      preservation=1.0, undesired=qa, desired=plain, keep=keep)  # default corpus
+    before = {k: v.clone() for k, v in editor.model.state_dict().items()}
+    kept_before = last_token_logprobs(editor.handle, keep).argmax(-1)
+    added = apply_plan(editor, plan)
+    assert int((last_token_logprobs(editor.handle, qa).argmax(-1) == right).sum()) > before_fixed
+    assert torch.equal(last_token_logprobs(editor.handle, keep).argmax(-1), kept_before)
+    enc = editor.tokenizer(qa + plain, return_tensors="pt", padding=True, padding_side="left")
+    with torch.no_grad():
+        repaired = editor.model(**enc).logits
+    path = editor.save(tmp_path / "remapped")
+    stock = AutoModelForCausalLM.from_pretrained(path).eval()
+    with torch.no_grad():
+        reloaded = stock(**enc).logits
+    assert (reloaded - repaired).abs().max() < 1e-4
+
+    editor.revert(added)
+    after = editor.model.state_dict()
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
