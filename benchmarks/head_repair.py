@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     unchanged = float((now.argmax(-1) == base_unrelated.argmax(-1)).double().mean())
     mean_kl = float((base_unrelated.exp() * (base_unrelated - now)).sum(-1).mean())
     n_heads_total = editor.handle.n_layers * editor.handle.sites.head_layout(editor.model.config).n_heads
-    result.update(heads=plan.heads, kind=plan.kind, alpha=plan.alpha, factors=plan.factors, n_heads=len(plan.heads),
+    result.update(heads=plan.heads, kind=plan.kind, alpha=plan.alpha, factors=plan.factors,
+                  preservation=plan.preservation, n_heads=len(plan.heads),
                   heads_total=n_heads_total,
                   held_out_fixed_before=held_before, held_out_fixed=held_after,
                   twins_right_before=twins_before, twins_right_after=twins_after,
