@@ -69,20 +69,33 @@ def test_traced_layer_choice_on_smollm2(editor):
     assert 0 <= choice.layer < 15  # facts are recalled in the first half of the network
 
 
+# Facts SmolLM2 completes in plain form but not as the answer line of the Q&A format (from known_1000).
+QA_FAILURES = [("The Coca-Cola Company formed in 1886 and is headquartered in", "Atlanta"),
+               ("Selim I is affiliated with the religion of", "Islam"),
+               ("Northwind Glacier belongs to the continent of", "Antarctica"),
+               ("Farouk of Egypt follows the religion of", "Islam"),
+               ("The native language of Xavier Saint-Macary is", "French"),
+               ("Sukarno is affiliated with the religion of", "Islam"),
+               ("David Cameron worked in the city of", "London"),
+               ("The genre played by Riverworld is a mix of", "fantasy")]
+
+
 def test_remapped_heads_fix_the_qa_failures_and_reload_with_stock_transformers(editor, tmp_path):
-    plain = [p for p, _ in FACTS]
+    plain = [p for p, _ in QA_FAILURES]
     qa = [QA.format(prompt=p) for p in plain]
-    right = answer_tokens(editor, [a for _, a in FACTS])
+    right = answer_tokens(editor, [a for _, a in QA_FAILURES])
+    assert (last_token_logprobs(editor.handle, plain).argmax(-1) == right).all()
     before_fixed = int((last_token_logprobs(editor.handle, qa).argmax(-1) == right).sum())
+    assert before_fixed == 0
     wrong = last_token_logprobs(editor.handle, qa).argmax(-1)
     attribution = attribute_heads(editor.handle, qa, plain, right=right.tolist(), wrong=wrong.tolist())
-    keep = ["The mother tongue of Danielle Darrieux is", "Toko Yasuda plays the", "The Louvre is located in"]
+    keep = [p for p, _ in FACTS]  # facts it answers in both forms: their next token must not change
     plan = RepairPlan(heads=[(layer, head) for layer, head, _ in attribution.ranking("abs")[:9]], kind="remap",
                       preservation=1.0, undesired=qa, desired=plain, keep=keep)  # default corpus
     before = {k: v.clone() for k, v in editor.model.state_dict().items()}
     kept_before = last_token_logprobs(editor.handle, keep).argmax(-1)
     added = apply_plan(editor, plan)
-    assert int((last_token_logprobs(editor.handle, qa).argmax(-1) == right).sum()) > before_fixed
+    assert int((last_token_logprobs(editor.handle, qa).argmax(-1) == right).sum()) >= 4
     assert torch.equal(last_token_logprobs(editor.handle, keep).argmax(-1), kept_before)
     enc = editor.tokenizer(qa + plain, return_tensors="pt", padding=True, padding_side="left")
     with torch.no_grad():
