@@ -6,7 +6,7 @@ there: the prefix runs once, into the model's own KV cache, and each optimizatio
 remaining tokens only, through the standard incremental-decoding path (masks, rotary positions and sliding
 windows as the architecture defines them). Rows are bucketed by split position so one cache serves a bucket;
 a bucket splits at its smallest subject position. On CounterFact-style prompts with context templates this
-replays about a quarter of the tokens.
+replays roughly a quarter of the tokens (an estimate from typical prompt lengths, not a measurement).
 """
 
 from __future__ import annotations

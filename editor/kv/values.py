@@ -7,10 +7,14 @@ context template, and optimized so that the model predicts the new target:
          + kl_factor · KL(p_δ || p_orig) at the subject of "{} is a"  (keeps the subject's essence)
          + weight_decay · ‖δ‖ / ‖v₀‖²
 
-with ‖δ‖ clamped to clamp_norm_factor · ‖v₀‖ and early stopping once the target NLL is small. The
-blocks below l run once; each step replays only blocks l.. (see suffix.py) and computes logits only
-where the loss reads them. Requests in one call are optimized together (each has its own δ and loss,
-so this equals optimizing them apart).
+with ‖δ‖ clamped to clamp_norm_factor · ‖v₀‖ and early stopping once the target NLL is small. Each step
+replays only what δ can change: with δ at the subject, the tokens from the subject on over a KV cache of
+the rest (prefix_replay.py); through the rank-one update, blocks l.. over their recorded inputs
+(suffix.py). Logits are computed only where the loss reads them.
+
+Requests in one call are optimized together, each with its own δ, loss and stopping test, so this equals
+optimizing them apart; a request that has met the test keeps its δ and, once enough have, its rows leave
+the replayed batch.
 """
 
 from __future__ import annotations

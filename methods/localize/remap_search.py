@@ -22,7 +22,10 @@ def search_remap(editor: Editor, failing: list[str], twins: list[str], right: to
                  target_fixed: float, min_unchanged: float, extra_sizes: int, batch_size: int,
                  progress=print, corpus: CorpusSpec | None = None, keep: list[str] | None = None,
                  sizes: list[int] | None = None) -> RepairSearch:
-    keep = keep or []
+    def plan_of(size: int, rho: float) -> RepairPlan:
+        return RepairPlan(heads=ranked[:size], kind="remap", preservation=rho, undesired=failing, desired=twins,
+                          corpus=corpus, keep=keep or [])
+
     sizes = sorted({s for s in (sizes or SIZES) if s < max_heads} | {max_heads})
     sizes = [s for s in sizes if s <= len(ranked)]
     trials, curve, chosen, chosen_point, stop_at = [], [], None, None, len(sizes)
@@ -31,9 +34,7 @@ def search_remap(editor: Editor, failing: list[str], twins: list[str], right: to
             break
         best = None
         for rho in sorted(preservations, reverse=True):
-            plan = RepairPlan(heads=ranked[:size], kind="remap", preservation=rho, undesired=failing, desired=twins,
-                              corpus=corpus, keep=keep)
-            with _applied(editor, plan):
+            with _applied(editor, plan_of(size, rho)):
                 unchanged, kl = local.measure()
                 if unchanged < min_unchanged and best is not None:
                     break  # lower ρ only moves unrelated prompts more
@@ -41,7 +42,7 @@ def search_remap(editor: Editor, failing: list[str], twins: list[str], right: to
                                     unchanged=unchanged, mean_kl=kl)
             trials.append(point)
             if unchanged < min_unchanged:
-                break
+                break  # even the most preserving ρ is over budget (recorded as a trial)
             best = point
         if best is None:
             progress(f"{size:3d} head(s): no preservation tried keeps locality >= {min_unchanged}")
@@ -49,14 +50,10 @@ def search_remap(editor: Editor, failing: list[str], twins: list[str], right: to
         curve.append(best)
         progress(f"{size:3d} head(s): preservation {best.alpha:g}: fixed {best.fixed:.3f}, "
                  f"locality unchanged {best.unchanged:.3f}, KL {best.mean_kl:.4f}")
-        plan = RepairPlan(heads=ranked[:size], kind="remap", preservation=best.alpha, undesired=failing, desired=twins,
-                              corpus=corpus, keep=keep)
         if chosen is None and best.fixed >= target_fixed:
-            chosen, chosen_point, stop_at = plan, best, index + extra_sizes
+            chosen, chosen_point, stop_at = plan_of(size, best.alpha), best, index + extra_sizes
     if chosen is None and curve:  # the target was not reached: the repair fixing most within the budget
         chosen_point = max(curve, key=lambda p: (p.fixed, -p.n_heads))
-        chosen = RepairPlan(heads=ranked[:chosen_point.n_heads], kind="remap", preservation=chosen_point.alpha,
-                            undesired=failing, desired=twins,
-                              corpus=corpus, keep=keep)
+        chosen = plan_of(chosen_point.n_heads, chosen_point.alpha)
     return RepairSearch(curve=curve, trials=trials, chosen=chosen, chosen_point=chosen_point,
                         reached_target=chosen_point is not None and chosen_point.fixed >= target_fixed)
