@@ -21,6 +21,7 @@ from transformers import DynamicCache
 
 from editor.handle import ModelHandle
 from editor.kv.capture import StopForward, capture_output, edit_output, hooks
+from editor.kv.incremental import with_cache
 from editor.kv.readout import logits_at
 from editor.kv.tokens import PromptBatch
 
@@ -48,8 +49,8 @@ class PrefixReplay:
         """Final-norm hidden states of the given tokens after `cache`'s positions (the LM head is skipped)."""
         sink: list[torch.Tensor] = []
         with hooks(*extra_hooks, capture_output(self.final_norm, sink, stop=True)), suppress(StopForward):
-            self.handle.model(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
-                              use_cache=True)
+            self.handle.model(input_ids=input_ids, attention_mask=attention_mask,
+                              **with_cache(self.handle.model, cache))
         return sink[0]
 
     @torch.no_grad()

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from editor.handle import ModelHandle
 from editor.kv.capture import capture_input, hooks
+from editor.kv.incremental import cache_of, with_cache
 from editor.kv.tokens import encode_target
 from methods.heads.projection import HeadProjection
 
@@ -76,7 +77,7 @@ def _prefix_cache(handle: ModelHandle, ids, mask, positions):
     """Keys and values of every prompt's tokens but the last: a last-token patch cannot change them."""
     out = handle.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
                        use_cache=True, logits_to_keep=1)
-    return out.past_key_values
+    return cache_of(out)
 
 
 def _last_token_metric(handle: ModelHandle, cache, rows, ids, mask, positions, right, wrong) -> torch.Tensor:
@@ -84,7 +85,7 @@ def _last_token_metric(handle: ModelHandle, cache, rows, ids, mask, positions, r
     rows_cache = copy.deepcopy(cache)
     rows_cache.reorder_cache(rows)
     logits = handle.model(input_ids=ids[rows, -1:], attention_mask=mask[rows], position_ids=positions[rows, -1:],
-                          past_key_values=rows_cache, use_cache=True).logits[:, -1]
+                          **with_cache(handle.model, rows_cache)).logits[:, -1]
     index = torch.arange(rows.shape[0], device=rows.device)
     return (logits[index, right[rows]] - logits[index, wrong[rows]]).double()
 
