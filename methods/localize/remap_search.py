@@ -12,13 +12,20 @@ import torch
 
 from editor import Editor
 from editor.kv import CorpusSpec
-from methods.localize.repair_search import RepairPlan, RepairPoint, RepairSearch, _applied, _Locality, fixed_fraction
+from methods.localize.repair_search import (
+    LocalityProbe,
+    RepairPlan,
+    RepairPoint,
+    RepairSearch,
+    fixed_fraction,
+    plan_applied,
+)
 
 SIZES = (1, 2, 3, 5, 8, 12, 18, 27, 40, 60)
 
 
 def search_remap(editor: Editor, failing: list[str], twins: list[str], right: torch.Tensor,
-                 ranked: list[tuple[int, int]], local: _Locality, max_heads: int, preservations: list[float],
+                 ranked: list[tuple[int, int]], local: LocalityProbe, max_heads: int, preservations: list[float],
                  target_fixed: float, min_unchanged: float, extra_sizes: int, batch_size: int,
                  progress=print, corpus: CorpusSpec | None = None, keep: list[str] | None = None,
                  sizes: list[int] | None = None) -> RepairSearch:
@@ -34,7 +41,7 @@ def search_remap(editor: Editor, failing: list[str], twins: list[str], right: to
             break
         best = None
         for rho in sorted(preservations, reverse=True):
-            with _applied(editor, plan_of(size, rho)):
+            with plan_applied(editor, plan_of(size, rho)):
                 unchanged, kl = local.measure()
                 if unchanged < min_unchanged and best is not None:
                     break  # lower ρ only moves unrelated prompts more

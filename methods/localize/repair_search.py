@@ -106,7 +106,7 @@ def apply_plan(editor: Editor, plan: RepairPlan) -> int:
     return len(edits)
 
 
-class _Locality:
+class LocalityProbe:
     """Next-token distributions of the unrepaired model on unrelated prompts, to compare repairs against."""
 
     def __init__(self, editor: Editor, prompts: list[str], batch_size: int):
@@ -155,9 +155,9 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
         from methods.localize.remap_search import search_remap
 
         ranked = [(layer, head) for layer, head, _ in attribution.ranking("abs")][:max_heads]
-        return search_remap(editor, failing, twins, right, ranked, _Locality(editor, locality, batch_size), max_heads,
-                            alphas, target_fixed, min_unchanged, extra_sizes, batch_size, progress, corpus,
-                            keep or [], sizes), attribution
+        local = LocalityProbe(editor, locality, batch_size)
+        return search_remap(editor, failing, twins, right, ranked, local, max_heads, alphas, target_fixed,
+                            min_unchanged, extra_sizes, batch_size, progress, corpus, keep or [], sizes), attribution
     if kind == "scale":  # candidates: every head whose patching matters, either sign; at most 3 per slot
         ranked = [(layer, head) for layer, head, _ in attribution.ranking("abs")][:3 * max_heads]
     else:
@@ -169,7 +169,7 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
         undesired = last_token_head_means(handle, failing, layers, batch_size)
         directions = {f"{layer}.{head}": (desired[layer][head] - undesired[layer][head]).tolist()
                       for layer, head in ranked}
-    local = _Locality(editor, locality, batch_size)
+    local = LocalityProbe(editor, locality, batch_size)
 
     if kind == "scale":
         return _greedy_scale(editor, failing, right, ranked, local, max_heads, alphas, target_fixed,
@@ -182,12 +182,12 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
         fixed_by_alpha = {}
         for alpha in alphas:
             plan = RepairPlan(heads=ranked[:size], kind=kind, alpha=alpha, directions=directions)
-            with _applied(editor, plan):
+            with plan_applied(editor, plan):
                 fixed_by_alpha[alpha] = fixed_fraction(editor, failing, right, batch_size)
         # Locality costs most: measure it from the most-fixing strength down, until one is within budget.
         for alpha in sorted(alphas, key=lambda a: -fixed_by_alpha[a]):
             plan = RepairPlan(heads=ranked[:size], kind=kind, alpha=alpha, directions=directions)
-            with _applied(editor, plan):
+            with plan_applied(editor, plan):
                 unchanged, kl = local.measure()
             point = RepairPoint(n_heads=size, alpha=alpha, fixed=fixed_by_alpha[alpha], unchanged=unchanged,
                                 mean_kl=kl)
@@ -208,7 +208,7 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
 
 
 def _greedy_scale(editor: Editor, failing: list[str], right: torch.Tensor, candidates: list[tuple[int, int]],
-                  local: _Locality, max_heads: int, factors: list[float], target_fixed: float, min_unchanged: float,
+                  local: LocalityProbe, max_heads: int, factors: list[float], target_fixed: float, min_unchanged: float,
                   extra_sizes: int, batch_size: int, progress) -> RepairSearch:
     """Greedy growth with a factor per head: candidates in rank order; each is tried at every factor with the
     heads kept so far, and kept (at its best factor) only if that fixes more within the locality budget."""
@@ -227,13 +227,13 @@ def _greedy_scale(editor: Editor, failing: list[str], right: torch.Tensor, candi
 
         fixed_by = {}
         for factor in factors:
-            with _applied(editor, plan_with(factor)):
+            with plan_applied(editor, plan_with(factor)):
                 fixed_by[factor] = fixed_fraction(editor, failing, right, batch_size)
         best = None
         for factor in sorted(factors, key=lambda f: -fixed_by[f]):
             if fixed_by[factor] <= current.fixed:
                 break  # no factor of this head fixes anything more
-            with _applied(editor, plan_with(factor)):
+            with plan_applied(editor, plan_with(factor)):
                 unchanged, kl = local.measure()
             point = RepairPoint(n_heads=len(kept) + 1, alpha=factor, fixed=fixed_by[factor], unchanged=unchanged,
                                 mean_kl=kl)
@@ -261,7 +261,8 @@ def _greedy_scale(editor: Editor, failing: list[str], right: torch.Tensor, candi
 
 
 @contextmanager
-def _applied(editor: Editor, plan: RepairPlan):
+def plan_applied(editor: Editor, plan: RepairPlan):
+    """The plan applied for the duration of the block, reverted exactly afterwards (a search trial)."""
     added = apply_plan(editor, plan)
     try:
         yield
