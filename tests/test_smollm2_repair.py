@@ -85,9 +85,9 @@ def test_remapped_heads_fix_the_qa_failures_and_reload_with_stock_transformers(e
     qa = [QA.format(prompt=p) for p in plain]
     right = answer_tokens(editor, [a for _, a in QA_FAILURES])
     assert (last_token_logprobs(editor.handle, plain).argmax(-1) == right).all()
-    before_fixed = int((last_token_logprobs(editor.handle, qa).argmax(-1) == right).sum())
+    wrong = last_token_logprobs(editor.handle, qa).argmax(-1)  # the current, wrong answers
+    before_fixed = int((wrong == right).sum())
     assert before_fixed == 0
-    wrong = last_token_logprobs(editor.handle, qa).argmax(-1)
     attribution = attribute_heads(editor.handle, qa, plain, right=right.tolist(), wrong=wrong.tolist())
     keep = [p for p, _ in FACTS]  # facts it answers in both forms: their next token must not change
     plan = RepairPlan(heads=[(layer, head) for layer, head, _ in attribution.ranking("abs")[:9]], kind="remap",

@@ -157,7 +157,7 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
         ranked = [(layer, head) for layer, head, _ in attribution.ranking("abs")][:max_heads]
         local = LocalityProbe(editor, locality, batch_size)
         return search_remap(editor, failing, twins, right, ranked, local, max_heads, alphas, target_fixed,
-                            min_unchanged, extra_sizes, batch_size, progress, corpus, keep or [], sizes), attribution
+                            min_unchanged, extra_sizes, batch_size, progress, corpus, keep, sizes), attribution
     if kind == "scale":  # candidates: every head whose patching matters, either sign; at most 3 per slot
         ranked = [(layer, head) for layer, head, _ in attribution.ranking("abs")][:3 * max_heads]
     else:
