@@ -27,15 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not ready(args):
         return 2
-    from editor import Editor
-    from evaluation import load_counterfact, score_cases
+    from suture.editor import Editor
+    from suture.evaluation import load_counterfact, score_cases
 
     editor = Editor.load(args.model)
     cases = load_counterfact(args.data, limit=args.n)
     pre = None if args.no_pre else score_cases(editor.handle, cases)
     hparams = json.loads(args.hparams)
     # One-off statistics are not part of the edit's time.
-    from methods.memit import Memit
+    from suture.methods.memit import Memit
 
     resolved = Memit().resolve_hparams(editor.handle, hparams)
     editor.context.second_moment(resolved.layers, resolved.corpus)

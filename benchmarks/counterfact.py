@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     if not ready(args):
         return 2
 
-    from editor import Editor
-    from evaluation import load_counterfact, score_cases
+    from suture.editor import Editor
+    from suture.evaluation import load_counterfact, score_cases
 
     hparams = json.loads(args.hparams)
     editor = Editor.load(args.model)

@@ -29,8 +29,8 @@ QA_FORMAT = "Q: Complete the sentence. {prompt}\nA: {prompt}"
 
 
 def build_family(editor, facts: list[dict], batch_size: int = 32):
-    from methods.localize.last_token import last_token_logprobs
-    from methods.localize.repair_search import answer_tokens
+    from suture.methods.localize.last_token import last_token_logprobs
+    from suture.methods.localize.repair_search import answer_tokens
 
     right = answer_tokens(editor, [f["attribute"] for f in facts])
     plain = last_token_logprobs(editor.handle, [f["prompt"] for f in facts], batch_size).argmax(-1)
@@ -85,11 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from editor import Editor
-    from methods.localize import HeadAttribution, save_head_heatmap
-    from methods.localize.last_token import last_token_logprobs
-    from methods.localize.remap_search import SIZES
-    from methods.localize.repair_search import (
+    from suture.editor import Editor
+    from suture.methods.localize import HeadAttribution, save_head_heatmap
+    from suture.methods.localize.last_token import last_token_logprobs
+    from suture.methods.localize.remap_search import SIZES
+    from suture.methods.localize.repair_search import (
         RepairPlan,
         answer_tokens,
         apply_plan,

@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not ready(args):
         return 2
-    from editor import Editor
-    from evaluation import load_counterfact, score_cases, target_logprobs
+    from suture.editor import Editor
+    from suture.evaluation import load_counterfact, score_cases, target_logprobs
 
     editor = Editor.load(args.model)
     cases = load_counterfact(args.data, limit=args.n)

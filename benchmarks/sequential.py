@@ -30,8 +30,8 @@ VARIANTS = {
 
 def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[int], extra: dict,
                 on_row=None) -> list[dict]:
-    from evaluation import score_cases
-    from evaluation.drift import measure_drift
+    from suture.evaluation import score_cases
+    from suture.evaluation.drift import measure_drift
 
     method, hparams = VARIANTS[variant]
     hparams = {**hparams, **extra.get(method, {})}
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not ready(args):
         return 2
-    from editor import Editor
-    from evaluation import load_counterfact
+    from suture.editor import Editor
+    from suture.evaluation import load_counterfact
 
     checkpoints = sorted(int(c) for c in args.checkpoints.split(","))
     editor = Editor.load(args.model)

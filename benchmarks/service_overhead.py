@@ -24,7 +24,7 @@ from bench_common import benchmark_parser, ready
 
 
 def service_settings(root: Path, workers: int, threads: int):
-    from service.settings import ServiceSettings
+    from suture.service.settings import ServiceSettings
 
     return ServiceSettings.from_env(database_url=f"sqlite:///{root / 'jobs.db'}", artifacts_dir=root / "out",
                                     admin_token="stk_" + secrets.token_urlsafe(24), workers=workers,
@@ -45,9 +45,9 @@ def run_job(client, body: dict) -> float:
 
 
 def latency(args, requests) -> dict:
-    from editor import Editor
-    from service.client import SutureClient
-    from service.local import local_service
+    from suture.editor import Editor
+    from suture.service.client import SutureClient
+    from suture.service.local import local_service
 
     editor = Editor.load(args.model)
     editor.apply(requests[0], method="rome")  # warm: statistics and templates loaded
@@ -70,8 +70,8 @@ def latency(args, requests) -> dict:
 
 
 def throughput(args, requests, workers: int) -> dict:
-    from service.client import SutureClient
-    from service.local import local_service
+    from suture.service.client import SutureClient
+    from suture.service.local import local_service
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = service_settings(Path(tmp), workers=workers, threads=max(1, args.threads // workers))
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not ready(args):
         return 2
-    from evaluation import load_counterfact
+    from suture.evaluation import load_counterfact
 
     requests = load_counterfact(args.data, limit=max(args.repeats + 1, args.throughput_jobs))
     result = {"latency": latency(args, requests)}

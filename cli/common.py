@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
-    from editor import Editor
+    from suture.editor import Editor
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1  # the command ran, but a check it makes did not hold
@@ -95,8 +95,8 @@ def check_device(device: str | None) -> None:
 
 def describe_model_ref(ref: str) -> str:
     """One line on what loading `ref` is going to do (zoo models convert on first use)."""
-    from editor.paths import suture_home
-    from editor.zoo import MANIFEST, ZOO
+    from suture.editor.paths import suture_home
+    from suture.editor.zoo import MANIFEST, ZOO
 
     path = Path(ref).expanduser()
     if path.is_file() and path.suffix == ".gguf":
@@ -118,7 +118,7 @@ def load_editor(ref: str, device: str | None, dtype: str | None) -> tuple[Editor
     """Load the model, saying what happens; returns the editor and the seconds it took."""
     check_device(device)
     print(f"Loading {describe_model_ref(ref)}", flush=True)
-    from editor import Editor
+    from suture.editor import Editor
 
     started = time.perf_counter()
     editor = Editor.load(ref, device=device, dtype=dtype)
@@ -142,7 +142,7 @@ class EditProgress:
     """
 
     def __init__(self, units: int, desc: str = "editing"):
-        from editor.progress import ProgressTracker
+        from suture.editor.progress import ProgressTracker
 
         self.tracker = ProgressTracker(units)
         self.desc = desc

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from cli.common import (
+from suture.cli.common import (
     EXIT_CHECK_FAILED,
     EXIT_OK,
     CliError,
@@ -118,9 +118,9 @@ def _weights_restored(editor) -> tuple[int, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from editor.paths import suture_home
-    from editor.registry import get_method
-    from editor.requests import parse_requests
+    from suture.editor.paths import suture_home
+    from suture.editor.registry import get_method
+    from suture.editor.requests import parse_requests
 
     hparams = load_hparams(args.hparams)
     get_method(args.method)
@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
 
     service_ok = True
     if not args.no_service:
-        from cli.demo_service import run_service_demo
+        from suture.cli.demo_service import run_service_demo
 
         print("\n[6/6] The first edit again, as a job through the service (REST API, SQLite, a local Ray worker)")
         with timer("service job"):

@@ -10,15 +10,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cli.common import format_seconds, short
+from suture.cli.common import format_seconds, short
 
 
 def run_service_demo(model: str, request: dict[str, Any], method: str, hparams: dict[str, Any]) -> bool:
     """Serve, submit one edit job, follow it, download its adapter; True when it succeeded."""
-    from editor.zoo import zoo_names
-    from service.client import SutureClient
-    from service.local import local_service
-    from service.settings import ServiceSettings
+    from suture.editor.zoo import zoo_names
+    from suture.service.client import SutureClient
+    from suture.service.local import local_service
+    from suture.service.settings import ServiceSettings
 
     token = "stk_" + secrets.token_urlsafe(24)
     name = model if model in zoo_names() else "demo-model"

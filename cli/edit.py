@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli.common import (
+from suture.cli.common import (
     EXIT_OK,
     CliError,
     Timer,
@@ -24,7 +24,7 @@ from cli.common import (
 )
 
 if TYPE_CHECKING:
-    from editor import EditRequest, Gate
+    from suture.editor import EditRequest, Gate
 
 EPILOG = """\
 FILE.jsonl holds one edit request per line (blank lines are skipped), for example:
@@ -75,7 +75,7 @@ def gate_from_args(args: argparse.Namespace) -> Gate | None:
         raise CliError("--gate needs --out: the gate decides whether the checkpoint is written")
     from pydantic import ValidationError
 
-    from evaluation import GatePolicy
+    from suture.evaluation import GatePolicy
 
     try:
         return GatePolicy.model_validate(load_json_object(args.gate, "--gate"))
@@ -88,7 +88,7 @@ def gate_from_args(args: argparse.Namespace) -> Gate | None:
 
 def read_requests(path: Path) -> list[EditRequest]:
     """EditRequests from a JSONL file; a bad line raises InvalidRequestError naming `FILE:LINE` and the field."""
-    from evaluation import load_requests_jsonl
+    from suture.evaluation import load_requests_jsonl
 
     if not path.is_file():
         raise CliError(f"--requests: {path} does not exist or is not a file")
@@ -110,7 +110,7 @@ def _check_out(out: str | None) -> Path | None:
 # --- the command -----------------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
-    from editor.registry import get_method
+    from suture.editor.registry import get_method
 
     # Everything that can be checked without the model is checked first.
     requests = read_requests(Path(args.requests))

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cli.common import EXIT_OK, CliError, Timer, add_model_arguments, check_device, format_seconds, load_editor
+from suture.cli.common import EXIT_OK, CliError, Timer, add_model_arguments, check_device, format_seconds, load_editor
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -28,8 +28,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from editor.ledger import replay_ledger
-    from evaluation import EvaluationOptions, evaluate, load_cases
+    from suture.editor.ledger import replay_ledger
+    from suture.evaluation import EvaluationOptions, evaluate, load_cases
 
     check_device(args.device)
     cases = load_cases(Path(args.data), limit=args.limit)
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if report.norm_growth:
         print(f"norm growth   max {report.max_norm_growth:+.4%} over {len(report.norm_growth)} weight(s)")
     if args.report:
-        from evaluation.html_report import write_report
+        from suture.evaluation.html_report import write_report
 
         json_path, html_path = write_report(report, Path(args.report))
         print(f"report written to {json_path} and {html_path}")

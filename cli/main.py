@@ -7,8 +7,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cli import demo, edit, evaluate, repair, serve, token
-from cli.common import EXIT_USAGE, CliError
+from suture.cli import demo, edit, evaluate, repair, serve, token
+from suture.cli.common import EXIT_USAGE, CliError
 
 SUBCOMMANDS = (edit, evaluate, repair, demo, serve, token)  # each module has add_parser(subparsers) setting `run`
 
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
 
-    from editor.errors import SutureError  # imports torch: only once a command runs
+    from suture.editor.errors import SutureError  # imports torch: only once a command runs
 
     try:
         return args.run(args)

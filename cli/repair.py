@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cli.common import EXIT_CHECK_FAILED, EXIT_OK, CliError, add_model_arguments, load_editor
+from suture.cli.common import EXIT_CHECK_FAILED, EXIT_OK, CliError, add_model_arguments, load_editor
 
 EPILOG = """\
 FAILING.jsonl has one failure per line: the failing prompt, the answer it should give, and a working twin
@@ -51,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _read_failures(path: Path) -> tuple[list[str], list[str], list[str]]:
-    from editor.jsonl import iter_jsonl
+    from suture.editor.jsonl import iter_jsonl
 
     if not path.is_file():
         raise CliError(f"--failing: {path} does not exist")
@@ -69,7 +69,7 @@ def _read_failures(path: Path) -> tuple[list[str], list[str], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from methods.localize.repair_search import apply_plan, search_repair
+    from suture.methods.localize.repair_search import apply_plan, search_repair
 
     prompts, answers, twins = _read_failures(Path(args.failing))
     locality_path = Path(args.locality)

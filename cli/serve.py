@@ -6,7 +6,7 @@ import argparse
 import os
 import secrets
 
-from cli.common import EXIT_OK, CliError
+from suture.cli.common import EXIT_OK, CliError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--port: {args.port} is not a TCP port")
     import uvicorn
 
-    from service.api import create_app
-    from service.settings import ServiceSettings
+    from suture.service.api import create_app
+    from suture.service.settings import ServiceSettings
 
     overrides: dict = {}
     if args.workers is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.common import EXIT_OK, CliError
+from suture.cli.common import EXIT_OK, CliError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -26,9 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     import re
 
-    from service.schemas import NAME_PATTERN
-    from service.settings import ServiceSettings
-    from service.store import TokenStore, make_engine
+    from suture.service.schemas import NAME_PATTERN
+    from suture.service.settings import ServiceSettings
+    from suture.service.store import TokenStore, make_engine
 
     tokens = TokenStore(make_engine(ServiceSettings.from_env().database_url))
     if args.action == "create":

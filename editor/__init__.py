@@ -1,10 +1,11 @@
 """suture's editing core: requests, models and site maps, key/value machinery, deltas, ledger, I/O."""
 
-from editor.adapters import AdapterExportError, export_lora
-from editor.context import EditContext
-from editor.deltas import WeightBook, WeightDelta
-from editor.editor import Editor
-from editor.errors import (
+from suture.editor.adapters import AdapterExportError, export_lora
+from suture.editor.context import EditContext
+from suture.editor.deltas import WeightBook, WeightDelta
+from suture.editor.editor import Editor
+from suture.editor.errors import (
+    DuplicateRegistrationError,
     EditFailedError,
     GateFailedError,
     InvalidHyperparametersError,
@@ -13,16 +14,25 @@ from editor.errors import (
     UnknownMethodError,
     UnsupportedArchitectureError,
 )
-from editor.gate import Gate, GateDecision
-from editor.handle import ModelHandle
-from editor.ledger import EditResult, LedgerEntry
-from editor.registry import EditMethod, MethodOutput, available_methods, get_method, register_method
-from editor.requests import EditRequest, InvalidRequestError, from_counterfact, parse_requests
+from suture.editor.gate import Gate, GateDecision
+from suture.editor.handle import ModelHandle
+from suture.editor.ledger import EditResult, LedgerEntry
+from suture.editor.registry import (
+    EditMethod,
+    MethodOutput,
+    available_methods,
+    get_method,
+    method_load_errors,
+    register_method,
+)
+from suture.editor.requests import EditRequest, InvalidRequestError, from_counterfact, parse_requests
+from suture.editor.sites import register_site_map, site_map_load_errors, supported_model_types
 
 __all__ = [
-    "AdapterExportError", "EditContext", "EditFailedError", "EditMethod", "EditRequest", "EditResult", "Editor",
-    "Gate", "GateDecision", "GateFailedError", "InvalidHyperparametersError", "InvalidRequestError",
-    "LedgerEntry", "MethodOutput", "ModelHandle", "ModelNotFoundError", "SutureError", "UnknownMethodError",
-    "UnsupportedArchitectureError", "WeightBook", "WeightDelta", "available_methods", "export_lora",
-    "from_counterfact", "get_method", "parse_requests", "register_method",
+    "AdapterExportError", "DuplicateRegistrationError", "EditContext", "EditFailedError", "EditMethod",
+    "EditRequest", "EditResult", "Editor", "Gate", "GateDecision", "GateFailedError",
+    "InvalidHyperparametersError", "InvalidRequestError", "LedgerEntry", "MethodOutput", "ModelHandle",
+    "ModelNotFoundError", "SutureError", "UnknownMethodError", "UnsupportedArchitectureError", "WeightBook",
+    "WeightDelta", "available_methods", "export_lora", "from_counterfact", "get_method", "method_load_errors",
+    "parse_requests", "register_method", "register_site_map", "site_map_load_errors", "supported_model_types",
 ]

@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from editor.atomic import atomic_directory, refuse_non_empty
-from editor.checkpoint import _versions
-from editor.deltas import WeightDelta
-from editor.errors import SutureError
-from editor.ledger import LedgerEntry
+from suture.editor.atomic import atomic_directory, refuse_non_empty
+from suture.editor.checkpoint import _versions
+from suture.editor.deltas import WeightDelta
+from suture.editor.errors import SutureError
+from suture.editor.ledger import LedgerEntry
 
 if TYPE_CHECKING:
-    from editor.editor import Editor
+    from suture.editor.editor import Editor
 
 ADAPTER_MANIFEST = "suture-adapter.json"
 ADAPTER_CONFIG = "adapter_config.json"

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from editor.errors import SutureError
-from editor.sites import SiteMap
+from suture.editor.errors import SutureError
+from suture.editor.sites import SiteMap
 
 _REMEDY = ("revert the edits that created them (head-steer, head-mean-patch), or save the ledger "
            "(Editor.ledger_json) and replay it on the base model instead")

@@ -12,12 +12,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from editor.atomic import atomic_directory
-from editor.bias_params import StockLayout, loadable_by_stock, stock_layout
-from editor.gate import GateDecision
+from suture.editor.atomic import atomic_directory
+from suture.editor.bias_params import StockLayout, loadable_by_stock, stock_layout
+from suture.editor.gate import GateDecision
 
 if TYPE_CHECKING:
-    from editor.editor import Editor
+    from suture.editor.editor import Editor
 
 MANIFEST = "suture.json"
 

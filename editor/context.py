@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from editor.deltas import WeightBook
-from editor.handle import ModelHandle
-from editor.kv.anchors import mean_output_norm
-from editor.kv.corpus import CorpusSpec
-from editor.kv.stats import Site, second_moment
-from editor.kv.templates import TemplateSpec, context_templates
+from suture.editor.deltas import WeightBook
+from suture.editor.handle import ModelHandle
+from suture.editor.kv.anchors import mean_output_norm
+from suture.editor.kv.corpus import CorpusSpec
+from suture.editor.kv.stats import Site, second_moment
+from suture.editor.kv.templates import TemplateSpec, context_templates
 
 Progress = Callable[[str, float], None]
 

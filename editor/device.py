@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from editor.errors import SutureError
+from suture.editor.errors import SutureError
 
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,

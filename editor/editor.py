@@ -8,17 +8,17 @@ from typing import Any
 
 import torch
 
-from editor.adapters import export_lora
-from editor.bias_params import stock_layout
-from editor.checkpoint import write_checkpoint
-from editor.context import EditContext, Progress
-from editor.deltas import WeightBook
-from editor.errors import GateFailedError, NothingToRevertError
-from editor.gate import Gate
-from editor.handle import ModelHandle, load_model
-from editor.ledger import EditResult, LedgerEntry
-from editor.registry import get_method
-from editor.requests import EditRequest, InvalidRequestError, parse_requests
+from suture.editor.adapters import export_lora
+from suture.editor.bias_params import stock_layout
+from suture.editor.checkpoint import write_checkpoint
+from suture.editor.context import EditContext, Progress
+from suture.editor.deltas import WeightBook
+from suture.editor.errors import GateFailedError, NothingToRevertError
+from suture.editor.gate import Gate
+from suture.editor.handle import ModelHandle, load_model
+from suture.editor.ledger import EditResult, LedgerEntry
+from suture.editor.registry import get_method
+from suture.editor.requests import EditRequest, InvalidRequestError, parse_requests
 
 
 class Editor:

@@ -19,10 +19,21 @@ class ModelNotFoundError(SutureError):
 
 
 class UnknownMethodError(SutureError):
-    def __init__(self, name: str, available: list[str]):
+    def __init__(self, name: str, available: list[str], reason: str | None = None):
         self.name = name
         self.available = available
-        super().__init__(f"unknown method {name!r}; available methods: {', '.join(sorted(available)) or 'none'}")
+        self.reason = reason
+        because = f" ({reason})" if reason else ""
+        super().__init__(
+            f"unknown method {name!r}{because}; available methods: {', '.join(sorted(available)) or 'none'}")
+
+
+class DuplicateRegistrationError(SutureError):
+    """A registry name (a method's name, a site map's model_type) that another definition already holds."""
+
+    def __init__(self, kind: str, name: str, holder: str, newcomer: str):
+        self.kind, self.name, self.holder, self.newcomer = kind, name, holder, newcomer
+        super().__init__(f"{kind} {name!r} is already registered by {holder}; refusing to register {newcomer}")
 
 
 class InvalidHyperparametersError(SutureError):

@@ -11,7 +11,7 @@ from torch import nn
 
 def checkpoint_sha256(directory: Path) -> str:
     """sha256 over the checkpoint's safetensors files, in name order."""
-    from editor.zoo import sha256_file
+    from suture.editor.zoo import sha256_file
 
     files = sorted(directory.glob("*.safetensors"))
     if len(files) == 1:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    from editor.editor import Editor
+    from suture.editor.editor import Editor
 
 
 class GateDecision(BaseModel):

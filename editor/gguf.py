@@ -27,7 +27,7 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32):
 
 def convert_gguf_to_checkpoint(path: Path, out: Path) -> str:
     """Write a safetensors checkpoint of a GGUF model; returns the sha256 of its weight file(s)."""
-    from editor.fingerprint import checkpoint_sha256
+    from suture.editor.fingerprint import checkpoint_sha256
 
     model, tokenizer = load_gguf(path)
     model.save_pretrained(out)

@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from editor.device import pick_device, pick_dtype
-from editor.errors import ModelNotFoundError
-from editor.fingerprint import weights_fingerprint
-from editor.sites import SiteMap, site_map_for
+from suture.editor.device import pick_device, pick_dtype
+from suture.editor.errors import ModelNotFoundError
+from suture.editor.fingerprint import weights_fingerprint
+from suture.editor.sites import SiteMap, site_map_for
 
 
 @dataclass
@@ -60,13 +60,13 @@ def load_model(ref: str | Path, device: str | None = None, dtype: str | torch.dt
     """Load a local Hugging Face directory, a .gguf file, or a zoo name."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from editor.zoo import ZOO, resolve_zoo
+    from suture.editor.zoo import ZOO, resolve_zoo
 
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
     path = Path(str(ref)).expanduser()
     if path.is_file() and path.suffix == ".gguf":
-        from editor.gguf import load_gguf
+        from suture.editor.gguf import load_gguf
 
         model, tokenizer = load_gguf(path.resolve(), torch_dtype)
     else:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from editor.errors import SutureError
+from suture.editor.errors import SutureError
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:

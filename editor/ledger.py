@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from editor.deltas import WeightDelta
-from editor.requests import EditRequest
+from suture.editor.deltas import WeightDelta
+from suture.editor.requests import EditRequest
 
 
 @dataclass
@@ -61,7 +61,7 @@ def ledger_base_fingerprint(data: dict[str, Any]) -> str | None:
 def replay_ledger(editor: Any, data: dict[str, Any]) -> list[EditResult]:
     """Re-apply the edits of a ledger export (`Editor.ledger_json()`) or of a checkpoint manifest, in
     order, by recomputing each with its recorded method and hyperparameters."""
-    from editor.errors import SutureError
+    from suture.editor.errors import SutureError
 
     edits = data.get("edits")
     if not isinstance(edits, list):

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
-from editor.deltas import WeightDelta
-from editor.errors import InvalidHyperparametersError, UnknownMethodError
-from editor.requests import EditRequest
+from suture.editor.deltas import WeightDelta
+from suture.editor.errors import DuplicateRegistrationError, InvalidHyperparametersError, UnknownMethodError
+from suture.editor.requests import EditRequest
 
 if TYPE_CHECKING:
-    from editor.context import EditContext
-    from editor.handle import ModelHandle
+    from suture.editor.context import EditContext
+    from suture.editor.handle import ModelHandle
 
 ENTRY_POINT_GROUP = "suture.methods"
 
@@ -80,34 +80,68 @@ def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, An
 
 
 _REGISTRY: dict[str, type[EditMethod]] = {}
-_entry_points_loaded = False
+_LOADED_ENTRY_POINTS: set[str] = set()
+_LOAD_ERRORS: dict[str, str] = {}  # entry-point name -> why it could not be loaded
 
 
 def register_method(cls: type[EditMethod]) -> type[EditMethod]:
-    """Class decorator: make a method available by its `name`."""
+    """Class decorator: make a method available by its `name`.
+
+    Raises:
+        TypeError: the class lacks `name` or `hparams_model`.
+        DuplicateRegistrationError: another class already holds the name (the same class, or the same
+            definition imported again, is accepted).
+    """
     if not getattr(cls, "name", None) or not getattr(cls, "hparams_model", None):
         raise TypeError(f"{cls.__name__} needs class attributes `name` and `hparams_model`")
+    existing = _REGISTRY.get(cls.name)
+    if existing is not None and qualified_name(existing) != qualified_name(cls):
+        raise DuplicateRegistrationError("method", cls.name, qualified_name(existing), qualified_name(cls))
     _REGISTRY[cls.name] = cls
     return cls
 
 
+def qualified_name(obj: object) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
 def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
+    """Import every not yet loaded entry point of the group, each on its own: one that fails is recorded
+    (see `method_load_errors`) and does not keep the others from loading."""
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        entry_point.load()  # importing the module runs its @register_method
+        if entry_point.name in _LOADED_ENTRY_POINTS:
+            continue
+        _LOADED_ENTRY_POINTS.add(entry_point.name)
+        try:
+            entry_point.load()  # importing the module runs its @register_method
+        except Exception as exc:  # noqa: BLE001  (a third-party plugin may raise anything on import)
+            _LOAD_ERRORS[entry_point.name] = (
+                f"entry point {entry_point.name} = {entry_point.value!r} failed to load: "
+                f"{type(exc).__name__}: {exc}")
+            continue
+        if entry_point.name not in _REGISTRY:
+            _LOAD_ERRORS[entry_point.name] = (
+                f"entry point {entry_point.name} = {entry_point.value!r} loaded but registered no method "
+                f"named {entry_point.name!r}")
 
 
 def available_methods() -> list[str]:
+    """Names of the registered methods, entry points of installed packages included."""
     _load_entry_points()
     return sorted(_REGISTRY)
+
+
+def method_load_errors() -> dict[str, str]:
+    """Entry points of the `suture.methods` group that could not be loaded: name -> the reason."""
+    _load_entry_points()
+    return {name: error for name, error in sorted(_LOAD_ERRORS.items()) if name not in _REGISTRY}
 
 
 def get_method(name: str) -> EditMethod:
     if name not in _REGISTRY:
         _load_entry_points()
     if name not in _REGISTRY:
+        if name in _LOAD_ERRORS:
+            raise UnknownMethodError(name, available_methods(), reason=_LOAD_ERRORS[name])
         raise UnknownMethodError(name, available_methods())
     return _REGISTRY[name]()

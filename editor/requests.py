@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from editor.errors import SutureError
+from suture.editor.errors import SutureError
 
 
 def _placeholder_count(template: str) -> int:

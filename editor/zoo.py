@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from editor.errors import ModelNotFoundError, SutureError
-from editor.paths import cache_dir
+from suture.editor.errors import ModelNotFoundError, SutureError
+from suture.editor.paths import cache_dir
 
 MANIFEST = "suture-zoo.json"
 
@@ -115,7 +115,7 @@ def resolve_zoo(name: str, progress: bool = True) -> Path:
     final = cache_dir("models") / name
     if (final / MANIFEST).is_file():
         return final
-    from editor.gguf import convert_gguf_to_checkpoint  # heavy imports only when converting
+    from suture.editor.gguf import convert_gguf_to_checkpoint  # heavy imports only when converting
 
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
     try:

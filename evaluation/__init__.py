@@ -1,7 +1,7 @@
 """Evaluation of edits: metrics, dataset loaders, the deployment gate and reports."""
 
-from evaluation.counterfact import CaseScores, CounterFactScores, score_cases
-from evaluation.datasets import (
+from suture.evaluation.counterfact import CaseScores, CounterFactScores, score_cases
+from suture.evaluation.datasets import (
     KnownFact,
     load_cases,
     load_counterfact,
@@ -9,9 +9,9 @@ from evaluation.datasets import (
     load_requests_jsonl,
     load_zsre,
 )
-from evaluation.evaluate import EvaluationOptions, evaluate, norm_growth
-from evaluation.gate import GatePolicy
-from evaluation.health import (
+from suture.evaluation.evaluate import EvaluationOptions, evaluate, norm_growth
+from suture.evaluation.gate import GatePolicy
+from suture.evaluation.health import (
     EditingSession,
     HealthCheck,
     HealthMonitor,
@@ -20,8 +20,8 @@ from evaluation.health import (
     HealthThresholds,
     HealthWarning,
 )
-from evaluation.report import EvaluationReport
-from evaluation.scoring import score_pairs, target_logprobs
+from suture.evaluation.report import EvaluationReport
+from suture.evaluation.scoring import score_pairs, target_logprobs
 
 __all__ = [
     "CaseScores", "CounterFactScores", "EditingSession", "EvaluationOptions", "HealthCheck", "HealthMonitor",

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from editor.handle import ModelHandle
-from editor.requests import EditRequest
-from evaluation.scoring import target_logprobs
+from suture.editor.handle import ModelHandle
+from suture.editor.requests import EditRequest
+from suture.evaluation.scoring import target_logprobs
 
 
 class CaseScores(BaseModel):

@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from editor.errors import SutureError
-from editor.jsonl import iter_jsonl
-from editor.requests import EditRequest, InvalidRequestError, from_counterfact, parse_request
+from suture.editor.errors import SutureError
+from suture.editor.jsonl import iter_jsonl
+from suture.editor.requests import EditRequest, InvalidRequestError, from_counterfact, parse_request
 
 
 class KnownFact(BaseModel):

@@ -10,9 +10,9 @@ from importlib import resources
 import torch
 import torch.nn.functional as F
 
-from editor import Editor
-from editor.kv.readout import final_hidden
-from evaluation.report import DriftReport
+from suture.editor import Editor
+from suture.editor.kv.readout import final_hidden
+from suture.evaluation.report import DriftReport
 
 
 def default_reference_texts() -> list[str]:

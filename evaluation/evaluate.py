@@ -8,12 +8,12 @@ import time
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from editor import Editor, EditRequest
-from evaluation.counterfact import CounterFactScores, score_cases
-from evaluation.drift import measure_drift
-from evaluation.fluency import measure_fluency
-from evaluation.report import CounterFactSummary, EvaluationReport, NormGrowth, TokenAccuracy
-from evaluation.scoring import score_pairs
+from suture.editor import Editor, EditRequest
+from suture.evaluation.counterfact import CounterFactScores, score_cases
+from suture.evaluation.drift import measure_drift
+from suture.evaluation.fluency import measure_fluency
+from suture.evaluation.report import CounterFactSummary, EvaluationReport, NormGrowth, TokenAccuracy
+from suture.evaluation.scoring import score_pairs
 
 
 class EvaluationOptions(BaseModel):

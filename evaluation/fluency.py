@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from editor import Editor
-from evaluation.report import FluencyReport
+from suture.editor import Editor
+from suture.evaluation.report import FluencyReport
 
 
 def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights: tuple[float, ...] = (2 / 3, 4 / 3)) -> float:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from editor import Editor, GateDecision
-from evaluation.evaluate import EvaluationOptions, evaluate
-from evaluation.report import EvaluationReport
+from suture.editor import Editor, GateDecision
+from suture.evaluation.evaluate import EvaluationOptions, evaluate
+from suture.evaluation.report import EvaluationReport
 
 
 class GatePolicy(BaseModel):

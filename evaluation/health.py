@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from editor import Editor, EditResult, SutureError
-from evaluation.counterfact import score_cases
-from evaluation.drift import measure_drift
-from evaluation.evaluate import _fill_target_true, norm_growth
+from suture.editor import Editor, EditResult, SutureError
+from suture.evaluation.counterfact import score_cases
+from suture.evaluation.drift import measure_drift
+from suture.evaluation.evaluate import _fill_target_true, norm_growth
 
 
 class HealthThresholds(BaseModel):

@@ -10,10 +10,10 @@ import math
 from html import escape
 from pathlib import Path
 
-from evaluation.report import EvaluationReport
-from evaluation.report_style import STYLE
-from evaluation.screenshot import RenderResult, screenshot
-from evaluation.svg_charts import (
+from suture.evaluation.report import EvaluationReport
+from suture.evaluation.report_style import STYLE
+from suture.evaluation.screenshot import RenderResult, screenshot
+from suture.evaluation.svg_charts import (
     Series,
     bar_chart,
     decade_label,

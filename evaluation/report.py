@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from evaluation.counterfact import CaseScores
+from suture.evaluation.counterfact import CaseScores
 
 
 class CounterFactSummary(BaseModel):

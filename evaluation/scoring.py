@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from editor.handle import ModelHandle
-from editor.kv.readout import final_hidden, logits_at
-from editor.kv.tokens import encode_target
+from suture.editor.handle import ModelHandle
+from suture.editor.kv.readout import final_hidden, logits_at
+from suture.editor.kv.tokens import encode_target
 
 
 @dataclass

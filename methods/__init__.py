@@ -1,8 +1,8 @@
 """Editing methods. Each folder registers one method with `editor.register_method`; methods from
 other packages join through the `suture.methods` entry-point group."""
 
-from editor.registry import available_methods, get_method, register_method
-from methods import heads, memit, rome  # noqa: F401  (built-in methods register on import)
+from suture.editor.registry import available_methods, get_method, method_load_errors, register_method
+from suture.methods import heads, memit, rome  # noqa: F401  (built-in methods register on import)
 
 
 def available() -> list[str]:
@@ -10,4 +10,9 @@ def available() -> list[str]:
     return available_methods()
 
 
-__all__ = ["available", "get_method", "register_method"]
+def load_errors() -> dict[str, str]:
+    """Installed `suture.methods` entry points that failed to load: name -> the error."""
+    return method_load_errors()
+
+
+__all__ = ["available", "get_method", "load_errors", "register_method"]

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from service.settings import ServiceSettings
+from suture.service.settings import ServiceSettings
 
 
 def free_port() -> int:
@@ -23,7 +23,7 @@ def local_service(settings: ServiceSettings, timeout: float = 600) -> Iterator[s
     """Yield the base URL once the API (and its workers) are up; stop both on exit."""
     import uvicorn
 
-    from service.api import create_app
+    from suture.service.api import create_app
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))

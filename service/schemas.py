@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
-from editor.requests import EditRequest
-from evaluation import EvaluationOptions, GatePolicy
+from suture.editor.requests import EditRequest
+from suture.evaluation import EvaluationOptions, GatePolicy
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 

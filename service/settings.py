@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from editor.errors import SutureError
-from editor.paths import suture_home
+from suture.editor.errors import SutureError
+from suture.editor.paths import suture_home
 
 
 class ServiceSettings(BaseModel):

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 from tiny import tiny_model
 
-from service.local import free_port
+from suture.service.local import free_port
 
 ADMIN = "test-admin-token-0123456789"
 # Small statistics corpus and templates: a tiny-model ROME edit then takes about a second.

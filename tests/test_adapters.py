@@ -14,7 +14,7 @@ from peft import PeftConfig, PeftModel
 from safetensors.torch import load_file
 from tiny import tiny_model
 
-from editor import AdapterExportError, Editor, EditRequest, LedgerEntry, WeightDelta, export_lora
+from suture.editor import AdapterExportError, Editor, EditRequest, LedgerEntry, WeightDelta, export_lora
 
 LAYER = 1
 # test_tiny_edits' effective hyperparameters with a tighter clamp: the edits still move the logits by 0.1-0.4,

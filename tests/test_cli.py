@@ -9,8 +9,8 @@ import sys
 import pytest
 from tiny import tiny_model
 
-from cli.common import EditProgress
-from cli.main import main
+from suture.cli.common import EditProgress
+from suture.cli.main import main
 
 HPARAMS = json.dumps({"layer": 1, "corpus": {"n_samples": 40, "max_tokens": 32}, "templates": {"groups": [[5, 2]]},
                       "objective": {"steps": 5}})
@@ -132,7 +132,7 @@ def test_help(capsys):
 
 
 def test_python_m_cli_main():
-    done = subprocess.run([sys.executable, "-m", "cli.main", "edit", "--help"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "suture.cli.main", "edit", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--requests" in done.stdout
 
 

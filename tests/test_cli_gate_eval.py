@@ -6,7 +6,7 @@ import json
 
 from test_cli import HPARAMS, REQUESTS, model_dir, write_jsonl  # noqa: F401  (fixture)
 
-from cli.main import main
+from suture.cli.main import main
 
 PASSING = json.dumps({"min_efficacy": 0.0, "min_paraphrase": 0.0, "max_neighborhood_drop": 1.0,
                       "max_drift_kl": 100.0})

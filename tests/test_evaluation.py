@@ -6,8 +6,8 @@ import pytest
 import torch
 from tiny import tiny_model
 
-from editor import Editor, EditRequest, GateFailedError, InvalidRequestError
-from evaluation import (
+from suture.editor import Editor, EditRequest, GateFailedError, InvalidRequestError
+from suture.evaluation import (
     EvaluationOptions,
     GatePolicy,
     evaluate,
@@ -18,7 +18,7 @@ from evaluation import (
     score_pairs,
     target_logprobs,
 )
-from evaluation.fluency import ngram_entropy
+from suture.evaluation.fluency import ngram_entropy
 
 HP = {"layer": 1, "corpus": {"n_samples": 40, "max_tokens": 32}, "templates": {"groups": [[5, 2]]},
       "objective": {"steps": 6}}

@@ -23,9 +23,9 @@ from test_heads import (
 )
 from tiny import tiny_model
 
-from editor import Editor, InvalidHyperparametersError
-from editor.kv import CorpusSpec, second_moment
-from methods.heads import remap_matrix
+from suture.editor import Editor, InvalidHyperparametersError
+from suture.editor.kv import CorpusSpec, second_moment
+from suture.methods.heads import remap_matrix
 
 CORPUS = {"n_samples": 24, "max_tokens": 32}
 PAIRS = {"undesired": UNDESIRED, "desired": DESIRED[:2]}

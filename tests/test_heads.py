@@ -11,9 +11,9 @@ import torch
 from tiny import CONFIGS, tiny_model, tiny_tokenizer
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from editor import Editor, InvalidHyperparametersError, InvalidRequestError, SutureError
-from editor.adapters import AdapterExportError
-from editor.ledger import replay_ledger
+from suture.editor import Editor, InvalidHyperparametersError, InvalidRequestError, SutureError
+from suture.editor.adapters import AdapterExportError
+from suture.editor.ledger import replay_ledger
 
 LAYER = 1
 FAMILIES = ["llama", "gpt2", "gpt_neox"]  # GQA Linear o_proj without bias, Conv1D with bias, Linear with bias

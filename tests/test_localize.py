@@ -7,8 +7,8 @@ import pytest
 import torch
 from tiny import tiny_model
 
-from editor.handle import ModelHandle
-from methods.localize import (
+from suture.editor.handle import ModelHandle
+from suture.methods.localize import (
     attribute_heads,
     restored_prob,
     save_head_heatmap,
@@ -112,7 +112,7 @@ def test_gqa_attribution_has_one_column_per_query_head():
 def test_a_dominant_head_ranks_first(family):
     handle = handle_for(family)
     layer, head = 1, 2
-    from methods.heads.projection import HeadProjection
+    from suture.methods.heads.projection import HeadProjection
 
     proj = HeadProjection.of(handle, layer)
     with torch.no_grad():

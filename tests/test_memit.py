@@ -4,10 +4,10 @@ import pytest
 import torch
 from tiny import tiny_model
 
-from editor import EditFailedError, Editor, EditRequest
-from editor.kv import CorpusSpec
-from editor.sites import linear_weight_as_out_in
-from methods.shared.least_squares import null_space_projector
+from suture.editor import EditFailedError, Editor, EditRequest
+from suture.editor.kv import CorpusSpec
+from suture.editor.sites import linear_weight_as_out_in
+from suture.methods.shared.least_squares import null_space_projector
 
 BASE = {"corpus": {"n_samples": 40, "max_tokens": 32}, "templates": {"groups": [[5, 2]]}}
 OBJECTIVE = {"steps": 8, "lr": 0.05, "weight_decay": 0.0, "clamp_norm_factor": 200.0}
@@ -19,7 +19,7 @@ REQUESTS = [
 
 
 def logprob(editor, request):
-    from evaluation import target_logprobs
+    from suture.evaluation import target_logprobs
 
     return float(target_logprobs(editor.handle, [(request.text, request.target_new)])[0])
 
@@ -119,7 +119,7 @@ def test_norm_anchor_rescales_or_refuses(method):
 
 
 def test_bad_memit_layers_are_refused():
-    from editor import InvalidHyperparametersError
+    from suture.editor import InvalidHyperparametersError
 
     model, tok = tiny_model("llama")
     editor = Editor.from_model(model, tok)
@@ -135,9 +135,9 @@ def test_bad_memit_layers_are_refused():
 def test_values_anchor_is_the_trimmed_mean_of_the_probe_values():
     import json
 
-    from editor.kv import CorpusSpec
-    from editor.paths import cache_dir
-    from methods.shared.norm_anchor import ANCHOR_PROBES
+    from suture.editor.kv import CorpusSpec
+    from suture.editor.paths import cache_dir
+    from suture.methods.shared.norm_anchor import ANCHOR_PROBES
 
     model, tok = tiny_model("llama")
     editor = Editor.from_model(model, tok)

@@ -10,8 +10,8 @@ import torch
 from pydantic import BaseModel, Field
 from tiny import tiny_model
 
-import methods
-from editor import (
+import suture.methods as methods
+from suture.editor import (
     EditContext,
     EditMethod,
     Editor,
@@ -22,8 +22,8 @@ from editor import (
     get_method,
     register_method,
 )
-from editor.fingerprint import weights_fingerprint
-from editor.registry import ENTRY_POINT_GROUP
+from suture.editor.fingerprint import weights_fingerprint
+from suture.editor.registry import ENTRY_POINT_GROUP
 
 REQUEST = EditRequest(prompt="The capital of {} is", subject="Italy", target_new="London")
 
@@ -66,7 +66,7 @@ def test_rome_is_an_entry_point():
     entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
     assert ENTRY_POINT_GROUP == "suture.methods"
     assert "rome" in entry_points.names
-    assert entry_points["rome"].value == "methods.rome"
+    assert entry_points["rome"].value == "suture.methods.rome"
     module = entry_points["rome"].load()
     assert module.Rome.name == "rome"
     assert type(get_method("rome")) is module.Rome

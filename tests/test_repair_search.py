@@ -8,13 +8,13 @@ import pytest
 import torch
 from tiny import tiny_model
 
-from editor import Editor
-from editor.errors import EditFailedError
-from editor.kv import CorpusSpec
-from methods.localize import attribute_heads
-from methods.localize.last_token import last_token_head_means, last_token_logprobs
-from methods.localize.layer_choice import choose_edit_layer
-from methods.localize.repair_search import RepairPlan, apply_plan, search_repair
+from suture.editor import Editor
+from suture.editor.errors import EditFailedError
+from suture.editor.kv import CorpusSpec
+from suture.methods.localize import attribute_heads
+from suture.methods.localize.last_token import last_token_head_means, last_token_logprobs
+from suture.methods.localize.layer_choice import choose_edit_layer
+from suture.methods.localize.repair_search import RepairPlan, apply_plan, search_repair
 
 FAILING = ["The capital of France is", "You can find the answer in the", "English, German, Spanish and",
            "Therefore the company announced a new"]
@@ -149,13 +149,13 @@ def test_layer_choice_is_traced_and_cached():
 
 
 def test_rome_layer_auto_records_the_traced_layer(monkeypatch):
-    import methods.localize.layer_choice as layer_choice
-    from methods.localize.layer_choice import LayerChoice
+    import suture.methods.localize.layer_choice as layer_choice
+    from suture.methods.localize.layer_choice import LayerChoice
 
     editor = editor_for()
     monkeypatch.setattr(layer_choice, "choose_edit_layer",
                         lambda handle: LayerChoice(layer=2, effects=[0.0, 0.1, 0.5, 0.2], facts_used=1))
-    from editor.registry import get_method
+    from suture.editor.registry import get_method
 
     resolved = get_method("rome").resolve_hparams(editor.handle, {"layer": "auto"})
     assert resolved.layer == 2

@@ -6,10 +6,10 @@ import re
 import pytest
 from tiny import tiny_model
 
-from editor import Editor, EditRequest
-from evaluation import EvaluationOptions, EvaluationReport, evaluate
-from evaluation.html_report import render_html, write_report
-from evaluation.screenshot import find_chromium, screenshot
+from suture.editor import Editor, EditRequest
+from suture.evaluation import EvaluationOptions, EvaluationReport, evaluate
+from suture.evaluation.html_report import render_html, write_report
+from suture.evaluation.screenshot import find_chromium, screenshot
 
 HP = {"layer": 1, "corpus": {"n_samples": 40, "max_tokens": 32}, "templates": {"groups": [[5, 2]]},
       "objective": {"steps": 6}}

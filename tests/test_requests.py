@@ -7,9 +7,9 @@ import copy
 import pytest
 from pydantic import ValidationError
 
-from editor import EditRequest, InvalidRequestError, from_counterfact, parse_requests
-from editor.errors import SutureError
-from editor.requests import parse_request
+from suture.editor import EditRequest, InvalidRequestError, from_counterfact, parse_requests
+from suture.editor.errors import SutureError
+from suture.editor.requests import parse_request
 
 GOOD = {"prompt": "The mother tongue of {} is", "subject": "Danielle Darrieux", "target_new": "English"}
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from tiny import tiny_model
 
-from editor import Editor, EditRequest
-from editor.ledger import replay_ledger
-from evaluation import EditingSession, HealthPolicy, HealthStopError, HealthWarning
+from suture.editor import Editor, EditRequest
+from suture.editor.ledger import replay_ledger
+from suture.evaluation import EditingSession, HealthPolicy, HealthStopError, HealthWarning
 
 HP = {"layer": 1, "corpus": {"n_samples": 40, "max_tokens": 32}, "templates": {"groups": [[5, 2]]},
       "objective": {"steps": 4}}

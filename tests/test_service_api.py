@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from service.api import create_app
-from service.settings import ServiceSettings
+from suture.service.api import create_app
+from suture.service.settings import ServiceSettings
 
 ADMIN = "api-test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}

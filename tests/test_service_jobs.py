@@ -9,8 +9,8 @@ import pytest
 import torch
 from service_helpers import edit_body, save_tiny_model
 
-from service.jobs import JobCancelled, JobFailed, LoadedModels, ModelCatalog, RunContext, run_job
-from service.schemas import JobCreate
+from suture.service.jobs import JobCancelled, JobFailed, LoadedModels, ModelCatalog, RunContext, run_job
+from suture.service.schemas import JobCreate
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from service_helpers import (
 )
 from transformers import AutoModelForCausalLM
 
-from service.client import SutureClient
+from suture.service.client import SutureClient
 
 
 @pytest.fixture(scope="module")

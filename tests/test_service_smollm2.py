@@ -8,8 +8,8 @@ import torch
 from service_helpers import ADMIN, Server
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from editor.paths import suture_home
-from service.client import SutureClient
+from suture.editor.paths import suture_home
+from suture.service.client import SutureClient
 
 pytestmark = pytest.mark.slow
 

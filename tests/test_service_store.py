@@ -9,8 +9,8 @@ import pytest
 from service_helpers import drop_postgres_database, postgres_database
 from sqlalchemy import text
 
-from service.schemas import JobCreate, JobStatus
-from service.store import IdempotencyConflict, JobStore, OutputNameTaken, TokenStore, make_engine
+from suture.service.schemas import JobCreate, JobStatus
+from suture.service.store import IdempotencyConflict, JobStore, OutputNameTaken, TokenStore, make_engine
 
 BODY = {"kind": "edit", "model": "tiny", "method": "rome",
         "requests": [{"prompt": "The capital of {} is", "subject": "France", "target_new": "Rome"}]}

@@ -8,9 +8,9 @@ from tiny import CONFIGS, FAMILIES, tiny_model, tiny_tokenizer
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from editor import Editor, UnsupportedArchitectureError
-from editor.kv.capture import capture_input, capture_output, hooks
-from editor.sites import HeadLayout, linear_weight_as_out_in, site_map_for, supported_model_types
+from suture.editor import Editor, UnsupportedArchitectureError
+from suture.editor.kv.capture import capture_input, capture_output, hooks
+from suture.editor.sites import HeadLayout, linear_weight_as_out_in, site_map_for, supported_model_types
 
 GQA = {"llama", "mistral", "qwen2", "gemma2", "gemma3_text"}
 EXPECTED_FAMILY = {"gemma2": "gemma", "gemma3_text": "gemma"}

@@ -4,8 +4,8 @@ machine, sample the statistics corpus once; CI runs them."""
 import pytest
 import torch
 
-from editor import Editor, EditRequest
-from evaluation import score_cases
+from suture.editor import Editor, EditRequest
+from suture.evaluation import score_cases
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ from peft import PeftModel
 from test_smollm2 import EDITS, real_editor  # noqa: F401  (module fixture)
 from transformers import AutoModelForCausalLM
 
-from editor import GateFailedError
-from editor.fingerprint import weights_fingerprint
-from evaluation import GatePolicy
+from suture.editor import GateFailedError
+from suture.editor.fingerprint import weights_fingerprint
+from suture.evaluation import GatePolicy
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +65,6 @@ def test_exported_adapter_reproduces_the_edit_through_peft(real_editor, tmp_path
 
 
 def _zoo_dir():
-    from editor.zoo import resolve_zoo
+    from suture.editor.zoo import resolve_zoo
 
     return resolve_zoo("smollm2-135m")

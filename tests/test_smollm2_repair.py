@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from editor import Editor
-from methods.localize import attribute_heads
-from methods.localize.last_token import last_token_head_means, last_token_logprobs
-from methods.localize.layer_choice import choose_edit_layer
-from methods.localize.repair_search import RepairPlan, answer_tokens, apply_plan
+from suture.editor import Editor
+from suture.methods.localize import attribute_heads
+from suture.methods.localize.last_token import last_token_head_means, last_token_logprobs
+from suture.methods.localize.layer_choice import choose_edit_layer
+from suture.methods.localize.repair_search import RepairPlan, answer_tokens, apply_plan
 
 pytestmark = pytest.mark.slow
 

@@ -12,14 +12,14 @@ import torch.nn.functional as F
 from tiny import FAMILIES, tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import methods.rome.method as rome_method
-from editor import Editor, EditRequest, InvalidHyperparametersError, UnknownMethodError
-from editor.errors import NothingToRevertError
-from editor.fingerprint import weights_fingerprint
-from editor.kv import TemplateSpec, compute_keys
-from editor.kv.capture import capture_output
-from editor.kv.tokens import build_batch
-from editor.sites import linear_weight_as_out_in
+import suture.methods.rome.method as rome_method
+from suture.editor import Editor, EditRequest, InvalidHyperparametersError, UnknownMethodError
+from suture.editor.errors import NothingToRevertError
+from suture.editor.fingerprint import weights_fingerprint
+from suture.editor.kv import TemplateSpec, compute_keys
+from suture.editor.kv.capture import capture_output
+from suture.editor.kv.tokens import build_batch
+from suture.editor.sites import linear_weight_as_out_in
 
 LAYER = 1
 # The hyperparameters of the brief: small statistics corpus, two short templates, eight value steps.

@@ -5,8 +5,8 @@ import pytest
 import torch
 from tiny import tiny_model
 
-from editor import Editor, EditRequest
-from editor.kv import ValueObjective, optimize_values
+from suture.editor import Editor, EditRequest
+from suture.editor.kv import ValueObjective, optimize_values
 
 REQUESTS = [
     EditRequest(prompt="The capital of {} is", subject="Italy", target_new="London"),
@@ -36,10 +36,10 @@ def test_requests_together_equal_requests_apart(family, through_update):
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text", "gpt_neox"])
 def test_prefix_replay_equals_a_full_pass_with_delta_at_the_subject(family):
-    from editor.kv.capture import edit_output, hooks
-    from editor.kv.prefix_replay import PrefixReplay
-    from editor.kv.readout import final_hidden
-    from editor.kv.value_layout import value_layout
+    from suture.editor.kv.capture import edit_output, hooks
+    from suture.editor.kv.prefix_replay import PrefixReplay
+    from suture.editor.kv.readout import final_hidden
+    from suture.editor.kv.value_layout import value_layout
 
     model, tok = tiny_model(family)
     handle = Editor.from_model(model, tok).handle

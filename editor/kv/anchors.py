@@ -7,10 +7,10 @@ import json
 
 import torch
 
-from editor.handle import ModelHandle
-from editor.kv.capture import capture_output, hooks, run_until_stopped
-from editor.kv.corpus import CorpusSpec, corpus_fingerprint, load_corpus
-from editor.paths import cache_dir
+from suture.editor.handle import ModelHandle
+from suture.editor.kv.capture import capture_output, hooks, run_until_stopped
+from suture.editor.kv.corpus import CorpusSpec, corpus_fingerprint, load_corpus
+from suture.editor.paths import cache_dir
 
 
 @torch.no_grad()

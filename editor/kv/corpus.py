@@ -10,10 +10,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from editor.errors import SutureError
-from editor.handle import ModelHandle
-from editor.jsonl import iter_jsonl
-from editor.paths import cache_dir
+from suture.editor.errors import SutureError
+from suture.editor.handle import ModelHandle
+from suture.editor.jsonl import iter_jsonl
+from suture.editor.paths import cache_dir
 
 # Varied openings so that sampled text covers narrative, encyclopedic and conversational registers.
 SEEDS = ("The", "In", "A", "It", "This", "When", "He", "She", "We", "There", "According to", "After",

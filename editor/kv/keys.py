@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from editor.handle import ModelHandle
-from editor.kv.capture import capture_input, capture_output, hooks, run_until_stopped
-from editor.kv.tokens import build_batch
-from editor.requests import EditRequest
+from suture.editor.handle import ModelHandle
+from suture.editor.kv.capture import capture_input, capture_output, hooks, run_until_stopped
+from suture.editor.kv.tokens import build_batch
+from suture.editor.requests import EditRequest
 
 
 @torch.no_grad()

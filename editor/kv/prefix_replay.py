@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from editor.handle import ModelHandle
-from editor.kv.capture import StopForward, capture_output, edit_output, hooks
-from editor.kv.incremental import with_cache
-from editor.kv.readout import logits_at
-from editor.kv.tokens import PromptBatch
+from suture.editor.handle import ModelHandle
+from suture.editor.kv.capture import StopForward, capture_output, edit_output, hooks
+from suture.editor.kv.incremental import with_cache
+from suture.editor.kv.readout import logits_at
+from suture.editor.kv.tokens import PromptBatch
 
 
 @dataclass

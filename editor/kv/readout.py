@@ -7,8 +7,8 @@ from contextlib import suppress
 
 import torch
 
-from editor.handle import ModelHandle
-from editor.kv.capture import StopForward, capture_output, hooks
+from suture.editor.handle import ModelHandle
+from suture.editor.kv.capture import StopForward, capture_output, hooks
 
 
 def final_hidden(handle: ModelHandle, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from editor.handle import ModelHandle
-from editor.kv.capture import capture_input, hooks, run_until_stopped
-from editor.kv.corpus import CorpusSpec, corpus_fingerprint, load_corpus
-from editor.paths import cache_dir
+from suture.editor.handle import ModelHandle
+from suture.editor.kv.capture import capture_input, hooks, run_until_stopped
+from suture.editor.kv.corpus import CorpusSpec, corpus_fingerprint, load_corpus
+from suture.editor.paths import cache_dir
 
 Site = Literal["mlp_out", "attn_out"]  # whose input: the MLP output projection's, or the attention output's
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from editor.handle import ModelHandle
-from editor.kv.capture import StopForward, hooks
-from editor.kv.readout import logits_at
-from editor.kv.tokens import PromptBatch
+from suture.editor.handle import ModelHandle
+from suture.editor.kv.capture import StopForward, hooks
+from suture.editor.kv.readout import logits_at
+from suture.editor.kv.tokens import PromptBatch
 
 
 @dataclass

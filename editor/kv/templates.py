@@ -13,8 +13,8 @@ import json
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from editor.handle import ModelHandle
-from editor.paths import cache_dir
+from suture.editor.handle import ModelHandle
+from suture.editor.paths import cache_dir
 
 STARTERS = ("The", "Therefore", "Because", "I", "You")
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from editor.kv.tokens import PromptBatch, build_batch, encode_target
-from editor.requests import EditRequest
+from suture.editor.kv.tokens import PromptBatch, build_batch, encode_target
+from suture.editor.requests import EditRequest
 
 
 @dataclass

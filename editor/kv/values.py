@@ -26,14 +26,14 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from editor.handle import ModelHandle
-from editor.kv.capture import capture_input, capture_output, hooks
-from editor.kv.prefix_replay import PrefixReplay
-from editor.kv.readout import final_hidden
-from editor.kv.suffix import SuffixRunner
-from editor.kv.tokens import PromptBatch
-from editor.kv.value_layout import ValueLayout, value_layout
-from editor.requests import EditRequest
+from suture.editor.handle import ModelHandle
+from suture.editor.kv.capture import capture_input, capture_output, hooks
+from suture.editor.kv.prefix_replay import PrefixReplay
+from suture.editor.kv.readout import final_hidden
+from suture.editor.kv.suffix import SuffixRunner
+from suture.editor.kv.tokens import PromptBatch
+from suture.editor.kv.value_layout import ValueLayout, value_layout
+from suture.editor.requests import EditRequest
 
 
 class ValueObjective(BaseModel):

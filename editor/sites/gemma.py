@@ -1,5 +1,5 @@
-from editor.sites.base import SiteMap
-from editor.sites.registry import register_site_map
+from suture.editor.sites.base import SiteMap
+from suture.editor.sites.registry import register_site_map
 
 # Gemma 1-3 share the layout; Gemma 2 soft-caps its final logits, Gemma 3 leaves the field unset.
 register_site_map(SiteMap(

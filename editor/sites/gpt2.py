@@ -1,5 +1,5 @@
-from editor.sites.base import SiteMap
-from editor.sites.registry import register_site_map
+from suture.editor.sites.base import SiteMap
+from suture.editor.sites.registry import register_site_map
 
 register_site_map(SiteMap(
     family="gpt2", model_types=("gpt2",),

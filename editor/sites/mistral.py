@@ -1,5 +1,5 @@
-from editor.sites.base import SiteMap
-from editor.sites.registry import register_site_map
+from suture.editor.sites.base import SiteMap
+from suture.editor.sites.registry import register_site_map
 
 # Stock transformers builds this family's attention output projection without a bias, whatever the config.
 register_site_map(SiteMap(

@@ -7,11 +7,11 @@
   to those of a good twin while keeping them on ordinary text — a dense delta on its W_O columns.
 """
 
-from methods.heads.hparams import HeadMeanPatchHParams, HeadRemapHParams, HeadScaleHParams, HeadSteerHParams
-from methods.heads.mean_patch import HeadMeanPatch
-from methods.heads.remap import HeadRemap, remap_matrix
-from methods.heads.scale import HeadScale
-from methods.heads.steer import HeadSteer, steering_directions
+from suture.methods.heads.hparams import HeadMeanPatchHParams, HeadRemapHParams, HeadScaleHParams, HeadSteerHParams
+from suture.methods.heads.mean_patch import HeadMeanPatch
+from suture.methods.heads.remap import HeadRemap, remap_matrix
+from suture.methods.heads.scale import HeadScale
+from suture.methods.heads.steer import HeadSteer, steering_directions
 
 __all__ = ["HeadMeanPatch", "HeadMeanPatchHParams", "HeadRemap", "HeadRemapHParams", "HeadScale",
            "HeadScaleHParams", "HeadSteer", "HeadSteerHParams", "remap_matrix", "steering_directions"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from editor import EditMethod, InvalidHyperparametersError
-from editor.handle import ModelHandle
-from methods.heads.hparams import HeadsHParams
+from suture.editor import EditMethod, InvalidHyperparametersError
+from suture.editor.handle import ModelHandle
+from suture.methods.heads.hparams import HeadsHParams
 
 
 class HeadMethod(EditMethod):

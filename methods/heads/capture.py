@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from editor import EditFailedError
-from editor.handle import ModelHandle
-from editor.kv.capture import capture_input, hooks, run_until_stopped
-from methods.heads.projection import HeadProjection
+from suture.editor import EditFailedError
+from suture.editor.handle import ModelHandle
+from suture.editor.kv.capture import capture_input, hooks, run_until_stopped
+from suture.methods.heads.projection import HeadProjection
 
 
 @torch.no_grad()

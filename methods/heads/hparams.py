@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from editor.kv import CorpusSpec
+from suture.editor.kv import CorpusSpec
 
 Prompt = Annotated[str, Field(min_length=1)]
 

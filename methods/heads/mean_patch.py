@@ -8,11 +8,11 @@ projection outputs exactly what it would with m_h in place of the head's output,
 
 from __future__ import annotations
 
-from editor import EditContext, EditRequest, MethodOutput, register_method
-from methods.heads.base import HeadMethod
-from methods.heads.capture import mean_head_outputs
-from methods.heads.hparams import HeadMeanPatchHParams
-from methods.heads.projection import HeadProjection
+from suture.editor import EditContext, EditRequest, MethodOutput, register_method
+from suture.methods.heads.base import HeadMethod
+from suture.methods.heads.capture import mean_head_outputs
+from suture.methods.heads.hparams import HeadMeanPatchHParams
+from suture.methods.heads.projection import HeadProjection
 
 
 @register_method

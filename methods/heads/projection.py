@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from editor import EditFailedError, WeightDelta
-from editor.handle import ModelHandle
-from editor.sites import HeadLayout, linear_weight_as_out_in
+from suture.editor import EditFailedError, WeightDelta
+from suture.editor.handle import ModelHandle
+from suture.editor.sites import HeadLayout, linear_weight_as_out_in
 
 
 @dataclass

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import torch
 
-from editor import EditContext, EditFailedError, EditRequest, MethodOutput, WeightDelta, register_method
-from methods.heads.base import HeadMethod
-from methods.heads.capture import head_outputs
-from methods.heads.hparams import HeadRemapHParams
-from methods.heads.projection import HeadProjection
+from suture.editor import EditContext, EditFailedError, EditRequest, MethodOutput, WeightDelta, register_method
+from suture.methods.heads.base import HeadMethod
+from suture.methods.heads.capture import head_outputs
+from suture.methods.heads.hparams import HeadRemapHParams
+from suture.methods.heads.projection import HeadProjection
 
 
 def remap_matrix(undesired: torch.Tensor, desired: torch.Tensor, mom2: torch.Tensor, preservation: float,

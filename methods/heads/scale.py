@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from editor import EditContext, EditRequest, MethodOutput, register_method
-from methods.heads.base import HeadMethod
-from methods.heads.hparams import HeadScaleHParams
-from methods.heads.projection import HeadProjection
+from suture.editor import EditContext, EditRequest, MethodOutput, register_method
+from suture.methods.heads.base import HeadMethod
+from suture.methods.heads.hparams import HeadScaleHParams
+from suture.methods.heads.projection import HeadProjection
 
 
 @register_method

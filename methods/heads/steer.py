@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import torch
 
-from editor import EditContext, EditRequest, MethodOutput, register_method
-from editor.handle import ModelHandle
-from methods.heads.base import HeadMethod
-from methods.heads.capture import mean_head_outputs
-from methods.heads.hparams import HeadSteerHParams
-from methods.heads.projection import HeadProjection
+from suture.editor import EditContext, EditRequest, MethodOutput, register_method
+from suture.editor.handle import ModelHandle
+from suture.methods.heads.base import HeadMethod
+from suture.methods.heads.capture import mean_head_outputs
+from suture.methods.heads.hparams import HeadSteerHParams
+from suture.methods.heads.projection import HeadProjection
 
 
 def steering_directions(handle: ModelHandle, proj: HeadProjection, hparams: HeadSteerHParams

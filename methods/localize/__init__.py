@@ -5,9 +5,9 @@
 - heatmap: PNG heatmaps of either result (needs matplotlib).
 """
 
-from methods.localize.causal_trace import TraceResult, embedding_std, restored_prob, trace
-from methods.localize.head_attribution import HeadAttribution, attribute_heads
-from methods.localize.heatmap import save_head_heatmap, save_heatmap, save_trace_heatmap
+from suture.methods.localize.causal_trace import TraceResult, embedding_std, restored_prob, trace
+from suture.methods.localize.head_attribution import HeadAttribution, attribute_heads
+from suture.methods.localize.heatmap import save_head_heatmap, save_heatmap, save_trace_heatmap
 
 __all__ = ["HeadAttribution", "TraceResult", "attribute_heads", "embedding_std", "restored_prob",
            "save_head_heatmap", "save_heatmap", "save_trace_heatmap", "trace"]

@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel
 
-from editor.handle import ModelHandle
-from editor.kv.capture import capture_output, edit_output, hooks
-from editor.kv.readout import final_hidden, logits_at
-from editor.kv.tokens import build_batch, encode_target
+from suture.editor.handle import ModelHandle
+from suture.editor.kv.capture import capture_output, edit_output, hooks
+from suture.editor.kv.readout import final_hidden, logits_at
+from suture.editor.kv.tokens import build_batch, encode_target
 
 KINDS = ("hidden", "mlp", "attn")
 

@@ -20,11 +20,11 @@ import copy
 import torch
 from pydantic import BaseModel
 
-from editor.handle import ModelHandle
-from editor.kv.capture import capture_input, hooks
-from editor.kv.incremental import cache_of, with_cache
-from editor.kv.tokens import encode_target
-from methods.heads.projection import HeadProjection
+from suture.editor.handle import ModelHandle
+from suture.editor.kv.capture import capture_input, hooks
+from suture.editor.kv.incremental import cache_of, with_cache
+from suture.editor.kv.tokens import encode_target
+from suture.methods.heads.projection import HeadProjection
 
 
 class HeadAttribution(BaseModel):

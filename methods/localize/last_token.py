@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from editor.handle import ModelHandle
-from editor.kv.capture import capture_input, hooks
-from methods.heads.projection import HeadProjection
+from suture.editor.handle import ModelHandle
+from suture.editor.kv.capture import capture_input, hooks
+from suture.methods.heads.projection import HeadProjection
 
 
 def _batches(handle: ModelHandle, prompts: list[str], batch_size: int):

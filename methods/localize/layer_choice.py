@@ -13,10 +13,10 @@ import json
 import torch
 from pydantic import BaseModel
 
-from editor.errors import EditFailedError
-from editor.handle import ModelHandle
-from editor.paths import cache_dir
-from methods.localize.causal_trace import trace
+from suture.editor.errors import EditFailedError
+from suture.editor.handle import ModelHandle
+from suture.editor.paths import cache_dir
+from suture.methods.localize.causal_trace import trace
 
 PROBE_FACTS: list[tuple[str, str, str]] = [
     ("The capital of {} is", "France", "Paris"),

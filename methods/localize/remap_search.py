@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from editor import Editor
-from editor.kv import CorpusSpec
-from methods.localize.repair_search import (
+from suture.editor import Editor
+from suture.editor.kv import CorpusSpec
+from suture.methods.localize.repair_search import (
     LocalityProbe,
     RepairPlan,
     RepairPoint,

@@ -35,10 +35,10 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, Field
 
-from editor import Editor
-from editor.kv import CorpusSpec
-from methods.localize.head_attribution import HeadAttribution, attribute_heads
-from methods.localize.last_token import last_token_head_means, last_token_logprobs
+from suture.editor import Editor
+from suture.editor.kv import CorpusSpec
+from suture.methods.localize.head_attribution import HeadAttribution, attribute_heads
+from suture.methods.localize.last_token import last_token_head_means, last_token_logprobs
 
 
 class RepairPoint(BaseModel):
@@ -93,7 +93,7 @@ class RepairSearch(BaseModel):
 
 
 def answer_tokens(editor: Editor, answers: list[str]) -> torch.Tensor:
-    from editor.kv.tokens import encode_target
+    from suture.editor.kv.tokens import encode_target
 
     return torch.tensor([encode_target(editor.tokenizer, a)[0] for a in answers])
 
@@ -152,7 +152,7 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
     if attribution is None:
         attribution = rank_heads(editor, failing, answers, twins, wrong, batch_size)
     if kind == "remap":
-        from methods.localize.remap_search import search_remap
+        from suture.methods.localize.remap_search import search_remap
 
         ranked = [(layer, head) for layer, head, _ in attribution.ranking("abs")][:max_heads]
         local = LocalityProbe(editor, locality, batch_size)

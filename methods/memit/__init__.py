@@ -1,4 +1,4 @@
-from methods.memit.hparams import MemitHParams
-from methods.memit.method import Memit
+from suture.methods.memit.hparams import MemitHParams
+from suture.methods.memit.method import Memit
 
 __all__ = ["Memit", "MemitHParams"]

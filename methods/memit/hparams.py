@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from editor.kv import CorpusSpec, TemplateSpec, ValueObjective
-from methods.rome.hparams import default_layer
-from methods.shared.least_squares import NullSpace
-from methods.shared.norm_anchor import NormAnchor
+from suture.editor.kv import CorpusSpec, TemplateSpec, ValueObjective
+from suture.methods.rome.hparams import default_layer
+from suture.methods.shared.least_squares import NullSpace
+from suture.methods.shared.norm_anchor import NormAnchor
 
 
 class MemitHParams(BaseModel):

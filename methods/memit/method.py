@@ -11,14 +11,14 @@ import json
 
 import torch
 
-from editor import EditContext, EditMethod, EditRequest, MethodOutput, WeightDelta, register_method
-from editor.errors import InvalidHyperparametersError
-from editor.handle import ModelHandle
-from editor.kv import compute_keys, optimize_values
-from editor.kv.keys import output_at_subject
-from methods.memit.hparams import MemitHParams, default_layers
-from methods.shared.least_squares import memit_factors, null_space_factors, null_space_projector
-from methods.shared.norm_anchor import anchor_deltas, anchor_norm
+from suture.editor import EditContext, EditMethod, EditRequest, MethodOutput, WeightDelta, register_method
+from suture.editor.errors import InvalidHyperparametersError
+from suture.editor.handle import ModelHandle
+from suture.editor.kv import compute_keys, optimize_values
+from suture.editor.kv.keys import output_at_subject
+from suture.methods.memit.hparams import MemitHParams, default_layers
+from suture.methods.shared.least_squares import memit_factors, null_space_factors, null_space_projector
+from suture.methods.shared.norm_anchor import anchor_deltas, anchor_norm
 
 
 def _chunks(items: list, size: int):

@@ -1,4 +1,4 @@
-from methods.rome.hparams import RomeHParams
-from methods.rome.method import Rome
+from suture.methods.rome.hparams import RomeHParams
+from suture.methods.rome.method import Rome
 
 __all__ = ["Rome", "RomeHParams"]

@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from editor.kv import CorpusSpec, TemplateSpec, ValueObjective
-from methods.shared.least_squares import NullSpace
-from methods.shared.norm_anchor import NormAnchor
+from suture.editor.kv import CorpusSpec, TemplateSpec, ValueObjective
+from suture.methods.shared.least_squares import NullSpace
+from suture.methods.shared.norm_anchor import NormAnchor
 
 
 class RomeHParams(BaseModel):

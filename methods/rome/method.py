@@ -7,14 +7,14 @@ import json
 
 import torch
 
-from editor import EditContext, EditMethod, EditRequest, MethodOutput, WeightDelta, register_method
-from editor.errors import InvalidHyperparametersError
-from editor.handle import ModelHandle
-from editor.kv import optimize_values
-from methods.rome.hparams import RomeHParams, default_layer
-from methods.shared.least_squares import null_space_directions, null_space_projector
-from methods.shared.norm_anchor import anchor_deltas, anchor_norm
-from methods.shared.rank_one import rank_one_factors, read_directions
+from suture.editor import EditContext, EditMethod, EditRequest, MethodOutput, WeightDelta, register_method
+from suture.editor.errors import InvalidHyperparametersError
+from suture.editor.handle import ModelHandle
+from suture.editor.kv import optimize_values
+from suture.methods.rome.hparams import RomeHParams, default_layer
+from suture.methods.shared.least_squares import null_space_directions, null_space_projector
+from suture.methods.shared.norm_anchor import anchor_deltas, anchor_norm
+from suture.methods.shared.rank_one import rank_one_factors, read_directions
 
 
 @register_method
@@ -29,7 +29,7 @@ class Rome(EditMethod):
     def resolve_hparams(self, handle: ModelHandle, overrides: dict) -> RomeHParams:
         hparams = super().resolve_hparams(handle, overrides)
         if hparams.layer == "auto":  # the ledger records the layer tracing chose, not "auto"
-            from methods.localize.layer_choice import choose_edit_layer
+            from suture.methods.localize.layer_choice import choose_edit_layer
 
             hparams = hparams.model_copy(update={"layer": choose_edit_layer(handle).layer})
         return hparams

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from editor.errors import EditFailedError
+from suture.editor.errors import EditFailedError
 
 
 class NullSpace(BaseModel):

@@ -22,9 +22,9 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from editor import EditContext, EditRequest
-from editor.errors import EditFailedError
-from editor.paths import cache_dir
+from suture.editor import EditContext, EditRequest
+from suture.editor.errors import EditFailedError
+from suture.editor.paths import cache_dir
 
 
 class NormAnchor(BaseModel):

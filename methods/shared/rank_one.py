@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from editor.errors import EditFailedError
+from suture.editor.errors import EditFailedError
 
 
 def solve_covariance(mom2: torch.Tensor, rhs: torch.Tensor, ridge: float) -> torch.Tensor:

@@ -13,19 +13,19 @@ from fastapi.exception_handlers import http_exception_handler
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from service.api import routes_checkpoints, routes_jobs, routes_ops, routes_tokens
-from service.api.limits import BodySizeLimit
-from service.api.metrics import Metrics
-from service.api.state import ServiceState
-from service.jobs import ModelCatalog
-from service.settings import ServiceSettings
-from service.store import JobStore, TokenStore, make_engine
+from suture.service.api import routes_checkpoints, routes_jobs, routes_ops, routes_tokens
+from suture.service.api.limits import BodySizeLimit
+from suture.service.api.metrics import Metrics
+from suture.service.api.state import ServiceState
+from suture.service.jobs import ModelCatalog
+from suture.service.settings import ServiceSettings
+from suture.service.store import JobStore, TokenStore, make_engine
 
 log = logging.getLogger("suture.api")
 
 
 def _start_workers(st: ServiceState) -> None:
-    from service.workers import Dispatcher, WorkerPool
+    from suture.service.workers import Dispatcher, WorkerPool
 
     pool = WorkerPool(st.settings)
     st.dispatcher = Dispatcher(st.jobs, pool, st.settings)

@@ -8,8 +8,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.api.state import ServiceState, state
-from service.store import Principal
+from suture.service.api.state import ServiceState, state
+from suture.service.store import Principal
 
 _bearer = HTTPBearer(auto_error=False, description="an API token: Authorization: Bearer <token>")
 

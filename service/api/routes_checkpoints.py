@@ -12,9 +12,9 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
-from service.api.auth import Caller, State, sees
-from service.schemas import CheckpointView, ErrorBody
-from service.store.jobs import as_utc
+from suture.service.api.auth import Caller, State, sees
+from suture.service.schemas import CheckpointView, ErrorBody
+from suture.service.store.jobs import as_utc
 
 router = APIRouter(prefix="/v1/checkpoints", tags=["checkpoints"])
 ERRORS = {401: {"model": ErrorBody, "description": "missing or invalid token"},

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from editor.errors import UnknownMethodError
-from editor.registry import get_method
-from service.api.auth import Caller, State, sees
-from service.jobs import UnknownModelError
-from service.schemas import ErrorBody, JobCreate, JobKind, JobPage, JobStatus, JobView
-from service.store import IdempotencyConflict, OutputNameTaken
+from suture.editor.errors import UnknownMethodError
+from suture.editor.registry import get_method
+from suture.service.api.auth import Caller, State, sees
+from suture.service.jobs import UnknownModelError
+from suture.service.schemas import ErrorBody, JobCreate, JobKind, JobPage, JobStatus, JobView
+from suture.service.store import IdempotencyConflict, OutputNameTaken
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

@@ -7,9 +7,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from editor.registry import available_methods
-from service.api.auth import Caller, State
-from service.schemas import CatalogView, ErrorBody
+from suture.editor.registry import available_methods
+from suture.service.api.auth import Caller, State
+from suture.service.schemas import CatalogView, ErrorBody
 
 router = APIRouter(tags=["service"])
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 from fastapi.concurrency import run_in_threadpool
 
-from service.api.auth import Admin, State
-from service.schemas import ErrorBody, TokenCreate, TokenCreated, TokenView
+from suture.service.api.auth import Admin, State
+from suture.service.schemas import ErrorBody, TokenCreate, TokenCreated, TokenView
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
 ERRORS = {401: {"model": ErrorBody, "description": "missing or invalid token"},

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from service.api.metrics import Metrics
-from service.jobs import ModelCatalog
-from service.settings import ServiceSettings
-from service.store import JobStore, TokenStore
+from suture.service.api.metrics import Metrics
+from suture.service.jobs import ModelCatalog
+from suture.service.settings import ServiceSettings
+from suture.service.store import JobStore, TokenStore
 
 
 @dataclass

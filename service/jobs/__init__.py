@@ -1,7 +1,7 @@
 """Running one job on a loaded model: no Ray and no HTTP here, so it is testable and benchmarkable alone."""
 
-from service.jobs.catalog import ModelCatalog, UnknownModelError
-from service.jobs.models import LoadedModels
-from service.jobs.runner import JobCancelled, JobFailed, RunContext, run_job
+from suture.service.jobs.catalog import ModelCatalog, UnknownModelError
+from suture.service.jobs.models import LoadedModels
+from suture.service.jobs.runner import JobCancelled, JobFailed, RunContext, run_job
 
 __all__ = ["JobCancelled", "JobFailed", "LoadedModels", "ModelCatalog", "RunContext", "UnknownModelError", "run_job"]

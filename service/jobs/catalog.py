@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from editor.errors import SutureError
-from editor.zoo import zoo_names
+from suture.editor.errors import SutureError
+from suture.editor.zoo import zoo_names
 
 
 class UnknownModelError(SutureError):

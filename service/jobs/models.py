@@ -7,8 +7,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from editor import Editor
-from service.jobs.catalog import ModelCatalog
+from suture.editor import Editor
+from suture.service.jobs.catalog import ModelCatalog
 
 
 class LoadedModels:

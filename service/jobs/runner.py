@@ -15,15 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from editor import Editor, EditRequest, GateDecision
-from editor.atomic import atomic_directory
-from editor.errors import SutureError
-from editor.ledger import replay_ledger
-from editor.progress import ProgressTracker
-from editor.registry import get_method
-from evaluation import EvaluationOptions, EvaluationReport, evaluate, load_counterfact, load_requests_jsonl, load_zsre
-from evaluation.html_report import write_report
-from service.schemas import DatasetRef, JobCreate, JobKind
+from suture.editor import Editor, EditRequest, GateDecision
+from suture.editor.atomic import atomic_directory
+from suture.editor.errors import SutureError
+from suture.editor.ledger import replay_ledger
+from suture.editor.progress import ProgressTracker
+from suture.editor.registry import get_method
+from suture.evaluation import (
+    EvaluationOptions,
+    EvaluationReport,
+    evaluate,
+    load_counterfact,
+    load_requests_jsonl,
+    load_zsre,
+)
+from suture.evaluation.html_report import write_report
+from suture.service.schemas import DatasetRef, JobCreate, JobKind
 
 
 class JobCancelled(Exception):

@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-from service.store.tables import metadata
+from suture.service.store.tables import metadata
 
 
 def make_engine(url: str) -> Engine:

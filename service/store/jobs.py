@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from service.schemas import JobCreate, JobStatus, JobView
-from service.store.tables import jobs
+from suture.service.schemas import JobCreate, JobStatus, JobView
+from suture.service.store.tables import jobs
 
 RUNNING, QUEUED = JobStatus.running.value, JobStatus.queued.value
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, select, update
 
-from service.schemas import TokenCreated, TokenView
-from service.store.jobs import as_utc, now
-from service.store.tables import tokens
+from suture.service.schemas import TokenCreated, TokenView
+from suture.service.store.jobs import as_utc, now
+from suture.service.store.tables import tokens
 
 PREFIX = "stk_"
 

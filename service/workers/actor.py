@@ -14,11 +14,11 @@ import time
 import traceback
 from typing import Any
 
-from editor.errors import SutureError
-from service.jobs import JobCancelled, JobFailed, LoadedModels, ModelCatalog, RunContext, run_job
-from service.schemas import JobCreate, JobStatus
-from service.settings import ServiceSettings
-from service.store import JobStore, make_engine
+from suture.editor.errors import SutureError
+from suture.service.jobs import JobCancelled, JobFailed, LoadedModels, ModelCatalog, RunContext, run_job
+from suture.service.schemas import JobCreate, JobStatus
+from suture.service.settings import ServiceSettings
+from suture.service.store import JobStore, make_engine
 
 log = logging.getLogger("suture.worker")
 

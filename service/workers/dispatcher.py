@@ -16,10 +16,10 @@ import time
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
-from service.schemas import JobStatus
-from service.settings import ServiceSettings
-from service.store import JobStore
-from service.workers.pool import Slot, WorkerPool
+from suture.service.schemas import JobStatus
+from suture.service.settings import ServiceSettings
+from suture.service.store import JobStore
+from suture.service.workers.pool import Slot, WorkerPool
 
 log = logging.getLogger("suture.dispatcher")
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import ray
 
-from service.settings import ServiceSettings
-from service.workers.actor import EditWorker
+from suture.service.settings import ServiceSettings
+from suture.service.workers.actor import EditWorker
 
 log = logging.getLogger("suture.pool")
 
