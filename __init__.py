@@ -24,7 +24,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
         ["Editor", "EditRequest", "EditResult", "EditMethod", "MethodOutput", "WeightDelta", "EditContext",
          "register_method", "get_method", "available_methods", "method_load_errors", "register_site_map",
-         "SutureError", "InvalidRequestError", "InvalidHyperparametersError", "EditFailedError",
+         "SutureError", "InvalidRequestError", "InvalidInputError", "InvalidHyperparametersError", "EditFailedError",
          "GateFailedError", "ModelNotFoundError", "UnknownMethodError", "UnsupportedArchitectureError",
          "DuplicateRegistrationError"],
         "suture.editor"),
@@ -60,6 +60,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
         EditResult,
         GateFailedError,
         InvalidHyperparametersError,
+        InvalidInputError,
         InvalidRequestError,
         MethodOutput,
         ModelNotFoundError,

@@ -8,7 +8,9 @@ from suture.editor.errors import (
     DuplicateRegistrationError,
     EditFailedError,
     GateFailedError,
+    InvalidDeltaError,
     InvalidHyperparametersError,
+    InvalidInputError,
     ModelNotFoundError,
     SutureError,
     UnknownMethodError,
@@ -30,9 +32,10 @@ from suture.editor.sites import register_site_map, site_map_load_errors, support
 
 __all__ = [
     "AdapterExportError", "DuplicateRegistrationError", "EditContext", "EditFailedError", "EditMethod",
-    "EditRequest", "EditResult", "Editor", "Gate", "GateDecision", "GateFailedError",
-    "InvalidHyperparametersError", "InvalidRequestError", "LedgerEntry", "MethodOutput", "ModelHandle",
-    "ModelNotFoundError", "SutureError", "UnknownMethodError", "UnsupportedArchitectureError", "WeightBook",
-    "WeightDelta", "available_methods", "export_lora", "from_counterfact", "get_method", "method_load_errors",
-    "parse_requests", "register_method", "register_site_map", "site_map_load_errors", "supported_model_types",
+    "EditRequest", "EditResult", "Editor", "Gate", "GateDecision", "GateFailedError", "InvalidDeltaError",
+    "InvalidHyperparametersError", "InvalidInputError", "InvalidRequestError", "LedgerEntry", "MethodOutput",
+    "ModelHandle", "ModelNotFoundError", "SutureError", "UnknownMethodError", "UnsupportedArchitectureError",
+    "WeightBook", "WeightDelta", "available_methods", "export_lora", "from_counterfact", "get_method",
+    "method_load_errors", "parse_requests", "register_method", "register_site_map", "site_map_load_errors",
+    "supported_model_types",
 ]

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from suture.editor.errors import InvalidDeltaError
+
 
 @dataclass
 class WeightDelta:
@@ -88,12 +90,12 @@ class WeightBook:
         if param is None and delta.create:
             param = self._create(module, delta)
         if param is None:
-            raise KeyError(f"{delta.module} has no parameter {delta.param!r}")
+            raise InvalidDeltaError(f"{delta.key}: {delta.module} has no parameter {delta.param!r}")
         return param
 
     def _create(self, module: nn.Module, delta: WeightDelta) -> torch.nn.Parameter:
         if hasattr(module, delta.param) and delta.param not in module._parameters:
-            raise KeyError(f"{delta.key}: {delta.module} has a non-parameter attribute {delta.param!r}; "
+            raise InvalidDeltaError(f"{delta.key}: {delta.module} has a non-parameter attribute {delta.param!r}; "
                            "cannot create a parameter there")
         like = getattr(module, "weight", None)
         like = like if isinstance(like, torch.Tensor) else delta.materialize()

@@ -36,8 +36,20 @@ class DuplicateRegistrationError(SutureError):
         super().__init__(f"{kind} {name!r} is already registered by {holder}; refusing to register {newcomer}")
 
 
+class InvalidInputError(SutureError, ValueError):
+    """An argument of a library call that cannot be used; the message names the argument and the reason.
+    (A ValueError too, so callers that caught ValueError before still do.)"""
+
+
 class InvalidHyperparametersError(SutureError):
     """Hyperparameters that do not fit a method's typed model or the loaded model."""
+
+
+class InvalidDeltaError(SutureError, KeyError):
+    """A weight delta that names a parameter the model does not have (or cannot have)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class EditFailedError(SutureError):

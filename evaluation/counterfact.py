@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from suture.editor.errors import InvalidInputError
 from suture.editor.handle import ModelHandle
 from suture.editor.requests import EditRequest
 from suture.evaluation.scoring import target_logprobs
@@ -41,7 +42,7 @@ def score_cases(handle: ModelHandle, cases: list[EditRequest], batch_size: int =
     index = []  # (case, kind, start) where kind in rewrite/paraphrase/neighbor
     for case in cases:
         if case.target_true is None:
-            raise ValueError(f"case {case.label!r}: field 'target_true' is required for CounterFact metrics")
+            raise InvalidInputError(f"case {case.label!r}: field 'target_true' is required for CounterFact metrics")
         prompts = {"rewrite": [case.text], "paraphrase": case.paraphrases, "neighbor": case.neighbors}
         spans = {}
         for kind, texts in prompts.items():

@@ -9,6 +9,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from suture.editor import Editor, EditRequest
+from suture.editor.errors import InvalidInputError
 from suture.evaluation.counterfact import CounterFactScores, score_cases
 from suture.evaluation.drift import measure_drift
 from suture.evaluation.fluency import measure_fluency
@@ -87,7 +88,7 @@ def evaluate(editor: Editor, cases: list[EditRequest] | None = None,
     if cases is None:
         cases = [r for entry in editor.ledger for r in entry.requests]
     if not cases:
-        raise ValueError("cases: nothing to evaluate (no cases given and the ledger is empty)")
+        raise InvalidInputError("cases: nothing to evaluate (no cases given and the ledger is empty)")
     cases = _fill_target_true(editor, list(cases))
     with editor.weights.base_weights():
         pre = score_cases(editor.handle, cases, options.batch_size)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from suture.editor.errors import EditFailedError
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import StopForward, hooks
 from suture.editor.kv.readout import logits_at
@@ -50,7 +51,7 @@ class SuffixRunner:
         with hooks(*handles), torch.no_grad(), suppress(StopForward):
             self.handle.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
         if len(self.calls) != len(self.blocks) or self.final_hidden is None:
-            raise RuntimeError("the model did not call its blocks once each in order; cannot replay a suffix")
+            raise EditFailedError("the model did not call its blocks once each in order; cannot replay a suffix")
 
     @property
     def start_hidden(self) -> torch.Tensor:

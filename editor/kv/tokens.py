@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from suture.editor.requests import InvalidRequestError
+
 
 @dataclass
 class PromptBatch:
@@ -43,7 +45,7 @@ def encode_target(tokenizer, target: str) -> list[int]:
     """Token ids of an answer as it follows a prompt: with a leading space, no special tokens."""
     ids = tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"]
     if not ids:
-        raise ValueError(f"target {target!r} tokenizes to nothing")
+        raise InvalidRequestError(f"target {target!r} tokenizes to nothing")
     return ids
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel
 
+from suture.editor.errors import InvalidInputError
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import capture_output, edit_output, hooks
 from suture.editor.kv.readout import final_hidden, logits_at
@@ -45,7 +46,7 @@ class TraceResult(BaseModel):
     def matrix(self, kind: str = "hidden") -> torch.Tensor:
         """Restored probabilities [layers x positions]."""
         if kind not in self.scores:
-            raise KeyError(f"kind {kind!r} was not traced (have {sorted(self.scores)})")
+            raise InvalidInputError(f"kind {kind!r} was not traced (have {sorted(self.scores)})")
         return torch.tensor(self.scores[kind], dtype=torch.float64)
 
     def effect(self, kind: str = "hidden") -> torch.Tensor:
@@ -91,9 +92,9 @@ class _Tracer:
                  samples: int, kinds: tuple[str, ...], layers: list[int], seed: int):
         unknown = set(kinds) - set(KINDS)
         if unknown:
-            raise ValueError(f"unknown kinds {sorted(unknown)}; choose from {KINDS}")
+            raise InvalidInputError(f"kinds: unknown kinds {sorted(unknown)}; choose from {KINDS}")
         if samples < 1:
-            raise ValueError("samples must be >= 1")
+            raise InvalidInputError("samples: samples must be >= 1")
         self.handle, self.samples = handle, samples
         model, tok, sites, device = handle.model, handle.tokenizer, handle.sites, handle.device
         batch = build_batch(tok, [prompt_template], [subject]).to(device)

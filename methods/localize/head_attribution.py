@@ -20,6 +20,7 @@ import copy
 import torch
 from pydantic import BaseModel
 
+from suture.editor.errors import InvalidInputError
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import capture_input, hooks
 from suture.editor.kv.incremental import cache_of, with_cache
@@ -42,7 +43,7 @@ class HeadAttribution(BaseModel):
     def ranking(self, by: str = "abs") -> list[tuple[int, int, float]]:
         """(layer, head, effect), largest first: by |effect| ("abs") or by signed effect ("signed")."""
         if by not in ("abs", "signed"):
-            raise ValueError("by must be 'abs' or 'signed'")
+            raise InvalidInputError("by: by must be 'abs' or 'signed'")
         rows = [(layer, head, effect) for layer, row in zip(self.layers, self.effects)
                 for head, effect in enumerate(row)]
         return sorted(rows, key=lambda r: -abs(r[2]) if by == "abs" else -r[2])
@@ -53,7 +54,7 @@ def _answers(tok, answers: str | list[str | int], n: int, name: str) -> list[int
     string after a space encodes)."""
     answers = [answers] * n if isinstance(answers, str) else list(answers)
     if len(answers) != n:
-        raise ValueError(f"{name}: {len(answers)} answers for {n} prompts")
+        raise InvalidInputError(f"{name}: {len(answers)} answers for {n} prompts")
     return [a if isinstance(a, int) else encode_target(tok, a)[0] for a in answers]
 
 
@@ -62,7 +63,7 @@ def _encode(handle: ModelHandle, prompts: list[str]) -> tuple[torch.Tensor, torc
     enc = handle.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(handle.device)
     mask = enc["attention_mask"]
     if (mask.sum(1) == 0).any():
-        raise ValueError("a prompt tokenizes to nothing")
+        raise InvalidInputError("prompts: a prompt tokenizes to nothing")
     positions = (mask.cumsum(1) - 1).clamp_min(0)  # as if unpadded (matters for absolute position embeddings)
     return enc["input_ids"], mask, positions
 
@@ -102,7 +103,7 @@ def attribute_heads(handle: ModelHandle, base_prompts: list[str], source_prompts
     cache) and each patched row runs its last token only: n_layers x n_heads x n_prompts one-token passes.
     """
     if len(base_prompts) != len(source_prompts) or not base_prompts:
-        raise ValueError("base_prompts and source_prompts must be non-empty and paired (same count)")
+        raise InvalidInputError("base_prompts and source_prompts must be non-empty and paired (same count)")
     tok, device, n = handle.tokenizer, handle.device, len(base_prompts)
     layers = list(range(handle.n_layers)) if layers is None else [int(x) for x in layers]
     projs = {layer: HeadProjection.of(handle, layer) for layer in layers}
@@ -113,7 +114,7 @@ def attribute_heads(handle: ModelHandle, base_prompts: list[str], source_prompts
 
     base = _encode(handle, base_prompts)
     if base[0].shape[1] < 2:
-        raise ValueError("base_prompts: every prompt is a single token; patching needs a prefix before the last")
+        raise InvalidInputError("base_prompts: every prompt is a single token; patching needs a prefix before the last")
     src_ids, src_mask, src_pos = _encode(handle, source_prompts)
     base_metric = float(_metric(handle, *base, right_ids, wrong_ids).mean())
     # Source head outputs at the last token, every layer, from the same pass that measures its metric.

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from suture.editor.errors import InvalidInputError
+
 
 def save_heatmap(matrix, row_labels: Sequence, col_labels: Sequence, path: str | Path, title: str = "",
                  cmap: str = "viridis", center: bool = False, colorbar_label: str = "") -> Path:
@@ -23,9 +25,10 @@ def save_heatmap(matrix, row_labels: Sequence, col_labels: Sequence, path: str |
 
     data = np.asarray(matrix.detach().cpu() if hasattr(matrix, "detach") else matrix, dtype=float)
     if data.ndim != 2:
-        raise ValueError(f"matrix must be 2-D, got shape {data.shape}")
+        raise InvalidInputError(f"matrix: must be 2-D, got shape {data.shape}")
     if data.shape != (len(row_labels), len(col_labels)):
-        raise ValueError(f"matrix shape {data.shape} does not match labels ({len(row_labels)}, {len(col_labels)})")
+        raise InvalidInputError(
+            f"matrix: shape {data.shape} does not match labels ({len(row_labels)}, {len(col_labels)})")
     rows, cols = data.shape
     fig = Figure(figsize=(max(4.0, 0.45 * cols + 2), max(3.0, 0.3 * rows + 1.5)))
     FigureCanvasAgg(fig)

@@ -175,7 +175,7 @@ def _evaluate_job(editor: Editor, ctx: RunContext, cases: list[EditRequest] | No
     t = time.perf_counter()
     try:
         report = evaluate(editor, cases, options=spec.evaluation or EvaluationOptions())
-    except ValueError as exc:
+    except SutureError as exc:
         raise JobFailed(str(exc)) from None
     timings["evaluate"] = time.perf_counter() - t
     return report

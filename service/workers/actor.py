@@ -62,11 +62,13 @@ class EditWorker:
             return self._finish(job_id, JobStatus.cancelled, error="cancelled on request")
         except JobFailed as exc:
             return self._finish(job_id, JobStatus.failed, result=exc.result, error=str(exc))
-        except (SutureError, ValueError) as exc:  # bad input found while running: definite, not retried
+        except SutureError as exc:  # suture's own verdict on the input: definite, not retried
             return self._finish(job_id, JobStatus.failed, error=f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # a bug: fail the job with the reason; the traceback goes to the log
+        except Exception as exc:  # anything else may be transient (memory, a device, a file system): retry
             log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-            return self._finish(job_id, JobStatus.failed, error=f"internal error: {type(exc).__name__}: {exc}")
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            status = self.store.retry_or_fail(job_id, reason) or JobStatus.failed
+            return self._outcome(status, error=reason)
 
     def _reporter(self, job_id: str):
         last = {"at": 0.0, "stage": None}
