@@ -33,6 +33,7 @@ from torch import nn
 
 from suture.editor.errors import SutureError
 from suture.editor.sites import SiteMap
+from suture.editor.sites.base import text_config
 
 _REMEDY = ("revert the edits that created them (head-steer, head-mean-patch), or save the ledger "
            "(Editor.ledger_json) and replay it on the base model instead")
@@ -49,11 +50,6 @@ class StockLayout:
     def describe(self) -> dict:
         return {"config": {self.config_attr: True} if self.config_attr else {}, "created": list(self.created),
                 "zero_filled": sorted(self.zeros)}
-
-
-def _text_config(config):
-    get = getattr(config, "get_text_config", None)
-    return get() if get is not None else config
 
 
 def _expected_shapes(model: nn.Module, config) -> dict[str, tuple[int, ...]]:
@@ -75,7 +71,7 @@ def stock_layout(model: nn.Module, sites: SiteMap, created: list[str]) -> StockL
     attr = sites.attn_bias_config_attr
     config = copy.deepcopy(model.config)
     if attr is not None:
-        text = _text_config(config)
+        text = text_config(config)
         if not hasattr(text, attr):
             raise SutureError(f"cannot save: the config ({type(text).__name__}) has no field {attr!r}, which the "
                               f"{sites.family} site map names to make stock transformers build attention biases")
@@ -107,7 +103,7 @@ def stock_layout(model: nn.Module, sites: SiteMap, created: list[str]) -> StockL
                               f"{module_path!r} to hold it") from None
         if getattr(module, name, None) is not None:
             raise SutureError(f"cannot save: config.{attr}=True adds {key}, which is already an attribute")
-    changes_config = attr is not None and getattr(_text_config(model.config), attr) is not True
+    changes_config = attr is not None and getattr(text_config(model.config), attr) is not True
     return StockLayout(config_attr=attr if changes_config else None, zeros=zeros, created=list(created))
 
 
@@ -118,7 +114,7 @@ def loadable_by_stock(model: nn.Module, layout: StockLayout | None) -> Iterator[
     if layout is None:
         yield
         return
-    text = _text_config(model.config)
+    text = text_config(model.config)
     old_flag = getattr(text, layout.config_attr) if layout.config_attr else None
     added: list[tuple[nn.Module, str, bool]] = []
     try:

@@ -6,12 +6,14 @@ class SutureError(Exception):
 
 
 class UnsupportedArchitectureError(SutureError):
-    def __init__(self, model_type: str, supported: list[str]):
+    def __init__(self, model_type: str, supported: list[str], detail: str | None = None):
         self.model_type = model_type
         self.supported = supported
-        super().__init__(
-            f"model_type {model_type!r} has no site map; supported model types: {', '.join(sorted(supported))}"
-        )
+        if detail:
+            super().__init__(f"model_type {model_type!r}: {detail}")
+        else:
+            super().__init__(
+                f"model_type {model_type!r} has no site map; supported model types: {', '.join(sorted(supported))}")
 
 
 class ModelNotFoundError(SutureError):

@@ -25,6 +25,7 @@ class ModelHandle:
 
     def __post_init__(self) -> None:
         self.sites = site_map_for(self.model.config)
+        self.sites.check_model(self.model)
         self.model.eval()
         self.model.requires_grad_(False)
         if getattr(self.tokenizer, "pad_token_id", None) is None:

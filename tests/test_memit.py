@@ -29,7 +29,8 @@ def out_in(editor, layer):
     return linear_weight_as_out_in(module.weight, editor.handle.sites.weights_transposed).detach().clone()
 
 
-@pytest.mark.parametrize(("family", "layers"), [("llama", [1, 2]), ("gpt2", [1, 2]), ("gemma3_text", [2])])
+@pytest.mark.parametrize(("family", "layers"), [("llama", [1, 2]), ("gpt2", [1, 2]), ("gemma3_text", [2]),
+                                               ("gemma", [1, 2]), ("gemma3", [2])])
 def test_memit_edits_only_its_layers_with_rank_at_most_n_and_reverts(family, layers):
     model, tok = tiny_model(family)
     editor = Editor.from_model(model, tok)
@@ -127,9 +128,10 @@ def test_bad_memit_layers_are_refused():
         editor.apply(REQUESTS[:1], method="memit", layers=[3, 1], **BASE)
     with pytest.raises(InvalidHyperparametersError, match="outside"):
         editor.apply(REQUESTS[:1], method="memit", layers=[9], **BASE)
-    gemma, tok = tiny_model("gemma3_text")
-    with pytest.raises(InvalidHyperparametersError, match="do not add up"):
-        Editor.from_model(gemma, tok).apply(REQUESTS[:1], method="memit", layers=[1, 2], **BASE)
+    for normalized in ("gemma2", "gemma3_text", "gemma3"):  # post-feedforward norm: layer outputs do not add up
+        gemma, tok = tiny_model(normalized)
+        with pytest.raises(InvalidHyperparametersError, match="do not add up"):
+            Editor.from_model(gemma, tok).apply(REQUESTS[:1], method="memit", layers=[1, 2], **BASE)
 
 
 def test_values_anchor_is_the_trimmed_mean_of_the_probe_values():

@@ -11,9 +11,10 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from suture.editor import Editor, UnsupportedArchitectureError
 from suture.editor.kv.capture import capture_input, capture_output, hooks
 from suture.editor.sites import HeadLayout, linear_weight_as_out_in, site_map_for, supported_model_types
+from suture.editor.sites.base import text_config
 
-GQA = {"llama", "mistral", "qwen2", "gemma2", "gemma3_text"}
-EXPECTED_FAMILY = {"gemma2": "gemma", "gemma3_text": "gemma"}
+GQA = {"llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text", "gemma3"}
+EXPECTED_FAMILY = {"gemma2": "gemma", "gemma3_text": "gemma", "gemma3": "gemma"}
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -24,6 +25,11 @@ def tiny(request):
 
 def test_every_tiny_family_is_supported():
     assert set(FAMILIES) <= set(supported_model_types())
+
+
+def test_every_registered_model_type_has_a_tiny_model():
+    """A site map is only trusted for the model types a tiny model of that type exercises."""
+    assert set(supported_model_types()) <= set(FAMILIES)
 
 
 def test_site_map_is_found_by_model_type(tiny):
@@ -38,8 +44,8 @@ def test_site_paths_exist(tiny):
     sites = site_map_for(model.config)
     layers = sites.layer_modules(model)
     assert isinstance(layers, nn.ModuleList)
-    assert sites.n_layers(model) == len(layers) == model.config.num_hidden_layers == 4
-    hidden = model.config.hidden_size
+    assert sites.n_layers(model) == len(layers) == text_config(model.config).num_hidden_layers == 4
+    hidden = text_config(model.config).hidden_size
     for layer in range(len(layers)):
         mlp_out = model.get_submodule(sites.mlp_out_path(layer))
         attn_out = model.get_submodule(sites.attn_out_path(layer))
@@ -53,7 +59,7 @@ def test_site_paths_exist(tiny):
     assert "norm" in type(final_norm).__name__.lower()
     unembed = model.get_submodule(sites.unembed)
     assert unembed is model.get_output_embeddings()
-    assert tuple(unembed.weight.shape) == (model.config.vocab_size, hidden)
+    assert tuple(unembed.weight.shape) == (text_config(model.config).vocab_size, hidden)
 
 
 def test_mlp_out_orientation_matches_the_data_flowing_through_it(tiny):
@@ -66,7 +72,7 @@ def test_mlp_out_orientation_matches_the_data_flowing_through_it(tiny):
         model(**tok(["The capital of France is"], return_tensors="pt"))
     out_features, in_features = linear_weight_as_out_in(module.weight, sites.weights_transposed).shape
     assert inputs[0].shape[-1] == in_features
-    assert outputs[0].shape[-1] == out_features == model.config.hidden_size
+    assert outputs[0].shape[-1] == out_features == text_config(model.config).hidden_size
     assert in_features != out_features  # otherwise the check above could not tell the orientations apart
 
 
@@ -141,3 +147,32 @@ def test_unsupported_model_cannot_be_edited():
     with pytest.raises(UnsupportedArchitectureError) as info:
         Editor.from_model(model, tok)
     _assert_lists_supported(info.value, "opt")
+
+
+def test_gemma1_adds_mlp_outputs_to_the_residual_stream_and_gemma2_3_do_not():
+    """Gemma 1 has no post-feedforward norm (multi-layer MEMIT applies); Gemma 2 and 3 have one."""
+    for model_type in ("gemma", "gemma2", "gemma3_text", "gemma3"):
+        model, _ = tiny_model(model_type)
+        has_post_norm = any("post_feedforward_layernorm" in name for name, _ in model.named_modules())
+        assert site_map_for(model.config).mlp_out_adds_to_residual is not has_post_norm, model_type
+
+
+def test_a_model_class_laid_out_unlike_its_site_map_is_refused_naming_the_class():
+    """A text-only class under a multimodal model_type: refused at load, naming the class, not a deep error."""
+    model, tok = tiny_model("gemma3_text")
+    model.config.model_type = "gemma3"  # as a checkpoint whose config and class disagree would present it
+    expected = "Gemma3ForCausalLM has no layers at 'model.language_model.layers'"
+    with pytest.raises(UnsupportedArchitectureError, match=expected):
+        Editor.from_model(model, tok)
+
+
+def test_registering_a_claimed_model_type_is_refused_naming_both():
+    from suture.editor import DuplicateRegistrationError
+    from suture.editor.sites import SiteMap, register_site_map
+
+    intruder = SiteMap(family="intruder", model_types=("llama",), layers="model.layers", mlp_out="mlp.down_proj",
+                       attn_out="self_attn.o_proj", final_norm="model.norm", unembed="lm_head")
+    with pytest.raises(DuplicateRegistrationError, match="'llama' is already registered by family 'llama'.*'intruder'"):
+        register_site_map(intruder)
+    assert site_map_for(tiny_model("llama")[0].config).family == "llama"
+    register_site_map(site_map_for(tiny_model("llama")[0].config))  # the same map again is fine

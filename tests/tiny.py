@@ -43,16 +43,35 @@ CONFIGS = {
     "llama": _GQA,
     "mistral": _GQA,
     "qwen2": _GQA,
-    "gemma3_text": {**_GQA, "head_dim": 8, "sliding_window": 4},
+    "gemma": {**_GQA, "head_dim": 8},
     "gemma2": {**_GQA, "head_dim": 8},
+    "gemma3_text": {**_GQA, "head_dim": 8, "sliding_window": 4},
+    # multimodal Gemma 3 (Gemma3ForConditionalGeneration): a tiny text decoder and a one-layer vision tower
+    "gemma3": dict(text_config={**_GQA, "head_dim": 8, "sliding_window": 4},
+                   vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, image_size=28, patch_size=14),
+                   mm_tokens_per_image=4),
 }
 FAMILIES = sorted(CONFIGS)
+# model types whose text fields live in a sub-config (the ids and vocabulary go there too)
+_NESTED_TEXT = {"gemma3"}
+
+
+def tiny_config(model_type: str):
+    """The tiny config of a family, sized for the tiny tokenizer's vocabulary."""
+    vocab = len(tiny_tokenizer())
+    ids = dict(vocab_size=vocab, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    fields = dict(CONFIGS[model_type])
+    if model_type in _NESTED_TEXT:
+        fields["text_config"] = {**fields["text_config"], **ids}
+        # image tokens at the top of the vocabulary, which the tiny corpus never produces
+        return AutoConfig.for_model(model_type, image_token_index=vocab - 1, boi_token_index=vocab - 2,
+                                    eoi_token_index=vocab - 3, **fields)
+    return AutoConfig.for_model(model_type, **ids, **fields)
 
 
 def tiny_model(model_type: str, seed: int = 0):
     torch.manual_seed(seed)
     tok = tiny_tokenizer()
-    config = AutoConfig.for_model(model_type, vocab_size=len(tok), bos_token_id=0, eos_token_id=0,
-                                  pad_token_id=0, **CONFIGS[model_type])
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(tiny_config(model_type), dtype=torch.float32)
     return model.eval(), tok

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from suture.editor.errors import UnsupportedArchitectureError
+
 
 @dataclass(frozen=True)
 class HeadLayout:
@@ -48,6 +50,21 @@ class SiteMap:
     def layer_modules(self, model: nn.Module) -> nn.ModuleList:
         return model.get_submodule(self.layers)
 
+    def check_model(self, model: nn.Module) -> None:
+        """Raise UnsupportedArchitectureError naming the model class when a path this map claims is missing
+        (a class the model_type also names but laid out differently, e.g. a text-only head on a
+        multimodal config)."""
+        for role, path in (("layers", self.layers), ("final_norm", self.final_norm), ("unembed", self.unembed)):
+            try:
+                found = model.get_submodule(path)
+            except AttributeError:
+                found = None
+            if found is None or (role == "layers" and not isinstance(found, nn.ModuleList)):
+                raise UnsupportedArchitectureError(
+                    getattr(model.config, "model_type", "?"), [],
+                    detail=f"{type(model).__name__} has no {role} at {path!r}, where the {self.family!r} site "
+                           f"map for this model_type expects it; this model class cannot be edited")
+
     def n_layers(self, model: nn.Module) -> int:
         return len(self.layer_modules(model))
 
@@ -58,6 +75,7 @@ class SiteMap:
         return f"{self.layers}.{layer}.{self.attn_out}"
 
     def head_layout(self, config) -> HeadLayout:
+        config = text_config(config)
         n_heads = getattr(config, self.n_heads_attr)
         n_kv = getattr(config, self.n_kv_heads_attr, None) if self.n_kv_heads_attr else None
         head_dim = getattr(config, self.head_dim_attr, None) if self.head_dim_attr else None
@@ -65,7 +83,14 @@ class SiteMap:
                           n_kv_heads=n_kv or n_heads)
 
     def logit_softcap(self, config) -> float | None:
+        config = text_config(config)
         return getattr(config, self.logit_softcap_attr, None) if self.logit_softcap_attr else None
+
+
+def text_config(config):
+    """The config of the text decoder: `config` itself, or its `text_config` for multimodal models."""
+    get = getattr(config, "get_text_config", None)
+    return get() if get is not None else config
 
 
 def linear_weight_as_out_in(weight, transposed: bool):
