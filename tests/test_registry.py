@@ -7,6 +7,7 @@ from importlib import metadata
 
 import pytest
 import torch
+from fake_plugins import install_fake_distribution, run_json
 from pydantic import BaseModel, Field
 from tiny import tiny_model
 
@@ -18,6 +19,7 @@ from suture.editor import (
     EditRequest,
     InvalidHyperparametersError,
     MethodOutput,
+    UnknownMethodError,
     WeightDelta,
     get_method,
     register_method,
@@ -137,3 +139,51 @@ def test_checkpoint_records_the_fingerprint_of_the_unedited_weights(tmp_path):
     manifest = json.loads((out / "suture.json").read_text())
     assert [e["method"] for e in manifest["edits"]] == ["test-scale"]
     assert manifest["base_model"]["fingerprint_sha256"] == expected
+
+
+def test_a_name_another_class_holds_is_refused_naming_both():
+    from suture.editor import DuplicateRegistrationError
+
+    class Impostor(ScaleMethod):
+        name = "rome"
+
+    with pytest.raises(DuplicateRegistrationError) as info:
+        register_method(Impostor)
+    message = str(info.value)
+    assert "'rome'" in message and "suture.methods.rome.method.Rome" in message and "Impostor" in message
+    assert type(get_method("rome")).__name__ == "Rome"
+    register_method(type(get_method("rome")))  # the holder itself may register again (a re-import)
+
+
+BROKEN_PLUGIN = """\
+[suture.methods]
+broken-plugin = suture_broken_plugin_that_does_not_exist.method
+half-plugin = json
+"""
+
+
+def test_a_broken_entry_point_is_reported_and_the_others_still_load(tmp_path):
+    """Each entry point loads on its own; one that fails to import (or registers nothing) is reported with its
+    error through the registry's API, and every built-in method stays available."""
+    install_fake_distribution(tmp_path, "suture-broken-plugin", BROKEN_PLUGIN)
+    report = run_json(tmp_path, "import json; import suture.methods as m; "
+                                "print(json.dumps({'available': m.available(), 'errors': m.load_errors()}))")
+    builtin = {name for name in metadata.entry_points(group=ENTRY_POINT_GROUP).names
+               if name not in ("broken-plugin", "half-plugin")}
+    assert builtin >= {"rome", "memit", "head-scale", "head-steer", "head-mean-patch", "head-remap"}
+    assert builtin <= set(report["available"])
+    assert set(report["errors"]) == {"broken-plugin", "half-plugin"}
+    assert "ModuleNotFoundError" in report["errors"]["broken-plugin"]
+    assert "suture_broken_plugin_that_does_not_exist" in report["errors"]["broken-plugin"]
+    assert "registered no method named 'half-plugin'" in report["errors"]["half-plugin"]
+
+
+def test_asking_for_a_broken_method_says_why():
+    from suture.editor import registry
+
+    registry._LOAD_ERRORS["from-a-broken-plugin"] = "entry point from-a-broken-plugin = 'x' failed to load: boom"
+    try:
+        with pytest.raises(UnknownMethodError, match="failed to load: boom"):
+            get_method("from-a-broken-plugin")
+    finally:
+        del registry._LOAD_ERRORS["from-a-broken-plugin"]

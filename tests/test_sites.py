@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fake_plugins import install_fake_distribution, run_json
 from tiny import CONFIGS, FAMILIES, tiny_model, tiny_tokenizer
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -176,3 +177,13 @@ def test_registering_a_claimed_model_type_is_refused_naming_both():
         register_site_map(intruder)
     assert site_map_for(tiny_model("llama")[0].config).family == "llama"
     register_site_map(site_map_for(tiny_model("llama")[0].config))  # the same map again is fine
+
+
+def test_a_broken_site_map_entry_point_is_reported_and_the_built_in_families_remain(tmp_path):
+    install_fake_distribution(tmp_path, "suture-broken-family",
+                              "[suture.site_maps]\nbroken-family = suture_no_such_family_module\n")
+    report = run_json(tmp_path, "import json; from suture.editor import sites; print(json.dumps("
+                                "{'types': sites.supported_model_types(), 'errors': sites.site_map_load_errors()}))")
+    assert set(FAMILIES) <= set(report["types"])
+    assert list(report["errors"]) == ["broken-family"]
+    assert "ModuleNotFoundError" in report["errors"]["broken-family"]
