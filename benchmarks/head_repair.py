@@ -8,7 +8,7 @@ the answer line of a Q&A format ("Q: Complete the sentence. <s>\\nA: <s>" -> a n
    token) and whose Q&A form it gets wrong. Split by a seeded shuffle into prompts that choose heads and
    strength (--train) and held-out prompts that judge the repair.
 2. Localize: head attribution (patching each head from the plain twin into the Q&A prompt), PNG heatmap.
-3. Minimal-repair search (methods/localize/repair_search.py): success curve against the number of heads.
+3. Minimal-repair search (suture.repair): success curve against the number of heads.
 4. Judge on held-out prompts: fraction fixed; locality on the other known_1000 prompts (plain form, facts not
    in the family): top-1 unchanged and mean KL; the repaired checkpoint is saved and reloaded with stock
    transformers, and its outputs compared with the in-memory ones.
@@ -30,7 +30,7 @@ QA_FORMAT = "Q: Complete the sentence. {prompt}\nA: {prompt}"
 
 def build_family(editor, facts: list[dict], batch_size: int = 32):
     from suture.methods.localize.last_token import last_token_logprobs
-    from suture.methods.localize.repair_search import answer_tokens
+    from suture.repair import answer_tokens
 
     right = answer_tokens(editor, [f["attribute"] for f in facts])
     plain = last_token_logprobs(editor.handle, [f["prompt"] for f in facts], batch_size).argmax(-1)
@@ -88,15 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     from suture.editor import Editor
     from suture.methods.localize import HeadAttribution, save_head_heatmap
     from suture.methods.localize.last_token import last_token_logprobs
-    from suture.methods.localize.remap_search import SIZES
-    from suture.methods.localize.repair_search import (
-        RepairPlan,
+    from suture.repair import (
+        RepairConfig,
         answer_tokens,
         apply_plan,
         fixed_fraction,
+        parse_plan,
         rank_heads,
         search_repair,
     )
+    from suture.repair.remap import SIZES
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
               "locality_kept": len(keep),
               "locality_judged": len(judged)}
     if args.plan:
-        plan = RepairPlan.model_validate_json(Path(args.plan).read_text())
+        plan = parse_plan(Path(args.plan).read_text())
         search = None
     else:
         if args.attribution:
@@ -142,12 +143,14 @@ def main(argv: list[str] | None = None) -> int:
             attribution = rank_heads(editor, qa(train), answers(train), [facts[i]["prompt"] for i in train])
         (out / "head_attribution.json").write_text(attribution.model_dump_json())
         save_head_heatmap(attribution, out / "head_attribution.png")
-        search, attribution = search_repair(
-            editor, qa(train), answers(train), [facts[i]["prompt"] for i in train],
-            sample, max_heads=args.max_heads,
-            alphas=[float(a) for a in args.alphas.split(",")], target_fixed=0.9, min_unchanged=args.min_unchanged,
-            attribution=attribution, kind=args.kind, keep=keep,
-            sizes=[int(x) for x in args.sizes.split(",")] if args.sizes else None)
+        values = [float(a) for a in args.alphas.split(",")]
+        strategy = {"steer": {"kind": "steer", "alphas": values}, "scale": {"kind": "scale", "factors": values},
+                    "remap": {"kind": "remap", "preservations": values, "keep": keep,
+                              "sizes": [int(x) for x in args.sizes.split(",")] if args.sizes else None}}[args.kind]
+        config = RepairConfig(strategy=strategy, max_heads=args.max_heads, target_fixed=0.9,
+                              min_unchanged=args.min_unchanged)
+        search, attribution = search_repair(editor, qa(train), answers(train), [facts[i]["prompt"] for i in train],
+                                            sample, config, attribution=attribution)
         plot_curve(search.curve, out / "repair_curve.png")
         plan = search.chosen
         result.update(curve=[p.model_dump() for p in search.curve], top_heads=attribution.ranking("signed")[:15],
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     held_curve = []
     schedule = [int(x) for x in args.sizes.split(",")] if args.sizes else SIZES
     for size in sorted({s for s in schedule if s < len(plan.heads)} | {len(plan.heads)}):
-        prefix = plan.model_copy(update={"heads": plan.heads[:size]})
+        prefix = plan.prefix(size)
         added = apply_plan(editor, prefix)
         now = last_token_logprobs(editor.handle, judged)
         held_curve.append({"n_heads": size, "held_out_fixed": fixed_fraction(editor, qa(held_out), held_right),
@@ -184,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     unchanged = float((now.argmax(-1) == base_unrelated.argmax(-1)).double().mean())
     mean_kl = float((base_unrelated.exp() * (base_unrelated - now)).sum(-1).mean())
     n_heads_total = editor.handle.n_layers * editor.handle.sites.head_layout(editor.model.config).n_heads
-    result.update(heads=plan.heads, kind=plan.kind, alpha=plan.alpha, factors=plan.factors,
-                  preservation=plan.preservation, n_heads=len(plan.heads),
+    result.update(heads=plan.heads, kind=plan.kind, n_heads=len(plan.heads),
+                  plan={k: v for k, v in plan.model_dump().items() if k in ("alpha", "factors", "preservation")},
                   heads_total=n_heads_total,
                   held_out_fixed_before=held_before, held_out_fixed=held_after,
                   twins_right_before=twins_before, twins_right_after=twins_after,

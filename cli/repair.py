@@ -1,5 +1,5 @@
 """`suture repair`: find the fewest attention heads whose change repairs a failure family, apply that
-repair, and optionally save the repaired checkpoint (see methods/localize/repair_search.py)."""
+repair, and optionally save the repaired checkpoint (the search is `suture.repair`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ KEEP.txt (remap only, optional) more such prompts, whose head outputs the remap 
 Exit codes: 0 a repair was found (and saved with --out), 1 none reached the target, 2 bad input."""
 
 
-ALPHAS = {"remap": "10,5,3,2", "scale": "0,0.5,1.5,2", "steer": "0.5,1,2"}
+# --kind -> the strategy's field that --alphas fills (the values tried)
+VALUES_FIELD = {"remap": "preservations", "scale": "factors", "steer": "alphas"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -39,7 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "heads' outputs by each --alphas value (0 ablates); steer: add alpha x (mean on twins - "
                              "mean on failures) to them (default: remap)")
     parser.add_argument("--alphas", default=None,
-                        help=f"values tried (default per kind: {', '.join(f'{k} {v}' for k, v in ALPHAS.items())})")
+                        help="values tried: remap preservation weights (default 10,5,3,2), scale factors "
+                             "(default 0,0.5,1.5,2), steer strengths (default 0.5,1,2)")
     parser.add_argument("--keep", default=None, metavar="KEEP.txt", help="remap: prompts whose head outputs to keep")
     parser.add_argument("--target", type=float, default=0.9, help="fraction of failures to fix (default: 0.9)")
     parser.add_argument("--min-unchanged", type=float, default=0.95,
@@ -69,7 +71,9 @@ def _read_failures(path: Path) -> tuple[list[str], list[str], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from suture.methods.localize.repair_search import apply_plan, search_repair
+    from pydantic import ValidationError
+
+    from suture.repair import RepairConfig, apply_plan, search_repair
 
     prompts, answers, twins = _read_failures(Path(args.failing))
     locality_path = Path(args.locality)
@@ -84,20 +88,30 @@ def run(args: argparse.Namespace) -> int:
         if not keep_path.is_file():
             raise CliError(f"--keep: {keep_path} does not exist")
         keep = [line for line in keep_path.read_text().splitlines() if line.strip()]
-    alphas_text = args.alphas or ALPHAS[args.kind]
-    try:
-        alphas = [float(a) for a in alphas_text.split(",")]
-    except ValueError:
-        raise CliError(f"--alphas: {alphas_text!r} is not a comma-separated list of numbers") from None
-    if args.kind == "remap" and any(a <= 0 for a in alphas):
-        raise CliError(f"--alphas: preservation weights must be positive for --kind remap, got {alphas_text!r}")
+    strategy: dict = {"kind": args.kind}
+    if args.alphas is not None:
+        try:
+            strategy[VALUES_FIELD[args.kind]] = [float(a) for a in args.alphas.split(",")]
+        except ValueError:
+            raise CliError(f"--alphas: {args.alphas!r} is not a comma-separated list of numbers") from None
+    if keep:
+        strategy["keep"] = keep
     if args.max_heads < 1:
         raise CliError("--max-heads must be at least 1")
+    try:
+        config = RepairConfig(strategy=strategy, max_heads=args.max_heads, target_fixed=args.target,
+                              min_unchanged=args.min_unchanged)
+    except ValidationError as exc:
+        flags = {VALUES_FIELD[args.kind]: "--alphas", "keep": "--keep", "max_heads": "--max-heads",
+                 "target_fixed": "--target", "min_unchanged": "--min-unchanged"}
+        def flag(loc: tuple) -> str:
+            return next((flags[str(part)] for part in loc if str(part) in flags), "--kind")
+
+        raise CliError("; ".join(f"{flag(e['loc'])}: {e['msg']}" for e in exc.errors())) from None
 
     editor, _ = load_editor(args.model, args.device, args.dtype)
-    search, _ = search_repair(editor, prompts, answers, twins, locality, max_heads=args.max_heads, alphas=alphas,
-                              target_fixed=args.target, min_unchanged=args.min_unchanged, kind=args.kind,
-                              progress=lambda line: print(line, flush=True), keep=keep)
+    search, _ = search_repair(editor, prompts, answers, twins, locality, config,
+                              progress=lambda line: print(line, flush=True))
     if args.report:
         Path(args.report).write_text(json.dumps(search.model_dump(), indent=1))
     if not search.reached_target:
@@ -106,11 +120,7 @@ def run(args: argparse.Namespace) -> int:
               f"locality budget{best}")
         return EXIT_CHECK_FAILED
     point, plan = search.chosen_point, search.chosen
-    heads = ", ".join(f"L{layer}H{head}" + (f"x{plan.factors[f'{layer}.{head}']:g}" if plan.kind == "scale" else "")
-                      for layer, head in plan.heads)
-    how = {"scale": "scaled", "steer": f"steered with alpha {plan.alpha:g}",
-           "remap": f"remapped with preservation {plan.preservation:g}"}[plan.kind]
-    print(f"repair: {len(plan.heads)} head(s) [{heads}] {how}: fixed "
+    print(f"repair: {len(plan.heads)} head(s) [{plan.describe()}]: fixed "
           f"{point.fixed:.1%} of the failures, top-1 unchanged on {point.unchanged:.1%} of the locality prompts")
     apply_plan(editor, search.chosen)
     if args.out:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("editor", "methods", "evaluation", "service", "cli")
+FOLDERS = ("editor", "methods", "evaluation", "repair", "service", "cli")
 
 
 def source_tree(into: Path) -> Path:

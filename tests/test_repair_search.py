@@ -14,7 +14,18 @@ from suture.editor.kv import CorpusSpec
 from suture.methods.localize import attribute_heads
 from suture.methods.localize.last_token import last_token_head_means, last_token_logprobs
 from suture.methods.localize.layer_choice import choose_edit_layer
-from suture.methods.localize.repair_search import RepairPlan, apply_plan, search_repair
+from suture.repair import (
+    RemapPlan,
+    RemapStrategy,
+    RepairConfig,
+    ScalePlan,
+    ScaleStrategy,
+    SteerPlan,
+    SteerStrategy,
+    apply_plan,
+    parse_plan,
+    search_repair,
+)
 
 FAILING = ["The capital of France is", "You can find the answer in the", "English, German, Spanish and",
            "Therefore the company announced a new"]
@@ -38,8 +49,8 @@ def snapshot(editor: Editor) -> dict[str, torch.Tensor]:
 def test_search_reports_a_curve_and_leaves_the_model_unchanged(family):
     editor = editor_for(family)
     before = snapshot(editor)
-    search, attribution = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, max_heads=4,
-                                        alphas=[1.0, 4.0], target_fixed=1.01, progress=lambda _msg: None)
+    config = RepairConfig(strategy=SteerStrategy(alphas=[1.0, 4.0]), max_heads=4, target_fixed=1.01)
+    search, attribution = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, config, progress=lambda _msg: None)
     positive = [r for r in attribution.ranking("signed") if r[2] > 0]
     assert [p.n_heads for p in search.curve] == list(range(1, min(4, len(positive)) + 1))
     assert len(search.curve) <= len(search.trials) <= 2 * len(search.curve)
@@ -51,8 +62,9 @@ def test_search_reports_a_curve_and_leaves_the_model_unchanged(family):
 
 def test_search_stops_past_the_threshold_it_reaches():
     editor = editor_for()
-    search, _ = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, max_heads=6, alphas=[1.0],
-                              target_fixed=0.0, min_unchanged=0.0, extra_sizes=1, progress=lambda _msg: None)
+    config = RepairConfig(strategy=SteerStrategy(alphas=[1.0]), max_heads=6, target_fixed=0.0, min_unchanged=0.0,
+                          extra_sizes=1)
+    search, _ = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, config, progress=lambda _msg: None)
     assert search.chosen is not None and len(search.chosen.heads) == 1
     assert [p.n_heads for p in search.curve] == [1, 2]
 
@@ -60,8 +72,8 @@ def test_search_stops_past_the_threshold_it_reaches():
 def test_greedy_scale_keeps_only_heads_that_fix_more_and_reverts():
     editor = editor_for()
     before = snapshot(editor)
-    search, _ = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, max_heads=3, alphas=[0.0, 3.0],
-                              target_fixed=1.01, min_unchanged=0.0, kind="scale", progress=lambda _msg: None)
+    config = RepairConfig(strategy=ScaleStrategy(factors=[0.0, 3.0]), max_heads=3, target_fixed=1.01, min_unchanged=0.0)
+    search, _ = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, config, progress=lambda _msg: None)
     fixed = [p.fixed for p in search.curve]
     assert fixed == sorted(fixed) and len(set(fixed)) == len(fixed)  # every kept head fixes more
     assert [p.n_heads for p in search.curve] == list(range(1, len(search.curve) + 1))
@@ -75,12 +87,13 @@ def test_greedy_scale_keeps_only_heads_that_fix_more_and_reverts():
 def test_remap_search_lowers_preservation_within_budget_and_reverts():
     editor = editor_for()
     before = snapshot(editor)
-    search, _ = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, max_heads=3, alphas=[0.01, 100.0],
-                              target_fixed=1.01, min_unchanged=0.0, kind="remap", progress=lambda _msg: None,
-                              corpus=CORPUS)
+    config = RepairConfig(strategy=RemapStrategy(preservations=[0.01, 100.0], corpus=CORPUS), max_heads=3,
+                          target_fixed=1.01, min_unchanged=0.0)
+    search, _ = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, config, progress=lambda _msg: None)
     assert [p.n_heads for p in search.curve] == [1, 2, 3]
-    assert all(p.alpha == 0.01 for p in search.curve)  # no budget: the least preserving weight is kept
-    assert [(t.n_heads, t.alpha) for t in search.trials] == [(n, a) for n in (1, 2, 3) for a in (100.0, 0.01)]
+    assert all(p.preservation == 0.01 for p in search.curve)  # no budget: the least preserving weight is kept
+    assert all(p.alpha is None and p.factor is None for p in search.trials)
+    assert [(t.n_heads, t.preservation) for t in search.trials] == [(n, a) for n in (1, 2, 3) for a in (100.0, 0.01)]
     plan = search.chosen
     assert plan is not None and plan.kind == "remap" and plan.undesired == FAILING and plan.desired == TWINS
     after = editor.model.state_dict()
@@ -88,8 +101,9 @@ def test_remap_search_lowers_preservation_within_budget_and_reverts():
 
 
 def test_remap_plan_is_one_head_remap_per_layer_in_depth_order():
-    plan = RepairPlan(heads=[(2, 1), (1, 0), (1, 3)], kind="remap", preservation=3.0, undesired=FAILING,
-                      desired=TWINS, corpus=CORPUS)
+    plan = RemapPlan(heads=[(2, 1), (1, 0), (1, 3)], preservation=3.0, undesired=FAILING, desired=TWINS,
+                     corpus=CORPUS)
+    assert parse_plan(plan.model_dump_json()) == plan
     assert [(m, e["layer"], e["heads"], e["preservation"]) for m, e in plan.edits()] == [
         ("head-remap", 1, [0, 3], 3.0), ("head-remap", 2, [1], 3.0)]
     editor = editor_for()
@@ -104,10 +118,12 @@ def test_plan_is_one_head_steer_edit_per_layer_and_reverts_exactly():
     editor = editor_for()
     before = snapshot(editor)
     directions = {f"{layer}.{head}": [0.1 * (layer + 1)] * 8 for layer, head in [(1, 0), (1, 3), (2, 2)]}
-    plan = RepairPlan(heads=[(1, 0), (2, 2), (1, 3)], alpha=2.0, directions=directions)
+    plan = SteerPlan(heads=[(1, 0), (2, 2), (1, 3)], alpha=2.0, directions=directions)
+    assert parse_plan(plan.model_dump_json()) == plan
     assert [(m, e["layer"], e["heads"]) for m, e in plan.edits()] == [("head-steer", 1, [0, 3]),
                                                                         ("head-steer", 2, [2])]
-    scaled = RepairPlan(heads=[(1, 0), (2, 2), (1, 3)], kind="scale", factors={"1.0": 0.0, "2.2": 0.0, "1.3": 2.0})
+    scaled = ScalePlan(heads=[(1, 0), (2, 2), (1, 3)], factors={"1.0": 0.0, "2.2": 0.0, "1.3": 2.0})
+    assert isinstance(parse_plan(scaled.model_dump_json()), ScalePlan)
     assert scaled.edits() == [("head-scale", {"layer": 1, "heads": [0], "factor": 0.0}),
                               ("head-scale", {"layer": 1, "heads": [3], "factor": 2.0}),
                               ("head-scale", {"layer": 2, "heads": [2], "factor": 0.0})]
@@ -159,3 +175,26 @@ def test_rome_layer_auto_records_the_traced_layer(monkeypatch):
 
     resolved = get_method("rome").resolve_hparams(editor.handle, {"layer": "auto"})
     assert resolved.layer == 2
+
+
+def test_each_strategy_has_its_own_typed_search_space():
+    """One configuration, a strategy per kind: a field of another strategy is refused, naming it."""
+    from pydantic import ValidationError
+
+    assert RepairConfig().strategy.kind == "remap"
+    assert RepairConfig(strategy={"kind": "scale", "factors": [0.0]}).strategy == ScaleStrategy(factors=[0.0])
+    with pytest.raises(ValidationError, match="alphas"):
+        RepairConfig(strategy={"kind": "remap", "alphas": [1.0]})
+    with pytest.raises(ValidationError, match="greater than 0"):
+        RemapStrategy(preservations=[1.0, 0.0])
+    with pytest.raises(ValidationError, match="max_heads"):
+        RepairConfig(max_heads=0)
+
+
+def test_search_refuses_a_family_whose_lists_do_not_pair():
+    from suture.editor import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="failing, answers, twins"):
+        search_repair(editor_for(), FAILING, ANSWERS[:2], TWINS, LOCALITY)
+    with pytest.raises(InvalidInputError, match="locality"):
+        search_repair(editor_for(), FAILING, ANSWERS, TWINS, [])

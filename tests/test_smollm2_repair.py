@@ -12,7 +12,7 @@ from suture.editor import Editor
 from suture.methods.localize import attribute_heads
 from suture.methods.localize.last_token import last_token_head_means, last_token_logprobs
 from suture.methods.localize.layer_choice import choose_edit_layer
-from suture.methods.localize.repair_search import RepairPlan, answer_tokens, apply_plan
+from suture.repair import RemapPlan, SteerPlan, answer_tokens, apply_plan
 
 pytestmark = pytest.mark.slow
 
@@ -43,8 +43,8 @@ def test_steered_heads_save_and_reload_with_stock_transformers(editor, tmp_path)
     layers = sorted({layer for layer, _ in top})
     desired = last_token_head_means(editor.handle, plain, layers)
     undesired = last_token_head_means(editor.handle, qa, layers)
-    plan = RepairPlan(heads=top, alpha=2.0, directions={f"{lay}.{h}": (desired[lay][h] - undesired[lay][h]).tolist()
-                                                       for lay, h in top})
+    plan = SteerPlan(heads=top, alpha=2.0, directions={f"{lay}.{h}": (desired[lay][h] - undesired[lay][h]).tolist()
+                                                      for lay, h in top})
     before = {k: v.clone() for k, v in editor.model.state_dict().items()}
     added = apply_plan(editor, plan)
     enc = editor.tokenizer(qa + plain, return_tensors="pt", padding=True, padding_side="left")
@@ -90,8 +90,8 @@ def test_remapped_heads_fix_the_qa_failures_and_reload_with_stock_transformers(e
     assert before_fixed == 0
     attribution = attribute_heads(editor.handle, qa, plain, right=right.tolist(), wrong=wrong.tolist())
     keep = [p for p, _ in FACTS]  # facts it answers in both forms: their next token must not change
-    plan = RepairPlan(heads=[(layer, head) for layer, head, _ in attribution.ranking("abs")[:9]], kind="remap",
-                      preservation=1.0, undesired=qa, desired=plain, keep=keep)  # default corpus
+    plan = RemapPlan(heads=[(layer, head) for layer, head, _ in attribution.ranking("abs")[:9]],
+                     preservation=1.0, undesired=qa, desired=plain, keep=keep)  # default corpus
     before = {k: v.clone() for k, v in editor.model.state_dict().items()}
     kept_before = last_token_logprobs(editor.handle, keep).argmax(-1)
     added = apply_plan(editor, plan)
