@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from suture.editor.errors import SutureError
 from suture.editor.jsonl import iter_jsonl
+from suture.editor.prompt_template import template_from_span
 from suture.editor.requests import EditRequest, InvalidRequestError, from_counterfact, parse_request
 
 
@@ -51,7 +52,8 @@ def _field(record: Any, name: str, position: int, kind: type = str) -> Any:
 def _template(text: str, subject: str, position: int, field: str) -> str:
     if subject not in text:
         raise InvalidRequestError(f"record {position}: field '{field}' does not contain the subject {subject!r}")
-    return text.replace(subject, "{}", 1)
+    start = text.index(subject)
+    return template_from_span(text, start, start + len(subject))
 
 
 def _validated(data: dict, position: int) -> EditRequest:
