@@ -89,3 +89,82 @@ def test_kl_prompt_uses_the_same_parser():
     assert ValueObjective(kl_prompt="{{x}} {} is a").kl_prompt == "{{x}} {} is a"
     with pytest.raises(ValueError, match="exactly one"):
         ValueObjective(kl_prompt="{{}} is a")
+
+
+# ---- 2. whitespace around the subject and the placeholder: normalized, the same for text and tokens -----
+
+@pytest.fixture(scope="module")
+def smol_tokenizer():
+    from transformers import AutoTokenizer
+
+    from suture.editor.zoo import resolve_zoo
+
+    return AutoTokenizer.from_pretrained(resolve_zoo("smollm2-135m"))
+
+
+SPACED_SUBJECTS = ["France ", " France", "France\t", "\nFrance", "France\u00a0", "\u200bFrance\ufeff",
+                   "  France \r\n", "\u3000France\u2009"]
+SPACED_PROMPTS = [
+    ("The capital of  {} is", "The capital of France is"),
+    ("The capital of {}   is", "The capital of France is"),
+    ("The capital of\t{}\u00a0is", "The capital of France is"),
+    ("   {} is the capital of", "France is the capital of"),
+    ("\n{} is the capital of", "France is the capital of"),
+    ("Question: which city?\n  {}\t's capital is", "Question: which city?\nFrance 's capital is"),
+    ("<|im_start|>user\n{} has its capital in<|im_end|>\n<|im_start|>assistant\n",
+     "<|im_start|>user\nFrance has its capital in<|im_end|>\n<|im_start|>assistant\n"),
+    ("The capital of {}'s neighbour is", "The capital of France's neighbour is"),
+]
+
+
+def _check_key_token(tok, request: EditRequest):
+    decoded, through_subject = _subject_tokens(tok, request.prompt, request.subject)
+    assert decoded == request.text
+    assert through_subject == request.text[: request.filled.subject_end]
+    batch = build_batch(tok, [request.prompt], [request.subject])
+    key_token = tok.decode([int(batch.input_ids[0, int(batch.subject_last[0])])])
+    assert key_token.strip(), f"key token is whitespace: {key_token!r}"
+    assert "  " not in request.text
+
+
+@pytest.mark.parametrize("subject", SPACED_SUBJECTS)
+def test_subject_whitespace_is_normalized(subject):
+    request = EditRequest(prompt="The capital of {} is", subject=subject, target_new="Paris")
+    assert request.subject == "France" and request.text == "The capital of France is"
+    _check_key_token(tiny_tokenizer(), request)
+
+
+@pytest.mark.parametrize(("prompt", "text"), SPACED_PROMPTS)
+def test_placeholder_whitespace_is_normalized(prompt, text):
+    request = EditRequest(prompt=prompt, subject="France", target_new="Paris")
+    assert request.text == text
+    _check_key_token(tiny_tokenizer(), request)
+
+
+def test_inner_subject_whitespace_becomes_one_space_and_the_prompt_end_is_kept():
+    request = EditRequest(prompt="Where is {} located? ", subject="New \t\u00a0York\n City", target_new="USA")
+    assert request.subject == "New York City"
+    assert request.text == "Where is New York City located? "  # the prompt's end belongs to the target
+
+
+@pytest.mark.parametrize("subject", [" ", "\u00a0\t\n", "\u200b"])
+def test_blank_subject_is_refused(subject):
+    with pytest.raises(InvalidRequestError, match="field 'subject': .*blank"):
+        parse_requests([{"prompt": "The capital of {} is", "subject": subject, "target_new": "Paris"}])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("subject", SPACED_SUBJECTS)
+def test_subject_whitespace_key_token_smollm2(smol_tokenizer, subject):
+    request = EditRequest(prompt="The capital of {} is", subject=subject, target_new="Paris")
+    _check_key_token(smol_tokenizer, request)
+    batch = build_batch(smol_tokenizer, [request.prompt], [request.subject])
+    assert smol_tokenizer.decode([int(batch.input_ids[0, int(batch.subject_last[0])])]) == " France"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("prompt", "text"), SPACED_PROMPTS)
+def test_placeholder_whitespace_smollm2(smol_tokenizer, prompt, text):
+    request = EditRequest(prompt=prompt, subject="Danielle Darrieux ", target_new="English")
+    assert request.text == text.replace("France", "Danielle Darrieux")
+    _check_key_token(smol_tokenizer, request)
