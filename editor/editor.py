@@ -37,6 +37,9 @@ class Editor:
 
     @classmethod
     def from_model(cls, model, tokenizer, ref: str = "in-memory") -> Editor:
+        """Wrap a loaded transformers model. Edits change `model`'s weights in place (that is the point);
+        the caller's `tokenizer` and `model.config` are left as they are: `Editor.tokenizer` is a copy
+        with the pad token and padding side suture needs."""
         return cls(ModelHandle(model=model, tokenizer=tokenizer, ref=ref))
 
     @property

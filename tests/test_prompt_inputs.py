@@ -8,7 +8,7 @@ from suture.editor import EditRequest, InvalidRequestError, parse_requests
 from suture.editor.kv.tokens import build_batch
 from suture.editor.prompt_template import parse_template
 from suture.evaluation.datasets import counterfact_mend_record, zsre_record
-from tests.tiny import tiny_tokenizer
+from tiny import tiny_tokenizer
 
 
 def _subject_tokens(tok, template, subject):
@@ -168,3 +168,38 @@ def test_placeholder_whitespace_smollm2(smol_tokenizer, prompt, text):
     request = EditRequest(prompt=prompt, subject="Danielle Darrieux ", target_new="English")
     assert request.text == text.replace("France", "Danielle Darrieux")
     _check_key_token(smol_tokenizer, request)
+
+
+# ---- 6. wrapping a model never changes the caller's tokenizer or model config --------------------------
+
+def _tokenizer_state(tok) -> dict:
+    return {"padding_side": tok.padding_side, "pad_token": tok.pad_token, "pad_token_id": tok.pad_token_id,
+            "truncation_side": tok.truncation_side, "model_max_length": tok.model_max_length,
+            "special": dict(tok.special_tokens_map), "vocab": len(tok)}
+
+
+@pytest.mark.parametrize(("pad", "side"), [(None, "left"), ("<|endoftext|>", "left"), (None, "right")])
+def test_from_model_leaves_the_callers_tokenizer_and_config_alone(pad, side):
+    import copy
+
+    from tiny import tiny_model
+
+    from suture.editor import Editor
+
+    model, shared = tiny_model("gpt2")
+    tok = copy.deepcopy(shared)
+    tok.pad_token = pad
+    tok.padding_side = side
+    before = _tokenizer_state(tok)
+    config = model.config.to_dict()
+    generation = model.generation_config.to_dict()
+    ed = Editor.from_model(model, tok)
+    ed.apply([EditRequest(prompt="The capital of {} is", subject="Italy", target_new="London")], method="rome",
+             layer=1, corpus={"n_samples": 20, "max_tokens": 16}, templates={"groups": [[3, 1]]},
+             objective={"steps": 2})
+    ed.generate(["The capital of Italy is", "Toko Yasuda plays the"], max_new_tokens=2)
+    assert _tokenizer_state(tok) == before
+    assert model.config.to_dict() == config
+    assert model.generation_config.to_dict() == generation
+    assert ed.tokenizer is not tok and ed.tokenizer.padding_side == "right"
+    assert ed.tokenizer.pad_token_id is not None
