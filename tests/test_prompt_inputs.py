@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from tiny import tiny_tokenizer
 
 from suture.editor import EditRequest, InvalidRequestError, parse_requests
 from suture.editor.kv.tokens import build_batch
 from suture.editor.prompt_template import parse_template
 from suture.evaluation.datasets import counterfact_mend_record, zsre_record
-from tiny import tiny_tokenizer
 
 
 def _subject_tokens(tok, template, subject):
