@@ -11,6 +11,7 @@ import torch
 from suture.editor.adapters import export_lora
 from suture.editor.bias_params import stock_layout
 from suture.editor.checkpoint import write_checkpoint
+from suture.editor.conflicts import refuse_clashes
 from suture.editor.context import EditContext, Progress
 from suture.editor.deltas import WeightBook
 from suture.editor.errors import GateFailedError, NothingToRevertError
@@ -57,6 +58,7 @@ class Editor:
         impl = get_method(method)
         if impl.takes_requests:
             requests = parse_requests(requests)
+            refuse_clashes(requests)  # same subject and prompt twice: conflicting targets or a duplicate
         elif requests:
             raise InvalidRequestError(f"requests: method {method!r} takes no edit requests, only hyperparameters; "
                                       "call apply(method=..., **hparams) without requests")

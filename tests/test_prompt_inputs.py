@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from tiny import tiny_tokenizer
 
 from suture.editor import EditRequest, InvalidRequestError, parse_requests
@@ -203,3 +204,72 @@ def test_from_model_leaves_the_callers_tokenizer_and_config_alone(pad, side):
     assert model.generation_config.to_dict() == generation
     assert ed.tokenizer is not tok and ed.tokenizer.padding_side == "right"
     assert ed.tokenizer.pad_token_id is not None
+
+
+# ---- 4. requests in one call that cannot all hold: conflicts and duplicates are refused ----------------
+
+BASE = {"prompt": "The capital of {} is", "subject": "France", "target_new": "Rome"}
+CLASHING = [
+    ({**BASE, "target_new": "Berlin"}, "conflicting targets"),
+    ({**BASE, "target_new": "rome"}, "conflicting targets"),  # a different string is a different answer
+    ({**BASE, "subject": "France ", "prompt": "The capital of  {} is", "target_new": "Madrid"}, "conflicting"),
+    (dict(BASE), "the same edit twice"),
+    ({**BASE, "target_new": " Rome "}, "the same edit twice"),
+    ({**BASE, "subject": "\tFrance", "prompt": "The capital of {}\u00a0is", "id": "x"}, "the same edit twice"),
+    ({**BASE, "paraphrases": ["France's capital is"]}, "the same edit twice"),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_editor():
+    from tiny import tiny_model
+
+    from suture.editor import Editor
+
+    model, tok = tiny_model("gpt2")
+    return Editor.from_model(model, tok)
+
+
+@pytest.mark.parametrize("method", ["rome", "memit"])
+@pytest.mark.parametrize(("second", "reason"), CLASHING)
+def test_clashing_requests_are_refused_naming_both(tiny_editor, method, second, reason):
+    other = {"prompt": "{} plays the", "subject": "Toko Yasuda", "target_new": "piano"}
+    before = {k: v.clone() for k, v in tiny_editor.model.state_dict().items()}
+    with pytest.raises(InvalidRequestError, match=r"requests 1 and 3: field 'target_new': ") as info:
+        tiny_editor.apply([other, BASE, {**other, "subject": "Toko"}, second], method=method)
+    assert reason in str(info.value)
+    assert not tiny_editor.ledger
+    assert all(torch.equal(v, before[k]) for k, v in tiny_editor.model.state_dict().items())
+
+
+def test_same_subject_other_prompt_or_other_subject_is_not_a_clash():
+    from suture.editor.conflicts import find_clashes
+
+    requests = parse_requests([BASE, {**BASE, "prompt": "The largest city of {} is", "target_new": "Lyon"},
+                               {**BASE, "subject": "Italy", "target_new": "Paris"},
+                               {**BASE, "subject": "france", "target_new": "Paris"}])
+    assert find_clashes(requests) == []
+
+
+def test_without_clashes_keeps_the_first_of_each():
+    from suture.editor.conflicts import without_clashes
+
+    requests = parse_requests([BASE, {**BASE, "target_new": "Berlin"}, {**BASE, "subject": "Italy"}, BASE])
+    kept, clashes = without_clashes(requests)
+    assert kept == [requests[0], requests[2]]
+    assert [(c.first, c.second, c.duplicate) for c in clashes] == [(0, 1, False), (0, 3, True)]
+
+
+@pytest.mark.parametrize(("second", "reason"), CLASHING)
+def test_service_refuses_clashing_edit_jobs_with_422(tmp_path, second, reason):
+    from fastapi.testclient import TestClient
+    from test_service_api import AUTH, make_app
+
+    body = {"kind": "edit", "model": "smollm2-135m", "method": "memit", "requests": [BASE, second]}
+    with TestClient(make_app(tmp_path)) as client:
+        response = client.post("/v1/jobs", json=body, headers=AUTH)
+        assert response.status_code == 422
+        messages = " ".join(d["msg"] for d in response.json()["detail"])
+        assert "requests 0 and 1: field 'target_new'" in messages and reason in messages
+        evaluate = {"kind": "evaluate", "model": "smollm2-135m", "requests": [BASE, second]}
+        assert client.post("/v1/jobs", json=evaluate, headers=AUTH).status_code == 202  # nothing is written
