@@ -102,6 +102,43 @@ def template_from_span(text: str, start: int, end: int) -> str:
     return PromptTemplate(text[:start], text[end:]).source
 
 
+def _subject_pattern(subject: str, flags: int = 0) -> re.Pattern[str]:
+    """`subject` as a whole word or words: literal characters (regex metacharacters and braces included),
+    any run of whitespace for its inner spaces, and no word character right before or after it."""
+    words = [re.escape(w) for w in subject.split()]
+    body = rf"{_WS}+".join(words)
+    head = r"(?<!\w)" if re.match(r"\w", subject[0]) else ""
+    tail = r"(?!\w)" if re.match(r"\w", subject[-1]) else ""
+    return re.compile(head + body + tail, flags)
+
+
+def locate_subject(text: str, subject: str) -> tuple[int, int]:
+    """The one place where `subject` occurs in `text` as whole words: (start, end) character offsets.
+
+    The subject is compared after whitespace normalization, and its inner spaces match any whitespace.
+    Exact case first; if it never occurs so, a single occurrence that differs only in case is taken (the
+    template keeps the text's spelling; the caller should use `text[start:end]` as the subject). Raises
+    ValueError when it occurs more than once, only inside other words, or not at all."""
+    subject = normalize_subject(subject)
+    if not subject:
+        raise ValueError("the subject is blank")
+    for flags, how in ((0, ""), (re.IGNORECASE, " (ignoring case)")):
+        hits = [m.span() for m in _subject_pattern(subject, flags).finditer(text)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            at = ", ".join(str(start) for start, _ in hits)
+            raise ValueError(f"the subject {subject!r} occurs {len(hits)} times as a word{how} (at characters "
+                             f"{at}); which one is meant is ambiguous")
+    inside = re.search(re.escape(subject), text, re.IGNORECASE)
+    if inside:
+        word = re.search(r"\w*" + re.escape(text[inside.start():inside.end()]) + r"\w*", text)
+        shown = word.group() if word else text[inside.start():inside.end()]
+        raise ValueError(f"the subject {subject!r} occurs only inside another word ({shown!r} at character "
+                         f"{inside.start()})")
+    raise ValueError(f"does not contain the subject {subject!r}")
+
+
 def _one(run: str) -> str:
     """A run of whitespace as one space, or one line break if it holds one ('' if only zero-width)."""
     if "\n" in run or "\r" in run:

@@ -273,3 +273,68 @@ def test_service_refuses_clashing_edit_jobs_with_422(tmp_path, second, reason):
         assert "requests 0 and 1: field 'target_new'" in messages and reason in messages
         evaluate = {"kind": "evaluate", "model": "smollm2-135m", "requests": [BASE, second]}
         assert client.post("/v1/jobs", json=evaluate, headers=AUTH).status_code == 202  # nothing is written
+
+
+# ---- 3. loaders find the subject once, on word boundaries -----------------------------------------------
+
+def _zsre(src, subject, **extra):
+    return {"src": src, "subject": subject, "alt": "Oxford", "answers": ["Cambridge"], **extra}
+
+
+@pytest.mark.parametrize(("src", "subject", "template"), [
+    ("Which university did Anna Rayleigh's daughter Ray attend?", "Ray",
+     "Which university did Anna Rayleigh's daughter {} attend?"),
+    ("Where did Raymond meet Ray?", "Ray", "Where did Raymond meet {}?"),
+    ("Ray attended which university?", "Ray", "{} attended which university?"),  # at the very start
+    ("Which label released C++ (the album)?", "C++ (the album)", "Which label released {}?"),
+    ("Who founded the firm A.B.C. in 1990?", "A.B.C.", "Who founded the firm {} in 1990?"),
+    ("What is [x]* in regex land?", "[x]*", "What is {} in regex land?"),
+    ("Which team did {Braced} join?", "{Braced}", "Which team did {} join?"),
+    ("Where was New\u00a0York founded?", "New York", "Where was {} founded?"),
+    ("Where did Ray\tCharles study?", " Ray Charles ", "Where did {} study?"),
+    ("Which country is Übermensch from?", "Übermensch", "Which country is {} from?"),
+])
+def test_loader_finds_the_subject_as_whole_words(src, subject, template):
+    request = zsre_record(_zsre(src, subject), 7)
+    assert request.prompt == template
+    mend = counterfact_mend_record({"prompt": src, "subject": subject, "target_new": "Oxford",
+                                    "ground_truth": "Cambridge"}, 7)
+    assert mend.prompt == template
+
+
+def test_loader_takes_a_single_occurrence_in_another_case_with_the_texts_spelling():
+    request = zsre_record(_zsre("What did the Beatles record in 1969?", "The Beatles"), 0)
+    assert request.prompt == "What did {} record in 1969?" and request.subject == "the Beatles"
+    assert request.text == "What did the Beatles record in 1969?"
+
+
+@pytest.mark.parametrize(("src", "subject", "reason"), [
+    ("Where did Rayleigh study?", "Ray", "only inside another word"),
+    ("Which city did Bray move to?", "Ray", "only inside another word"),
+    ("Did Ray meet Ray's brother?", "Ray", "occurs 2 times"),
+    ("Which label signed Oasis and oasis?", "OASIS", "occurs 2 times"),
+    ("Which university did Anna attend?", "Ray", "does not contain the subject"),
+    ("Which university did Anna attend?", " \t", "blank"),
+])
+def test_loader_refuses_ambiguous_or_missing_subjects_naming_record_and_field(src, subject, reason):
+    with pytest.raises(InvalidRequestError, match=rf"^record 4: field 'src': .*{reason}"):
+        zsre_record(_zsre(src, subject), 4)
+    mend = {"prompt": src, "subject": subject, "target_new": "Oxford", "ground_truth": "Cambridge"}
+    with pytest.raises(InvalidRequestError, match=rf"^record 4: field 'prompt': .*{reason}"):
+        counterfact_mend_record(mend, 4)
+
+
+def test_loader_prefers_the_one_occurrence_in_the_exact_case():
+    assert zsre_record(_zsre("Did Ray meet ray?", "ray"), 4).prompt == "Did Ray meet {}?"
+
+
+def test_load_zsre_names_the_absolute_record(tmp_path):
+    import json
+
+    from suture.evaluation.datasets import load_zsre
+
+    path = tmp_path / "zsre.json"
+    path.write_text(json.dumps([_zsre("Where did Ray study?", "Ray"), _zsre("Where did Rayleigh study?", "Ray")]))
+    with pytest.raises(InvalidRequestError, match="^record 1: field 'src': "):
+        load_zsre(path)
+    assert load_zsre(path, limit=1)[0].prompt == "Where did {} study?"
