@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from suture.editor.errors import GateFailedError, NothingToRevertError
 from suture.editor.gate import Gate
 from suture.editor.handle import ModelHandle, load_model
 from suture.editor.ledger import EditResult, LedgerEntry
+from suture.editor.noop import split_noops
 from suture.editor.registry import get_method
 from suture.editor.requests import EditRequest, InvalidRequestError, parse_requests
 
@@ -52,9 +54,13 @@ class Editor:
         return self.handle.tokenizer
 
     def apply(self, requests: EditRequest | dict | list | None = None, method: str = "rome",
-              progress: Progress | None = None, **hparams: Any) -> EditResult:
+              progress: Progress | None = None, force: bool = False, **hparams: Any) -> EditResult:
         """Apply one edit (one ledger entry) made of `requests`, computed by `method`. Methods that take no
-        requests (head interventions: `takes_requests = False`) are called with `requests=None`."""
+        requests (head interventions: `takes_requests = False`) are called with `requests=None`.
+
+        Requests whose target the model already gives (greedy; `editor/noop.py`) are left out and listed
+        in `details["noop"]`; when every request is one, nothing is written and no ledger entry is made.
+        `force=True` applies them anyway."""
         impl = get_method(method)
         if impl.takes_requests:
             requests = parse_requests(requests)
@@ -65,8 +71,12 @@ class Editor:
         else:
             requests = []
         resolved = impl.resolve_hparams(self.handle, hparams)
-        self.context.progress = progress
         started = time.perf_counter()
+        requests, noops = split_noops(self.handle, requests, force or not impl.takes_requests)
+        if noops and not requests:  # nothing to change: no weights written, no ledger entry
+            return EditResult(id=uuid.uuid4().hex[:12], method=method, hparams=resolved.model_dump(mode="json"),
+                              requests=[], deltas=[], seconds=time.perf_counter() - started, details={"noop": noops})
+        self.context.progress = progress
         applied = []
         details: dict[str, Any] = {}
         artifacts: dict[str, Any] = {}
@@ -83,6 +93,8 @@ class Editor:
             raise
         finally:
             self.context.progress = None
+        if noops:
+            details["noop"] = noops
         entry = LedgerEntry(method=method, hparams=resolved.model_dump(mode="json"), requests=requests,
                             deltas=applied, seconds=time.perf_counter() - started, details=details,
                             artifacts=artifacts)

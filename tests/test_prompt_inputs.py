@@ -338,3 +338,91 @@ def test_load_zsre_names_the_absolute_record(tmp_path):
     with pytest.raises(InvalidRequestError, match="^record 1: field 'src': "):
         load_zsre(path)
     assert load_zsre(path, limit=1)[0].prompt == "Where did {} study?"
+
+
+# ---- 5. edits that change nothing: reported as no-ops, nothing written unless forced ------------------
+
+FAST = {"layer": 1, "corpus": {"n_samples": 20, "max_tokens": 16}, "templates": {"groups": [[3, 1]]},
+        "objective": {"steps": 2}}
+
+
+def _fast(method: str) -> dict:
+    if method == "memit":
+        return {**{k: v for k, v in FAST.items() if k != "layer"}, "layers": [1, 2]}
+    return FAST
+
+
+def _greedy_word(editor, text: str) -> str:
+    word = editor.generate([text], max_new_tokens=6)[0].split()[0]
+    assert word.strip()
+    return word
+
+
+@pytest.fixture
+def fresh_editor():
+    from tiny import tiny_model
+
+    from suture.editor import Editor
+
+    model, tok = tiny_model("gpt2", seed=3)
+    return Editor.from_model(model, tok)
+
+
+@pytest.mark.parametrize("method", ["rome", "memit"])
+def test_target_already_answered_is_a_noop_that_writes_nothing(fresh_editor, method):
+    ed = fresh_editor
+    request = EditRequest(prompt="The capital of {} is", subject="Italy", target_new="placeholder")
+    answer = _greedy_word(ed, request.text)
+    request = request.model_copy(update={"target_new": answer})
+    before = {k: v.clone() for k, v in ed.model.state_dict().items()}
+    result = ed.apply([request], method=method, **_fast(method))
+    assert result.deltas == [] and result.requests == []
+    assert [n["request"] for n in result.details["noop"]] == [0]
+    assert not ed.ledger
+    assert all(torch.equal(v, before[k]) for k, v in ed.model.state_dict().items())
+    forced = ed.apply([request], method=method, force=True, **_fast(method))
+    assert forced.deltas and len(ed.ledger) == 1 and "noop" not in forced.details
+
+
+def test_noop_requests_are_left_out_of_a_batch_and_named(fresh_editor):
+    ed = fresh_editor
+    other = EditRequest(prompt="{} plays the", subject="Toko Yasuda", target_new="placeholder")
+    answer = _greedy_word(ed, other.text)
+    noop = other.model_copy(update={"target_new": f"  {answer} "})
+    real = EditRequest(prompt="The capital of {} is", subject="Italy", target_new="Zzyzx Qwerty")
+    result = ed.apply([real, noop], method="memit", **_fast("memit"))
+    assert result.requests == [real] and result.deltas
+    assert result.details["noop"] == [{"request": 1, "target_new": noop.target_new,
+                                       "answer": result.details["noop"][0]["answer"]}]
+    assert ed.ledger[0].requests == [real]
+
+
+@pytest.mark.parametrize(("continuation", "target", "expected"), [
+    (" Paris, the capital", "Paris", True), (" Paris", " Paris ", True), ("Paris.", "Paris", True),
+    (" Parisian food", "Paris", False), (" paris", "Paris", False), (" New York City", "New York", True),
+    (" New Yorker", "New York", False), ("", "Paris", False), (" Paris_2", "Paris", False),
+    ("\nParis\n", "Paris", True),
+])
+def test_matches_answer_needs_the_whole_answer(continuation, target, expected):
+    from suture.editor.noop import matches_answer
+
+    assert matches_answer(continuation, target) is expected
+
+
+def test_evaluation_without_target_true_reads_the_base_answer_and_says_so(fresh_editor):
+    from suture.evaluation import EvaluationOptions, evaluate
+
+    ed = fresh_editor
+    real = EditRequest(prompt="The capital of {} is", subject="Italy", target_new="Zzyzx Qwerty")
+    other = EditRequest(prompt="{} plays the", subject="Toko Yasuda", target_new="placeholder")
+    base_real = ed.generate([real.text], max_new_tokens=6)[0]
+    noop = other.model_copy(update={"target_new": _greedy_word(ed, other.text)})
+    ed.apply([real], method="rome", **FAST)
+    report = evaluate(ed, cases=[real, noop], options=EvaluationOptions(drift=False, token_accuracy=False))
+    assert report.n_cases == 1  # the no-op has no old answer to compare against
+    first, second = report.base_answers
+    assert (first.case, first.noop, first.target_true) == (0, False, base_real.split()[0].strip(".,;:"))
+    assert first.continuation.startswith(base_real[: len(first.continuation)]) or base_real.startswith(
+        first.continuation)
+    assert (second.case, second.noop, second.target_true) == (1, True, None)
+    assert "(base)" not in report.model_dump_json()
