@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
 
     editor = Editor.load(args.model)
     cases = load_counterfact(args.data, limit=args.n)
+    from suture.editor.conflicts import without_clashes
+
+    cases, clashes = without_clashes(cases)  # one call cannot make two targets of one key true
+    for clash in clashes:
+        print(f"left out record {clash.second}: same subject and prompt as record {clash.first}", file=sys.stderr)
     pre = None if args.no_pre else score_cases(editor.handle, cases)
     hparams = json.loads(args.hparams)
     # One-off statistics are not part of the edit's time.

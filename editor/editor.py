@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,14 @@ import torch
 from suture.editor.adapters import export_lora
 from suture.editor.bias_params import stock_layout
 from suture.editor.checkpoint import write_checkpoint
+from suture.editor.conflicts import refuse_clashes
 from suture.editor.context import EditContext, Progress
 from suture.editor.deltas import WeightBook
 from suture.editor.errors import GateFailedError, NothingToRevertError
 from suture.editor.gate import Gate
 from suture.editor.handle import ModelHandle, load_model
 from suture.editor.ledger import EditResult, LedgerEntry
+from suture.editor.noop import split_noops
 from suture.editor.registry import get_method
 from suture.editor.requests import EditRequest, InvalidRequestError, parse_requests
 
@@ -37,6 +40,9 @@ class Editor:
 
     @classmethod
     def from_model(cls, model, tokenizer, ref: str = "in-memory") -> Editor:
+        """Wrap a loaded transformers model. Edits change `model`'s weights in place (that is the point);
+        the caller's `tokenizer` and `model.config` are left as they are: `Editor.tokenizer` is a copy
+        with the pad token and padding side suture needs."""
         return cls(ModelHandle(model=model, tokenizer=tokenizer, ref=ref))
 
     @property
@@ -48,20 +54,29 @@ class Editor:
         return self.handle.tokenizer
 
     def apply(self, requests: EditRequest | dict | list | None = None, method: str = "rome",
-              progress: Progress | None = None, **hparams: Any) -> EditResult:
+              progress: Progress | None = None, force: bool = False, **hparams: Any) -> EditResult:
         """Apply one edit (one ledger entry) made of `requests`, computed by `method`. Methods that take no
-        requests (head interventions: `takes_requests = False`) are called with `requests=None`."""
+        requests (head interventions: `takes_requests = False`) are called with `requests=None`.
+
+        Requests whose target the model already gives (greedy; `editor/noop.py`) are left out and listed
+        in `details["noop"]`; when every request is one, nothing is written and no ledger entry is made.
+        `force=True` applies them anyway."""
         impl = get_method(method)
         if impl.takes_requests:
             requests = parse_requests(requests)
+            refuse_clashes(requests)  # same subject and prompt twice: conflicting targets or a duplicate
         elif requests:
             raise InvalidRequestError(f"requests: method {method!r} takes no edit requests, only hyperparameters; "
                                       "call apply(method=..., **hparams) without requests")
         else:
             requests = []
         resolved = impl.resolve_hparams(self.handle, hparams)
-        self.context.progress = progress
         started = time.perf_counter()
+        requests, noops = split_noops(self.handle, requests, force or not impl.takes_requests)
+        if noops and not requests:  # nothing to change: no weights written, no ledger entry
+            return EditResult(id=uuid.uuid4().hex[:12], method=method, hparams=resolved.model_dump(mode="json"),
+                              requests=[], deltas=[], seconds=time.perf_counter() - started, details={"noop": noops})
+        self.context.progress = progress
         applied = []
         details: dict[str, Any] = {}
         artifacts: dict[str, Any] = {}
@@ -78,6 +93,8 @@ class Editor:
             raise
         finally:
             self.context.progress = None
+        if noops:
+            details["noop"] = noops
         entry = LedgerEntry(method=method, hparams=resolved.model_dump(mode="json"), requests=requests,
                             deltas=applied, seconds=time.perf_counter() - started, details=details,
                             artifacts=artifacts)

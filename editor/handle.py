@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,8 +17,21 @@ from suture.editor.fingerprint import weights_fingerprint
 from suture.editor.sites import SiteMap, site_map_for
 
 
+def own_tokenizer(tokenizer):
+    """A copy of `tokenizer` set up as suture reads it (a pad token, right padding); the caller's object
+    is never changed, so its own batched generation keeps its padding side and pad token."""
+    mine = copy.deepcopy(tokenizer)
+    if getattr(mine, "pad_token_id", None) is None:
+        mine.pad_token = mine.eos_token
+    mine.padding_side = "right"
+    return mine
+
+
 @dataclass
 class ModelHandle:
+    """The model suture edits (its weights change with each edit; it is put in eval mode with gradients
+    off) and suture's own copy of the tokenizer (`own_tokenizer`); the model's config is not changed."""
+
     model: nn.Module
     tokenizer: object
     ref: str
@@ -28,9 +42,7 @@ class ModelHandle:
         self.sites.check_model(self.model)
         self.model.eval()
         self.model.requires_grad_(False)
-        if getattr(self.tokenizer, "pad_token_id", None) is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.tokenizer.padding_side = "right"
+        self.tokenizer = own_tokenizer(self.tokenizer)
         _ = self.base_fingerprint  # now, while the weights are still the base weights
 
     @property

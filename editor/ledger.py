@@ -75,5 +75,7 @@ def replay_ledger(editor: Any, data: dict[str, Any]) -> list[EditResult]:
         if not isinstance(edit, dict) or "method" not in edit or "requests" not in edit:
             raise SutureError(f"ledger: edit {position}: fields 'method' and 'requests' are required")
         # Methods that take no requests (head interventions) record an empty list; apply() validates.
-        results.append(editor.apply(edit["requests"] or None, method=edit["method"], **edit.get("hparams", {})))
+        # The recorded requests were applied, so they are applied again even if one is now a no-op.
+        results.append(editor.apply(edit["requests"] or None, method=edit["method"], force=True,
+                                    **edit.get("hparams", {})))
     return results

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import string
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from suture.editor.errors import SutureError
-
-
-def _placeholder_count(template: str) -> int:
-    """Number of `{}` fields in a template; other format fields are rejected by the caller."""
-    count = 0
-    for _, field_name, _, _ in string.Formatter().parse(template):
-        if field_name is None:
-            continue
-        if field_name != "":
-            raise ValueError(f"only an empty '{{}}' placeholder is allowed, found '{{{field_name}}}'")
-        count += 1
-    return count
+from suture.editor.prompt_template import FilledPrompt, normalize_subject, normalize_template, parse_template
 
 
 class EditRequest(BaseModel):
-    """One fact to rewrite: `prompt.format(subject)` should be followed by `target_new`."""
+    """One fact to rewrite: the prompt with the subject filled in should be followed by `target_new`.
+
+    The prompt is a template with one `{}` (literal braces doubled: see `prompt_template.py`, which also
+    states the whitespace policy: the subject and the whitespace around the placeholder are normalized
+    when the request is made, so the stored request is what is trained)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
@@ -41,17 +33,21 @@ class EditRequest(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _one_placeholder(cls, value: str) -> str:
-        try:
-            count = _placeholder_count(value)
-        except ValueError as exc:  # unbalanced braces or a named field
-            raise ValueError(f"not a valid template: {exc}") from None
-        if count != 1:
-            raise ValueError(f"must contain exactly one '{{}}' for the subject, found {count}")
-        if not value.replace("{}", "").strip():
+        value = normalize_template(value)  # ValueError names the reason
+        parsed = parse_template(value)
+        if not (parsed.before + parsed.after).strip():
             raise ValueError("has no words besides the '{}' placeholder")
         return value
 
-    @field_validator("subject", "target_new")
+    @field_validator("subject")
+    @classmethod
+    def _subject_normalized(cls, value: str) -> str:
+        value = normalize_subject(value)
+        if not value:
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("target_new")
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
@@ -72,9 +68,14 @@ class EditRequest(BaseModel):
         return self
 
     @property
+    def filled(self) -> FilledPrompt:
+        """The rewrite prompt with the subject filled in, and the subject's character span in it."""
+        return parse_template(self.prompt).fill(self.subject)
+
+    @property
     def text(self) -> str:
         """The rewrite prompt with the subject filled in."""
-        return self.prompt.format(self.subject)
+        return self.filled.text
 
     @property
     def label(self) -> str:

@@ -1,5 +1,10 @@
 """Loading edit cases from benchmark files: CounterFact (ROME and MEND schemas), zsRE (MEND eval schema),
-known_1000, and suture's own JSONL. A malformed record fails with its position and field."""
+known_1000, and suture's own JSONL. A malformed record fails with its position and field.
+
+Schemas that give a full question and a subject (zsRE, CounterFact-MEND) are turned into templates by
+finding the subject once, as whole words (`prompt_template.locate_subject`): a record where it occurs
+more than once, only inside another word, or not at all is refused (`record N: field 'src': ...`); if
+it only occurs in another case, that one occurrence is used and the request takes the text's spelling."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from suture.editor.errors import SutureError
 from suture.editor.jsonl import iter_jsonl
+from suture.editor.prompt_template import locate_subject, template_from_span
 from suture.editor.requests import EditRequest, InvalidRequestError, from_counterfact, parse_request
 
 
@@ -48,10 +54,14 @@ def _field(record: Any, name: str, position: int, kind: type = str) -> Any:
     return value
 
 
-def _template(text: str, subject: str, position: int, field: str) -> str:
-    if subject not in text:
-        raise InvalidRequestError(f"record {position}: field '{field}' does not contain the subject {subject!r}")
-    return text.replace(subject, "{}", 1)
+def _template(text: str, subject: str, position: int, field: str) -> tuple[str, str]:
+    """(template, subject as the text spells it): the subject found once, as whole words (`locate_subject`);
+    every other character of the text is kept literally (braces escaped)."""
+    try:
+        start, end = locate_subject(text, subject)
+    except ValueError as exc:
+        raise InvalidRequestError(f"record {position}: field '{field}': {exc}") from None
+    return template_from_span(text, start, end), text[start:end]
 
 
 def _validated(data: dict, position: int) -> EditRequest:
@@ -65,11 +75,11 @@ def _validated(data: dict, position: int) -> EditRequest:
 def counterfact_mend_record(record: Any, position: int) -> EditRequest:
     """CounterFact in the MEND/EasyEdit schema: full `prompt`, `subject`, `target_new`, `ground_truth`,
     `rephrase_prompt`, `locality_prompt`, `locality_ground_truth`."""
-    subject = _field(record, "subject", position)
+    prompt, subject = _template(_field(record, "prompt", position), _field(record, "subject", position),
+                                position, "prompt")
     locality = record.get("locality_prompt")
     return _validated({
-        "prompt": _template(_field(record, "prompt", position), subject, position, "prompt"),
-        "subject": subject, "target_new": _field(record, "target_new", position),
+        "prompt": prompt, "subject": subject, "target_new": _field(record, "target_new", position),
         "target_true": _field(record, "ground_truth", position),
         "paraphrases": [record["rephrase_prompt"]] if record.get("rephrase_prompt") else [],
         "neighbors": [locality] if locality else [],
@@ -95,12 +105,12 @@ def load_counterfact(path: str | Path, limit: int | None = None, offset: int = 0
 def zsre_record(record: Any, position: int) -> EditRequest:
     """zsRE in the MEND eval schema: `src` question, `subject`, `alt` new answer, `answers` (true),
     `rephrase`, `loc` (an unrelated NQ question) with `loc_ans`."""
-    subject = _field(record, "subject", position)
+    prompt, subject = _template(_field(record, "src", position), _field(record, "subject", position),
+                                position, "src")
     answers = _field(record, "answers", position, list)
     loc = record.get("loc")
     return _validated({
-        "prompt": _template(_field(record, "src", position), subject, position, "src"),
-        "subject": subject, "target_new": _field(record, "alt", position),
+        "prompt": prompt, "subject": subject, "target_new": _field(record, "alt", position),
         "target_true": answers[0] if answers and isinstance(answers[0], str) else None,
         "paraphrases": [record["rephrase"]] if record.get("rephrase") else [],
         "neighbors": [loc] if loc else [],

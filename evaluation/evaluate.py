@@ -10,10 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from suture.editor import Editor, EditRequest
 from suture.editor.errors import InvalidInputError
+from suture.editor.noop import greedy_answers, matches_answer
 from suture.evaluation.counterfact import CounterFactScores, score_cases
 from suture.evaluation.drift import measure_drift
 from suture.evaluation.fluency import measure_fluency
-from suture.evaluation.report import CounterFactSummary, EvaluationReport, NormGrowth, TokenAccuracy
+from suture.evaluation.report import BaseAnswer, CounterFactSummary, EvaluationReport, NormGrowth, TokenAccuracy
 from suture.evaluation.scoring import score_pairs
 
 
@@ -33,22 +34,32 @@ def _summary(scores: CounterFactScores) -> CounterFactSummary:
                               neighborhood=scores.neighborhood)
 
 
-def _fill_target_true(editor: Editor, cases: list[EditRequest]) -> list[EditRequest]:
-    """Requests without `target_true` are compared against what the base model answered."""
-    missing = [c for c in cases if c.target_true is None]
+def _fill_target_true(editor: Editor, cases: list[EditRequest]) -> tuple[list[EditRequest], list[BaseAnswer]]:
+    """Requests without `target_true` are compared against what the base model answers: its greedy
+    continuation of the rewrite prompt under the base weights, cut to the first word (the way the gate
+    reads it). A case whose target_new the base model already gives (`editor.noop.matches_answer`) has no
+    old answer to compare against: it is left out of the scores. Returns the cases to score and, for every
+    case read from the model, what was read."""
+    missing = [i for i, c in enumerate(cases) if c.target_true is None]
     if not missing:
-        return cases
+        return cases, []
     with editor.weights.base_weights():
-        answers = editor.generate([c.text for c in missing], max_new_tokens=4)
-    filled = {id(c): (a.split() or ["<empty>"])[0].strip(".,;:") or "<empty>" for c, a in zip(missing, answers)}
+        continuations = greedy_answers(editor.handle, [cases[i] for i in missing])
+    read: dict[int, BaseAnswer] = {}
+    for i, continuation in zip(missing, continuations):
+        case = cases[i]
+        word = (continuation.split() or ["<empty>"])[0].strip(".,;:") or "<empty>"
+        noop = matches_answer(continuation, case.target_new) or word == case.target_new.strip()
+        read[i] = BaseAnswer(case=i, id=case.id, continuation=continuation, target_true=None if noop else word,
+                             noop=noop)
     out = []
-    for case in cases:
-        if case.target_true is None:
-            answer = filled[id(case)]
-            answer = answer if answer.strip() != case.target_new.strip() else answer + " (base)"
-            case = case.model_copy(update={"target_true": answer})
+    for i, case in enumerate(cases):
+        if i in read:
+            if read[i].noop:
+                continue
+            case = case.model_copy(update={"target_true": read[i].target_true})
         out.append(case)
-    return out
+    return out, list(read.values())
 
 
 def _token_accuracy(editor: Editor, cases: list[EditRequest], batch_size: int) -> TokenAccuracy:
@@ -89,7 +100,10 @@ def evaluate(editor: Editor, cases: list[EditRequest] | None = None,
         cases = [r for entry in editor.ledger for r in entry.requests]
     if not cases:
         raise InvalidInputError("cases: nothing to evaluate (no cases given and the ledger is empty)")
-    cases = _fill_target_true(editor, list(cases))
+    cases, base_answers = _fill_target_true(editor, list(cases))
+    if not cases:
+        raise InvalidInputError("cases: every case lacks target_true and the base model already answers its "
+                                "target_new (see base answers): nothing to compare")
     with editor.weights.base_weights():
         pre = score_cases(editor.handle, cases, options.batch_size)
     post = score_cases(editor.handle, cases, options.batch_size)
@@ -99,7 +113,7 @@ def evaluate(editor: Editor, cases: list[EditRequest] | None = None,
         drift=measure_drift(editor, options.reference_texts) if options.drift else None,
         fluency=measure_fluency(editor, [c.text for c in cases[: options.fluency_prompts]])
         if options.fluency else None,
-        norm_growth=norm_growth(editor),
+        norm_growth=norm_growth(editor), base_answers=base_answers,
     )
     report.seconds = time.perf_counter() - started
     return report

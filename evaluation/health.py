@@ -70,7 +70,7 @@ class HealthMonitor:
         policy, limits = self.policy, self.policy.thresholds
         requests = [r for entry in editor.ledger for r in entry.requests]
         sample = random.Random(policy.seed + len(editor.ledger)).sample(requests, min(policy.sample, len(requests)))
-        sample = _fill_target_true(editor, sample)
+        sample, _ = _fill_target_true(editor, sample)
         with editor.weights.base_weights():
             pre = score_cases(editor.handle, sample)
         post = score_cases(editor.handle, sample)

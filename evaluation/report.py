@@ -53,6 +53,16 @@ class TokenAccuracy(BaseModel):
     neighborhood: float | None  # agreement of edited and base predictions on neighbor answers
 
 
+class BaseAnswer(BaseModel):
+    """A case given without target_true: what the base model answers instead (greedy, base weights)."""
+
+    case: int  # position among the cases given
+    id: str | None
+    continuation: str  # the base model's greedy continuation of the rewrite prompt
+    target_true: str | None  # its first word, the answer target_new is compared against; None for a no-op
+    noop: bool  # the base model already gives target_new: nothing to compare, the case is not scored
+
+
 class EvaluationReport(BaseModel):
     n_cases: int
     pre: CounterFactSummary
@@ -63,6 +73,7 @@ class EvaluationReport(BaseModel):
     drift: DriftReport | None = None
     fluency: FluencyReport | None = None
     norm_growth: list[NormGrowth] = []
+    base_answers: list[BaseAnswer] = []  # cases without target_true: the base model's own answer was read
     seconds: float = 0.0
 
     @property

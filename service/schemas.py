@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
+from suture.editor.conflicts import find_clashes
 from suture.editor.requests import EditRequest
 from suture.evaluation import EvaluationOptions, GatePolicy
 
@@ -79,6 +80,10 @@ class JobCreate(BaseModel):
             raise ValueError("'ledger_from' is only for evaluate jobs")
         if self.kind is JobKind.evaluate and self.method is not None:
             raise ValueError("evaluate jobs take no 'method'")
+        if self.kind is JobKind.edit and self.requests:
+            refuse = [c.message(self.requests) for c in find_clashes(self.requests)]
+            if refuse:  # one edit cannot make both true; duplicates are refused, not merged
+                raise ValueError("; ".join(refuse))
         return self
 
 

@@ -149,7 +149,7 @@ def test_loaders_read_every_schema(tmp_path):
     (load_counterfact, {"case_id": 1, "requested_rewrite": {"prompt": "no placeholder", "subject": "x",
                                                             "target_new": {"str": "a"}}}, "record 1"),
     (load_zsre, {"subject": "Italy", "src": "What is the capital of France?", "alt": "x", "answers": ["y"]},
-     "field 'src' does not contain the subject"),
+     "field 'src': does not contain the subject"),
     (load_zsre, {"subject": "Italy", "alt": "x", "answers": ["y"]}, "field 'src' missing"),
 ])
 def test_malformed_records_name_position_and_field(tmp_path, loader, record, message):

@@ -8,6 +8,7 @@ import torch
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import capture_input, capture_output, hooks, run_until_stopped
 from suture.editor.kv.tokens import build_batch
+from suture.editor.prompt_template import parse_template
 from suture.editor.requests import EditRequest
 
 
@@ -15,7 +16,7 @@ from suture.editor.requests import EditRequest
 def compute_keys(handle: ModelHandle, layers: list[int], requests: list[EditRequest], templates: list[str],
                  ) -> dict[int, torch.Tensor]:
     """{layer: [n_requests, d_in]} keys, each averaged over `templates`."""
-    texts = [t.replace("{}", r.prompt) for r in requests for t in templates]
+    texts = [parse_template(r.prompt).within(t) for r in requests for t in templates]
     subjects = [r.subject for r in requests for _ in templates]
     batch = build_batch(handle.tokenizer, texts, subjects).to(handle.device)
     sinks: dict[int, list] = {layer: [] for layer in layers}

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from suture.editor.prompt_template import PromptTemplate, parse_template
 from suture.editor.requests import InvalidRequestError
 
 
@@ -49,15 +50,16 @@ def encode_target(tokenizer, target: str) -> list[int]:
     return ids
 
 
-def build_batch(tokenizer, templates: list[str], subjects: list[str], suffixes: list[list[int]] | None = None,
-                ) -> PromptBatch:
-    """Fill each template's `{}` with its subject, tokenize, append optional suffix ids, right-pad."""
+def build_batch(tokenizer, templates: list[PromptTemplate | str], subjects: list[str],
+                suffixes: list[list[int]] | None = None) -> PromptBatch:
+    """Fill each template's placeholder with its subject (templates parsed by `parse_template`: literal
+    braces stay literal), tokenize, append optional suffix ids, right-pad."""
     rows, last = [], []
     for i, (template, subject) in enumerate(zip(templates, subjects)):
-        start = template.index("{}")
-        text = template[:start] + subject + template[start + 2:]
-        ids = tokenizer(text)["input_ids"]
-        last.append(subject_last_index(tokenizer, text, start, start + len(subject), ids))
+        parsed = parse_template(template) if isinstance(template, str) else template
+        filled = parsed.fill(subject)
+        ids = tokenizer(filled.text)["input_ids"]
+        last.append(subject_last_index(tokenizer, filled.text, filled.subject_start, filled.subject_end, ids))
         rows.append(ids + (suffixes[i] if suffixes else []))
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from suture.editor.kv.tokens import PromptBatch, build_batch, encode_target
+from suture.editor.prompt_template import PromptTemplate, parse_template
 from suture.editor.requests import EditRequest
 
 
@@ -29,11 +30,13 @@ class ValueLayout:
 
 def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], kl_prompt: str,
                  ) -> tuple[PromptBatch, ValueLayout]:
-    texts, subjects, suffixes, owner, is_kl = [], [], [], [], []
+    texts: list[PromptTemplate | str] = []
+    subjects, suffixes, owner, is_kl = [], [], [], []
     targets = [encode_target(tokenizer, r.target_new) for r in requests]
     for i, request in enumerate(requests):
+        prompt = parse_template(request.prompt)
         for template in templates:
-            texts.append(template.replace("{}", request.prompt))
+            texts.append(prompt.within(template))
             subjects.append(request.subject)
             suffixes.append(targets[i][:-1])
             owner.append(i)

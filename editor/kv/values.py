@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import capture_input, capture_output, hooks
@@ -33,6 +33,7 @@ from suture.editor.kv.readout import final_hidden
 from suture.editor.kv.suffix import SuffixRunner
 from suture.editor.kv.tokens import PromptBatch
 from suture.editor.kv.value_layout import ValueLayout, value_layout
+from suture.editor.prompt_template import parse_template
 from suture.editor.requests import EditRequest
 
 
@@ -48,6 +49,12 @@ class ValueObjective(BaseModel):
     # purpose: it scales with ‖δ‖/‖v₀‖², which never vanishes on models with small MLP outputs (Llama).
     early_stop_nll: float = Field(0.05, ge=0)
     kl_prompt: str = "{} is a"
+
+    @field_validator("kl_prompt")
+    @classmethod
+    def _kl_template(cls, value: str) -> str:
+        parse_template(value)  # one parser for every template; ValueError names the reason
+        return value
 
 
 @dataclass

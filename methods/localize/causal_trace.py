@@ -24,6 +24,7 @@ from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import capture_output, edit_output, hooks
 from suture.editor.kv.readout import final_hidden, logits_at
 from suture.editor.kv.tokens import build_batch, encode_target
+from suture.editor.prompt_template import normalize_subject, normalize_template, parse_template
 
 KINDS = ("hidden", "mlp", "attn")
 
@@ -97,12 +98,19 @@ class _Tracer:
             raise InvalidInputError("samples: samples must be >= 1")
         self.handle, self.samples = handle, samples
         model, tok, sites, device = handle.model, handle.tokenizer, handle.sites, handle.device
-        batch = build_batch(tok, [prompt_template], [subject]).to(device)
+        try:
+            template = parse_template(normalize_template(prompt_template))
+        except ValueError as exc:
+            raise InvalidInputError(f"prompt_template: {exc}") from None
+        subject = normalize_subject(subject)
+        if not subject:
+            raise InvalidInputError("subject: must not be blank")
+        batch = build_batch(tok, [template], [subject]).to(device)
         self.ids, self.mask, self.length = batch.input_ids, batch.attention_mask, int(batch.lengths[0])
-        start = prompt_template.index("{}")
-        self.text = prompt_template[:start] + subject + prompt_template[start + 2:]
+        filled = template.fill(subject)
+        self.text = filled.text
         self.last = int(batch.subject_last[0])
-        self.first = subject_span(tok, self.text, start, start + len(subject), self.last)
+        self.first = subject_span(tok, self.text, filled.subject_start, filled.subject_end, self.last)
         self.target_id = encode_target(tok, target)[0]
 
         blocks = sites.layer_modules(model)
