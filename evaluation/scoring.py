@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.readout import final_hidden, logits_at
 from suture.editor.kv.tokens import encode_target
+from suture.editor.progress import check_cancelled
 
 
 @dataclass
@@ -42,6 +43,7 @@ def score_pairs(handle: ModelHandle, pairs: list[tuple[str, str]], batch_size: i
     starts = range(0, len(order), batch_size)
     # A bar only when scoring takes a while (CLI `suture eval` on a benchmark file); stderr, transient.
     for start in tqdm(starts, desc="scoring", leave=False, disable=len(starts) < 20):
+        check_cancelled()
         chunk = order[start:start + batch_size]
         rows = [encoded[i][0] + encoded[i][1] for i in chunk]
         width = max(len(r) for r in rows)
