@@ -20,6 +20,7 @@ from suture.editor.gate import Gate
 from suture.editor.handle import ModelHandle, load_model
 from suture.editor.ledger import EditResult, LedgerEntry
 from suture.editor.noop import split_noops
+from suture.editor.progress import generation_stoppers
 from suture.editor.registry import get_method
 from suture.editor.requests import EditRequest, InvalidRequestError, parse_requests
 
@@ -143,7 +144,7 @@ class Editor:
         tok = self.tokenizer
         enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left").to(self.handle.device)
         out = self.model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
-                                  pad_token_id=tok.pad_token_id)
+                                  pad_token_id=tok.pad_token_id, stopping_criteria=generation_stoppers() or None)
         return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from suture.editor import Editor
 from suture.editor.kv.readout import final_hidden
+from suture.editor.progress import check_cancelled
 from suture.evaluation.report import DriftReport
 
 
@@ -37,6 +38,7 @@ def measure_drift(editor: Editor, texts: list[str] | None = None, batch_size: in
     tok = editor.tokenizer
     kl_all, agree, nll_base, nll_edit, count = [], 0, 0.0, 0.0, 0
     for start in range(0, len(texts), batch_size):
+        check_cancelled()
         batch = tok(texts[start:start + batch_size], return_tensors="pt", padding=True).to(editor.handle.device)
         with editor.weights.base_weights():
             base = _log_probs(editor, batch)

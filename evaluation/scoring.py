@@ -26,6 +26,7 @@ from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import StopForward, capture_output, hooks
 from suture.editor.kv.readout import logits_at
 from suture.editor.kv.tokens import encode_target
+from suture.editor.progress import check_cancelled
 
 
 @dataclass
@@ -85,6 +86,7 @@ def score_pairs(handle: ModelHandle, pairs: list[tuple[str, str]], batch_size: i
     cache_kw = _cache_argument(handle.model)
     # A bar only when scoring takes a while (CLI `suture eval` on a benchmark file); stderr, transient.
     for start in tqdm(starts, desc="scoring", leave=False, disable=len(starts) < 20):
+        check_cancelled()
         chunk = prompts[start:start + batch_size]
         width = len(chunk[-1])
         ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -13,6 +14,29 @@ from suture.editor.requests import EditRequest
 from suture.evaluation import EvaluationOptions, GatePolicy
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+LARGEST_INTEGER = 2**63 - 1
+
+
+def non_finite(data: Any, loc: str = "") -> str | None:
+    """The dotted location of the first NaN, Infinity (1e400 parses as one) or integer beyond 64 bits in
+    a parsed JSON body; None when every number is finite. Python's JSON parser accepts all of these."""
+    if isinstance(data, bool):
+        return None
+    if isinstance(data, float) and not math.isfinite(data):
+        return loc or "body"
+    if isinstance(data, int) and abs(data) > LARGEST_INTEGER:
+        return loc or "body"
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list | tuple):
+        items = enumerate(data)
+    else:
+        return None
+    for key, value in items:
+        found = non_finite(value, f"{loc}.{key}" if loc else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 class JobKind(StrEnum):
@@ -44,15 +68,20 @@ class DatasetRef(BaseModel):
     offset: StrictInt = Field(0, ge=0)
 
 
+_NEEDS_METHOD = {"if": {"properties": {"kind": {"enum": ["edit", "repair"]}}, "required": ["kind"]},
+                 "then": {"required": ["method"]}}
+
+
 class JobCreate(BaseModel):
     """A job to run. The simplest edit: {"kind": "edit", "model": "smollm2-135m", "method": "rome",
-    "requests": [...]}."""
+    "requests": [...]}. Edit and repair jobs need a `method`; evaluate jobs take none."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": [_NEEDS_METHOD]})
 
     kind: JobKind
     model: StrictStr = Field(min_length=1, max_length=200, description="a model name from GET /v1/models")
-    method: StrictStr | None = Field(None, max_length=100, description="an editing method from GET /v1/methods")
+    method: StrictStr | None = Field(None, max_length=100, description="an editing method from GET /v1/methods; "
+                                     "required for edit and repair jobs, absent for evaluate jobs")
     requests: list[EditRequest] | None = Field(None, max_length=10_000)
     dataset: DatasetRef | None = None
     hparams: dict[str, Any] = Field(default_factory=dict, description="method hyperparameter overrides")
@@ -64,6 +93,17 @@ class JobCreate(BaseModel):
                                           description="checkpoint name (default: the job id)")
     save_checkpoint: StrictBool = Field(False, description="also materialize the full merged checkpoint (model-sized)")
     export_adapter: StrictBool = Field(True, description="export the edits as a PEFT LoRA adapter when they allow it")
+    time_limit: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                     description="seconds the job may run (at most the server's job time limit, "
+                                                 "its default); a job over it is stopped and failed")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite(cls, data: Any) -> Any:
+        where = non_finite(data)
+        if where is not None:
+            raise ValueError(f"{where}: numbers must be finite (no NaN, Infinity, or values beyond float range)")
+        return data
 
     @model_validator(mode="after")
     def _fits_kind(self) -> JobCreate:
@@ -142,6 +182,23 @@ class TokenCreated(TokenView):
 
 class CatalogView(BaseModel):
     items: list[str]
+
+
+class UnavailableMethod(BaseModel):
+    name: str
+    error: str = Field(description="why its entry point could not be loaded")
+
+
+class MethodCatalogView(CatalogView):
+    unavailable: list[UnavailableMethod] = Field(default_factory=list,
+                                                 description="installed methods that failed to load")
+
+
+class MethodView(BaseModel):
+    name: str
+    job_kind: Literal["edit", "repair"] = Field(description="the job kind that runs this method")
+    one_request_at_a_time: bool
+    hparams_schema: dict[str, Any] = Field(description="JSON schema of the method's hyperparameters")
 
 
 class ErrorBody(BaseModel):

@@ -12,6 +12,25 @@ from suture.editor.errors import SutureError
 from suture.editor.paths import suture_home
 
 
+class JobLimits(BaseModel):
+    """Operator maxima of everything a job request can make expensive, checked at submission (422 naming
+    the field). The names are those of the request fields they bound, wherever they occur (hyperparameters
+    of any method, evaluation and gate options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_requests: int = Field(1000, ge=1, description="edit requests per job (inline or from a dataset)")
+    max_text_chars: int = Field(2000, ge=16, description="characters of any one prompt, subject, answer or text")
+    max_prompts: int = Field(500, ge=1, description="entries of any list of prompts (paraphrases, hparams sets)")
+    max_corpus_samples: int = Field(5000, ge=1, description="corpus.n_samples")
+    max_corpus_tokens: int = Field(512, ge=8, description="corpus.max_tokens")
+    max_steps: int = Field(200, ge=1, description="optimization steps (objective.steps)")
+    max_templates: int = Field(64, ge=1, description="context prefixes over all template groups")
+    max_template_tokens: int = Field(64, ge=1, description="tokens of one generated context prefix")
+    max_batch_size: int = Field(256, ge=1, description="batch_size / chunk_size of any method or evaluation")
+    max_file_bytes: int = Field(64 * 1024 * 1024, ge=1, description="size of a dataset or corpus file a job reads")
+
+
 class ServiceSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -30,6 +49,14 @@ class ServiceSettings(BaseModel):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     dispatch: bool = Field(True, description="run queued jobs (off: an API-only replica)")
     worker_threads: int | None = Field(None, ge=1, description="torch threads per worker (default: its CPUs)")
+    allowed_dirs: list[Path] = Field(default_factory=list, description="more directories (besides data_dir) "
+                                     "whose files jobs may name, e.g. as hparams.corpus.source")
+    limits: JobLimits = Field(default_factory=JobLimits)
+    job_time_limit: float = Field(3600.0, gt=0, description="seconds a job may run; a job may ask for less")
+    cancel_grace_seconds: float = Field(5.0, gt=0, description="after a cancel or the time limit, how long "
+                                        "the job has to stop by itself before its worker is killed")
+    public_metrics: bool = Field(False, description="serve /metrics without a token (for a scraper on a "
+                                 "trusted network); off: /metrics needs an admin token")
 
     @classmethod
     def from_env(cls, **overrides) -> ServiceSettings:
@@ -45,7 +72,9 @@ class ServiceSettings(BaseModel):
         numeric = {"workers": "SUTURE_WORKERS", "worker_cpus": "SUTURE_WORKER_CPUS",
                    "worker_gpus": "SUTURE_WORKER_GPUS", "max_attempts": "SUTURE_MAX_ATTEMPTS",
                    "lease_seconds": "SUTURE_LEASE_SECONDS", "max_body_bytes": "SUTURE_MAX_BODY_BYTES",
-                   "models_per_worker": "SUTURE_MODELS_PER_WORKER", "worker_threads": "SUTURE_WORKER_THREADS"}
+                   "models_per_worker": "SUTURE_MODELS_PER_WORKER", "worker_threads": "SUTURE_WORKER_THREADS",
+                   "job_time_limit": "SUTURE_JOB_TIME_LIMIT", "cancel_grace_seconds": "SUTURE_CANCEL_GRACE_SECONDS",
+                   "public_metrics": "SUTURE_PUBLIC_METRICS"}
         for field, name in numeric.items():
             if env.get(name):
                 values[field] = env[name]
@@ -54,6 +83,13 @@ class ServiceSettings(BaseModel):
                 values["models"] = json.loads(env["SUTURE_MODELS"])
             except json.JSONDecodeError as exc:
                 raise SettingsError(f"SUTURE_MODELS: not a JSON object of name -> path ({exc})") from None
+        if env.get("SUTURE_ALLOWED_DIRS"):
+            values["allowed_dirs"] = [d for d in env["SUTURE_ALLOWED_DIRS"].split(os.pathsep) if d]
+        if env.get("SUTURE_LIMITS"):
+            try:
+                values["limits"] = json.loads(env["SUTURE_LIMITS"])
+            except json.JSONDecodeError as exc:
+                raise SettingsError(f"SUTURE_LIMITS: not a JSON object of limit -> value ({exc})") from None
         values.update(overrides)
         try:
             return cls.model_validate(values)

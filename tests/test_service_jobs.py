@@ -89,8 +89,10 @@ def test_cancellation_at_a_progress_report_leaves_no_outputs_and_a_clean_model(m
 
 def test_datasets_resolve_inside_the_data_directory_only(models, tmp_path):
     (tmp_path / "data").mkdir()
+    (tmp_path / "secrets.json").write_text("{}")  # exists, but outside: refused like a missing file
     body = {**edit_body(1), "requests": None, "dataset": {"path": "../secrets.json", "format": "jsonl"}}
-    with models.checkout("tiny") as editor, pytest.raises(JobFailed, match="leaves the server's data directory"):
+    with models.checkout("tiny") as editor, pytest.raises(JobFailed, match="is not a readable file .* in the "
+                                                                           "server's data directories"):
         run_job(editor, context(tmp_path, body, job_id="d", data_dir=tmp_path / "data"))
 
 

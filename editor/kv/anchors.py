@@ -11,6 +11,7 @@ from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import capture_output, hooks, run_until_stopped
 from suture.editor.kv.corpus import CorpusSpec, corpus_fingerprint, load_corpus
 from suture.editor.paths import cache_dir
+from suture.editor.progress import check_cancelled
 
 
 @torch.no_grad()
@@ -25,6 +26,7 @@ def mean_output_norm(handle: ModelHandle, layer: int, spec: CorpusSpec, max_text
     module = handle.model.get_submodule(site)
     total, count = 0.0, 0
     for start in range(0, len(texts), 16):
+        check_cancelled()
         enc = handle.tokenizer(texts[start:start + 16], return_tensors="pt", padding=True, truncation=True,
                                max_length=spec.max_tokens).to(handle.device)
         sink: list[torch.Tensor] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ from suture.editor.errors import SutureError
 from suture.editor.handle import ModelHandle
 from suture.editor.jsonl import iter_jsonl
 from suture.editor.paths import cache_dir
+from suture.editor.progress import check_cancelled, generation_stoppers
 
 # Varied openings so that sampled text covers narrative, encyclopedic and conversational registers.
 SEEDS = ("The", "In", "A", "It", "This", "When", "He", "She", "We", "There", "According to", "After",
@@ -67,10 +69,12 @@ def sample_from_model(handle: ModelHandle, n: int, max_tokens: int, seed: int, b
     torch.manual_seed(seed)
     try:
         for start in tqdm(range(0, n, batch_size), desc="sampling statistics corpus", leave=False):
+            check_cancelled()
             seeds = [SEEDS[(start + i) % len(SEEDS)] for i in range(min(batch_size, n - start))]
             enc = tok(seeds, return_tensors="pt", padding=True, padding_side="left").to(handle.device)
             out = handle.model.generate(**enc, do_sample=True, top_p=0.95, temperature=1.0,
-                                        max_new_tokens=max_tokens, pad_token_id=tok.pad_token_id)
+                                        max_new_tokens=max_tokens, pad_token_id=tok.pad_token_id,
+                                        stopping_criteria=generation_stoppers() or None)
             texts += [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
     finally:
         torch.random.set_rng_state(state)
@@ -89,5 +93,7 @@ def load_corpus(handle: ModelHandle, spec: CorpusSpec) -> list[str]:
     if path.is_file():
         return json.loads(path.read_text())
     texts = sample_from_model(handle, spec.n_samples, spec.max_tokens, spec.seed)
-    path.write_text(json.dumps(texts))
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # a run killed mid-write leaves no truncated cache
+    tmp.write_text(json.dumps(texts))
+    tmp.replace(path)
     return texts

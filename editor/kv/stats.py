@@ -18,6 +18,7 @@ from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import capture_input, hooks, run_until_stopped
 from suture.editor.kv.corpus import CorpusSpec, corpus_fingerprint, load_corpus
 from suture.editor.paths import cache_dir
+from suture.editor.progress import check_cancelled
 
 Site = Literal["mlp_out", "attn_out"]  # whose input: the MLP output projection's, or the attention output's
 
@@ -43,6 +44,7 @@ def _accumulate(handle: ModelHandle, site: Site, layers: list[int], texts: list[
     top = max(layers)
     for start in tqdm(range(0, len(texts), batch_size), desc=f"{site} input statistics, layers {layers}",
                       leave=False):
+        check_cancelled()
         enc = tok(texts[start:start + batch_size], return_tensors="pt", padding=True, truncation=True,
                   max_length=max_tokens).to(handle.device)
         sinks: dict[int, list] = {layer: [] for layer in layers}

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from suture.editor.handle import ModelHandle
 from suture.editor.paths import cache_dir
+from suture.editor.progress import generation_stoppers
 
 STARTERS = ("The", "Therefore", "Because", "I", "You")
 
@@ -40,7 +42,8 @@ def _sample(handle: ModelHandle, length: int, count: int, spec: TemplateSpec) ->
     torch.manual_seed(spec.seed + 7919 * length + count)
     try:
         out = handle.model.generate(**enc, do_sample=True, top_k=spec.top_k, max_new_tokens=length,
-                                    min_new_tokens=length, pad_token_id=tok.pad_token_id)
+                                    min_new_tokens=length, pad_token_id=tok.pad_token_id,
+                                    stopping_criteria=generation_stoppers() or None)
     finally:
         torch.random.set_rng_state(generator_state)
     texts = tok.batch_decode(out, skip_special_tokens=True)
@@ -56,5 +59,7 @@ def context_templates(handle: ModelHandle, spec: TemplateSpec) -> list[str]:
     for length, count in spec.groups:
         if count > 0:
             templates += _sample(handle, length, count, spec)
-    path.write_text(json.dumps(templates, indent=1))
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # a run killed mid-write leaves no truncated cache
+    tmp.write_text(json.dumps(templates, indent=1))
+    tmp.replace(path)
     return templates

@@ -33,6 +33,7 @@ from suture.editor.kv.readout import final_hidden
 from suture.editor.kv.suffix import SuffixRunner
 from suture.editor.kv.tokens import PromptBatch
 from suture.editor.kv.value_layout import ValueLayout, value_layout
+from suture.editor.progress import check_cancelled
 from suture.editor.prompt_template import parse_template
 from suture.editor.requests import EditRequest
 
@@ -143,6 +144,7 @@ def optimize_values(
     replayed = rows_all  # rows of the full batch the runner replays, in the runner's order
     steps_done = 0
     for step in range(objective.steps):
+        check_cancelled()
         steps_done = step + 1
         if read_direction is None:
             normed = runner.run(lambda rows, replayed=replayed: delta[lay.request_of_row[replayed[rows]]])

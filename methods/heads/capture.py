@@ -7,6 +7,7 @@ import torch
 from suture.editor import EditFailedError
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import capture_input, hooks, run_until_stopped
+from suture.editor.progress import check_cancelled
 from suture.methods.heads.projection import HeadProjection
 
 
@@ -18,6 +19,7 @@ def head_outputs(handle: ModelHandle, proj: HeadProjection, prompts: list[str], 
     tok, layout = handle.tokenizer, proj.layout
     rows = []
     for start in range(0, len(prompts), batch_size):
+        check_cancelled()
         batch = prompts[start:start + batch_size]
         enc = tok(batch, return_tensors="pt", padding=True).to(handle.device)
         mask = enc["attention_mask"].bool()

@@ -24,6 +24,7 @@ from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import capture_output, edit_output, hooks
 from suture.editor.kv.readout import final_hidden, logits_at
 from suture.editor.kv.tokens import build_batch, encode_target
+from suture.editor.progress import check_cancelled
 from suture.editor.prompt_template import normalize_subject, normalize_template, parse_template
 
 KINDS = ("hidden", "mlp", "attn")
@@ -180,6 +181,7 @@ def trace(handle: ModelHandle, prompt_template: str, subject: str, target: str, 
     for kind in kinds:
         matrix = []
         for layer in layers:
+            check_cancelled()
             probs = torch.cat([tracer.run(row_sample[lo:lo + max_rows], kind, layer, one_hot[lo:lo + max_rows])
                                for lo in range(0, total, max_rows)])
             matrix.append(probs.view(length, samples).mean(1).tolist())

@@ -8,12 +8,14 @@ import torch.nn.functional as F
 
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import capture_input, hooks
+from suture.editor.progress import check_cancelled
 from suture.methods.heads.projection import HeadProjection
 
 
 def _batches(handle: ModelHandle, prompts: list[str], batch_size: int):
     tok = handle.tokenizer
     for start in range(0, len(prompts), batch_size):
+        check_cancelled()
         enc = tok(prompts[start:start + batch_size], return_tensors="pt", padding=True, padding_side="left")
         yield enc.to(handle.device)
 

@@ -4,12 +4,16 @@ replica runs jobs, the Ray worker pool and its dispatcher (started and stopped w
 from __future__ import annotations
 
 import logging
+import math
 import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -84,8 +88,28 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             response.headers["Allow"] = ", ".join(_allowed_methods(app, request.scope))
         return response
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        # The default handler echoes each error's input, which may hold NaN or Infinity that JSON cannot
+        # carry (a 500); the echo is made JSON-safe instead.
+        return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(
+            exc.errors(), custom_encoder={Exception: str}))})
+
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+def _json_safe(value):
+    """`value` with every non-finite float (and integer beyond 64 bits) written as a string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63 - 1:
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _allowed_methods(app: FastAPI, scope) -> list[str]:

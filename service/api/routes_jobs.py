@@ -14,6 +14,7 @@ from suture.editor.errors import UnknownMethodError
 from suture.editor.registry import get_method
 from suture.service.api.auth import Caller, State, sees
 from suture.service.jobs import UnknownModelError
+from suture.service.jobs.admission import Inadmissible, admit
 from suture.service.schemas import ErrorBody, JobCreate, JobKind, JobPage, JobStatus, JobView
 from suture.service.store import IdempotencyConflict, OutputNameTaken
 
@@ -24,11 +25,13 @@ ERRORS = {401: {"model": ErrorBody, "description": "missing or invalid token"},
 
 
 def _check_refs(st, caller, body: JobCreate) -> None:
-    """Everything checkable before queueing: a bad model or method is refused now, not after minutes."""
+    """Everything checkable before queueing: a bad model, method, hyperparameter, path or size is refused
+    now, not after minutes (admission.py)."""
     try:
         st.catalog.ref(body.model)
     except UnknownModelError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"model: {exc}") from None
+    method = None
     if body.method is not None:
         try:
             method = get_method(body.method)
@@ -48,6 +51,10 @@ def _check_refs(st, caller, body: JobCreate) -> None:
     if body.dataset is not None and st.settings.data_dir is None:
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
                             "dataset: this server has no data directory (SUTURE_DATA_DIR); send 'requests'")
+    try:
+        admit(body, method, st.settings, st.catalog)
+    except Inadmissible as exc:
+        raise HTTPException(422, exc.detail()) from None
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView, responses={

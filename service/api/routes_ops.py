@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from suture.editor.registry import available_methods
+from suture.editor.errors import UnknownMethodError
+from suture.editor.registry import available_methods, get_method, method_load_errors
 from suture.service.api.auth import Caller, State
-from suture.service.schemas import CatalogView, ErrorBody
+from suture.service.schemas import CatalogView, ErrorBody, MethodCatalogView, MethodView, UnavailableMethod
 
 router = APIRouter(tags=["service"])
 
@@ -35,6 +36,22 @@ async def models(_: Caller, st: State) -> CatalogView:
     return CatalogView(items=st.catalog.names())
 
 
-@router.get("/v1/methods", response_model=CatalogView, responses={401: {"model": ErrorBody}})
-async def methods(_: Caller) -> CatalogView:
-    return CatalogView(items=available_methods())
+@router.get("/v1/methods", response_model=MethodCatalogView, responses={401: {"model": ErrorBody}})
+async def methods(_: Caller) -> MethodCatalogView:
+    """The methods jobs may name, and the installed ones that failed to load (with the reason)."""
+    return MethodCatalogView(items=available_methods(), unavailable=[
+        UnavailableMethod(name=name, error=error) for name, error in method_load_errors().items()])
+
+
+@router.get("/v1/methods/{name}", response_model=MethodView, responses={
+    401: {"model": ErrorBody}, 404: {"model": ErrorBody, "description": "no such method"}})
+async def method(name: str, _: Caller) -> MethodView:
+    """The method's kind and the JSON schema of its hyperparameters (what a job's `hparams` may hold;
+    fields without a default there get a per-model default, e.g. the edit layer)."""
+    try:
+        impl = get_method(name)
+    except UnknownMethodError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    return MethodView(name=impl.name, job_kind="edit" if impl.takes_requests else "repair",
+                      one_request_at_a_time=impl.one_request_at_a_time,
+                      hparams_schema=impl.hparams_model.model_json_schema())

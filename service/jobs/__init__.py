@@ -2,6 +2,7 @@
 
 from suture.service.jobs.catalog import ModelCatalog, UnknownModelError
 from suture.service.jobs.models import LoadedModels
-from suture.service.jobs.runner import JobCancelled, JobFailed, RunContext, run_job
+from suture.service.jobs.runner import JobCancelled, JobFailed, JobTimedOut, RunContext, run_job
 
-__all__ = ["JobCancelled", "JobFailed", "LoadedModels", "ModelCatalog", "RunContext", "UnknownModelError", "run_job"]
+__all__ = ["JobCancelled", "JobFailed", "JobTimedOut", "LoadedModels", "ModelCatalog", "RunContext",
+           "UnknownModelError", "run_job"]

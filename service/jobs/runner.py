@@ -7,11 +7,12 @@ Outputs go to `<artifacts>/<output_name>/` through one atomic directory: `job.js
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,18 @@ from suture.evaluation import (
     load_zsre,
 )
 from suture.evaluation.html_report import write_report
+from suture.service.jobs.admission import confine_corpus_sources
+from suture.service.jobs.files import FileRefused, confined_file, data_roots
 from suture.service.schemas import DatasetRef, JobCreate, JobKind
+from suture.service.settings import JobLimits
 
 
 class JobCancelled(Exception):
-    """The job's cancel flag was seen at a progress report."""
+    """The job's cancel flag was seen at a progress report or a cancellation check."""
+
+
+class JobTimedOut(JobCancelled):
+    """The job ran past its time limit (seen at a cancellation check)."""
 
 
 class JobFailed(SutureError):
@@ -52,6 +60,15 @@ class RunContext:
     artifacts_dir: Path
     data_dir: Path | None = None
     report: Callable[[float, str], None] = lambda fraction, stage: None  # may raise JobCancelled
+    # Called between steps of every long loop (editor.progress.check_cancelled); raises JobCancelled or
+    # JobTimedOut to stop the job. The caller installs it around run_job (see workers/actor.py).
+    check: Callable[[], None] = lambda: None
+    allowed_dirs: list[Path] = field(default_factory=list)
+    limits: JobLimits = field(default_factory=JobLimits)
+
+    @property
+    def roots(self) -> list[Path]:
+        return data_roots(self.data_dir, self.allowed_dirs)
 
 
 class _Decided:
@@ -64,27 +81,29 @@ class _Decided:
         return self.decision
 
 
-def load_dataset(ref: DatasetRef, data_dir: Path | None) -> list[EditRequest]:
+def load_dataset(ref: DatasetRef, data_dir: Path | None, allowed_dirs: list[Path] | None = None,
+                 limits: JobLimits | None = None) -> list[EditRequest]:
+    """The dataset's cases: a bounded file inside the data directories, at most `limits.max_requests`."""
+    limits = limits or JobLimits()
     if data_dir is None:
         raise JobFailed("dataset: this server has no data directory (SUTURE_DATA_DIR); send 'requests' instead")
-    root = data_dir.resolve()
-    path = (root / ref.path).resolve()
-    if not path.is_relative_to(root):
-        raise JobFailed(f"dataset.path: {ref.path!r} leaves the server's data directory")
-    if not path.is_file():
-        raise JobFailed(f"dataset.path: {ref.path!r} does not exist in the server's data directory")
+    try:
+        path = confined_file(ref.path, "dataset.path", data_roots(data_dir, allowed_dirs or []),
+                             limits.max_file_bytes)
+    except FileRefused as exc:
+        raise JobFailed(str(exc)) from None
+    limit = min(ref.limit or limits.max_requests, limits.max_requests)
     if ref.format == "jsonl":
-        cases = load_requests_jsonl(path)[ref.offset:]
-        return cases[: ref.limit] if ref.limit else cases
+        return load_requests_jsonl(path)[ref.offset:][:limit]
     loader = load_counterfact if ref.format == "counterfact" else load_zsre
-    return loader(path, limit=ref.limit, offset=ref.offset)
+    return loader(path, limit=limit, offset=ref.offset)
 
 
 def _cases(ctx: RunContext) -> list[EditRequest] | None:
     if ctx.spec.requests:
         return list(ctx.spec.requests)
     if ctx.spec.dataset is not None:
-        return load_dataset(ctx.spec.dataset, ctx.data_dir)
+        return load_dataset(ctx.spec.dataset, ctx.data_dir, ctx.allowed_dirs, ctx.limits)
     return None
 
 
@@ -143,8 +162,12 @@ def _apply(editor: Editor, ctx: RunContext, cases: list[EditRequest] | None, tim
         where = f" (request {tracker.index + 1}/{units})" if units > 1 else ""
         ctx.report(share * done, f"{spec.method}: {stage}{where}")
 
+    try:  # file sources are confined again now: the file may have changed since submission
+        hparams = confine_corpus_sources(method, spec.hparams, ctx.roots, ctx.limits)
+    except FileRefused as exc:
+        raise JobFailed(str(exc)) from None
     t = time.perf_counter()
-    editor.apply(requests, method=spec.method, progress=progress, **spec.hparams)
+    editor.apply(requests, method=spec.method, progress=progress, **hparams)
     timings["edit"] = time.perf_counter() - t
 
 
@@ -191,11 +214,13 @@ def _write_outputs(editor: Editor, ctx: RunContext, report: EvaluationReport | N
         (staging / "ledger.json").write_text(json.dumps(editor.ledger_json(), indent=1))
         if report is not None:
             write_report(report, staging, title=f"suture job {ctx.job_id}")
+        ctx.check()
         if spec.export_adapter and editor.ledger:
             try:
                 editor.export_adapter(staging / "adapter")
             except SutureError as exc:  # e.g. head repairs that create biases have no LoRA form
                 notes["adapter"] = str(exc)
+        ctx.check()
         if spec.save_checkpoint and editor.ledger:
             ctx.report(0.97, "writing checkpoint")
             editor.save(staging / "checkpoint", gate=_Decided(decision) if decision is not None else None)
@@ -203,10 +228,21 @@ def _write_outputs(editor: Editor, ctx: RunContext, report: EvaluationReport | N
                     "base_fingerprint_sha256": editor.handle.base_fingerprint,
                     "report": result.get("report"), "gate": result.get("gate")}
         (staging / "job.json").write_text(json.dumps(document, indent=1))
+        ctx.check()  # the last moment a cancel can still leave nothing behind
         files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
     if notes:
         result["notes"] = notes
     return files
+
+
+def discard_outputs(artifacts_dir: Path, output_name: str, job_id: str) -> None:
+    """Remove what a run of `job_id` that was stopped by force may have left: its staging directories, and
+    its output directory when job.json says it is this job's (a run killed between writing and recording)."""
+    for staging in artifacts_dir.glob(f".{output_name}.partial-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+    target = artifacts_dir / output_name
+    with contextlib.suppress(OSError, ValueError):
+        _remove_earlier_attempt(target, job_id)
 
 
 def _remove_earlier_attempt(target: Path, job_id: str) -> None:

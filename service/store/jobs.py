@@ -167,6 +167,14 @@ class JobStore:
         with self.engine.connect() as conn:
             return bool(conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
 
+    def cancel_flags(self, job_ids: list[str]) -> set[str]:
+        """Which of `job_ids` have been asked to cancel."""
+        if not job_ids:
+            return set()
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(jobs.c.id).where(and_(jobs.c.id.in_(job_ids),
+                                                                 jobs.c.cancel_requested.is_(True)))).scalars())
+
     def finish(self, job_id: str, status: JobStatus, result: dict | None = None, error: str | None = None) -> bool:
         values: dict[str, Any] = dict(status=status.value, result=result, error=error, finished_at=now(),
                                       stage=status.value)

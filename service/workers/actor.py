@@ -15,7 +15,8 @@ import traceback
 from typing import Any
 
 from suture.editor.errors import SutureError
-from suture.service.jobs import JobCancelled, JobFailed, LoadedModels, ModelCatalog, RunContext, run_job
+from suture.editor.progress import cancellation_check
+from suture.service.jobs import JobCancelled, JobFailed, JobTimedOut, LoadedModels, ModelCatalog, RunContext, run_job
 from suture.service.schemas import JobCreate, JobStatus
 from suture.service.settings import ServiceSettings
 from suture.service.store import JobStore, make_engine
@@ -29,6 +30,7 @@ class LostLease(JobCancelled):
 
 class EditWorker:
     PROGRESS_INTERVAL = 0.5  # seconds between progress writes (and cancel checks)
+    CHECK_INTERVAL = 0.5  # seconds between reads of the cancel flag at cancellation checks
 
     def __init__(self, settings_json: str):
         settings = ServiceSettings.model_validate_json(settings_json)
@@ -49,15 +51,22 @@ class EditWorker:
         if row is None:
             return self._outcome(JobStatus.failed, error=f"job {job_id} vanished from the store")
         spec = JobCreate.model_validate(row.spec)
+        limit = min(spec.time_limit or self.settings.job_time_limit, self.settings.job_time_limit)
         ctx = RunContext(job_id=job_id, spec=spec, artifacts_dir=self.settings.artifacts_dir,
-                         data_dir=self.settings.data_dir, report=self._reporter(job_id))
+                         data_dir=self.settings.data_dir, report=self._reporter(job_id),
+                         check=self._checker(job_id, time.monotonic() + limit, limit),
+                         allowed_dirs=self.settings.allowed_dirs, limits=self.settings.limits)
         try:
-            ctx.report(0.0, "loading model")
-            with self.models.checkout(spec.model) as editor:
-                result = run_job(editor, ctx)
+            with cancellation_check(ctx.check):
+                ctx.report(0.0, "loading model")
+                with self.models.checkout(spec.model) as editor:
+                    ctx.check()
+                    result = run_job(editor, ctx)
             return self._finish(job_id, JobStatus.succeeded, result=result)
         except LostLease:
             return self._outcome(JobStatus.queued, error="lost the lease; the job runs elsewhere")
+        except JobTimedOut as exc:
+            return self._finish(job_id, JobStatus.failed, error=str(exc))
         except JobCancelled:
             return self._finish(job_id, JobStatus.cancelled, error="cancelled on request")
         except JobFailed as exc:
@@ -84,6 +93,22 @@ class EditWorker:
                 raise JobCancelled(job_id)
 
         return report
+
+    def _checker(self, job_id: str, deadline: float, limit: float):
+        """The cancellation check the job's long loops call: the time limit at every call, the store's cancel
+        flag at most every CHECK_INTERVAL seconds."""
+        last = {"at": time.monotonic()}
+
+        def check() -> None:
+            now = time.monotonic()
+            if now > deadline:
+                raise JobTimedOut(f"time limit exceeded: the job ran longer than {limit:g} s")
+            if now - last["at"] >= self.CHECK_INTERVAL:
+                last["at"] = now
+                if self.store.cancel_requested(job_id):
+                    raise JobCancelled(job_id)
+
+        return check
 
     def _finish(self, job_id: str, status: JobStatus, result: dict | None = None, error: str | None = None):
         self.store.finish(job_id, status, result=result, error=error)

@@ -3,12 +3,17 @@
 - Routing by model affinity: an idle worker first takes the oldest queued job for a model it has loaded.
 - Concurrency is bounded by the pool: one job per worker at a time.
 - A worker that dies (RayActorError) is replaced and its job retried, up to the job's attempts.
+- Forced stops: a job asked to cancel, or past its time limit, stops by itself at its next cancellation
+  check (within about a second); one that has not stopped `cancel_grace_seconds` later (stuck in a call
+  with no check: loading weights, writing a checkpoint) has its actor killed and replaced, its partial
+  outputs removed, and is recorded cancelled or failed.
 - Leases: the dispatcher refreshes the heartbeat of the jobs it runs; a running job nobody refreshed for
   `lease_seconds` (its API process died) is requeued by whichever dispatcher notices.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -16,6 +21,7 @@ import time
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
+from suture.service.jobs.runner import discard_outputs
 from suture.service.schemas import JobStatus
 from suture.service.settings import ServiceSettings
 from suture.service.store import JobStore
@@ -30,6 +36,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="suture-dispatcher", daemon=True)
         self._last_lease_check = 0.0
+        self._last_enforce = 0.0
 
     def start(self) -> None:
         self._requeue_expired()
@@ -47,6 +54,7 @@ class Dispatcher:
         while not self._stop.is_set():
             try:
                 self._collect()
+                self._enforce()
                 self._leases()
                 self._assign()
             except Exception:  # the loop must outlive any one failure (a database hiccup, say)
@@ -74,6 +82,41 @@ class Dispatcher:
             status = JobStatus(outcome["status"])
             if status is not JobStatus.queued:  # the worker wrote it already; this is the backstop
                 self.store.finish(job_id, status, result=outcome.get("result"), error=outcome.get("error"))
+
+    def _enforce(self) -> None:
+        """Kill the actor of a job that missed its stop (cancel or time limit) by more than the grace."""
+        now = time.monotonic()
+        if now - self._last_enforce < 0.5:
+            return
+        self._last_enforce = now
+        running = [s for s in self.pool.slots if s.job_id is not None]
+        if not running:
+            return
+        flagged = self.store.cancel_flags([s.job_id for s in running])
+        grace = self.settings.cancel_grace_seconds
+        for slot in running:
+            if slot.job_id in flagged and slot.cancel_seen is None:
+                slot.cancel_seen = now
+            cancel_due = slot.cancel_seen is not None and now > slot.cancel_seen + grace
+            time_due = now > slot.started + slot.time_limit + grace
+            if cancel_due or time_due:
+                self.force_stop(slot, cancelled=cancel_due)
+
+    def force_stop(self, slot: Slot, cancelled: bool) -> None:
+        job_id, output_name, limit = slot.job_id, slot.output_name, slot.time_limit
+        log.warning("job %s did not stop by itself; killing worker %s", job_id, slot.name)
+        slot.job_id = slot.ref = None
+        with contextlib.suppress(Exception):
+            ray.kill(slot.actor, no_restart=True)
+        if cancelled:
+            stopped = self.store.finish(job_id, JobStatus.cancelled, error="cancelled on request (stopped by "
+                                        f"force: the job did not stop within {self.settings.cancel_grace_seconds:g} s)")
+        else:
+            stopped = self.store.finish(job_id, JobStatus.failed, error="time limit exceeded: the job ran longer "
+                                        f"than {limit:g} s (stopped by force)")
+        if stopped and output_name:  # not when the run recorded its success just before the kill
+            discard_outputs(self.settings.artifacts_dir, output_name, job_id)
+        self.pool.replace(slot)
 
     def _leases(self) -> None:
         now = time.monotonic()
@@ -108,5 +151,10 @@ class Dispatcher:
     def _start(self, slot: Slot, job_id: str) -> bool:
         if not self.store.claim(job_id, slot.name):
             return False  # another dispatcher claimed it, or it was cancelled meanwhile
+        row = self.store.row(job_id)
+        asked = (row.spec or {}).get("time_limit") if row is not None else None
+        slot.time_limit = min(asked or self.settings.job_time_limit, self.settings.job_time_limit)
+        slot.output_name = row.output_name if row is not None else None
+        slot.started, slot.cancel_seen = time.monotonic(), None
         slot.job_id, slot.ref = job_id, slot.actor.run.remote(job_id)
         return True

@@ -25,6 +25,10 @@ class Slot:
     loaded: set[str] = field(default_factory=set)
     job_id: str | None = None
     ref: ray.ObjectRef | None = None
+    output_name: str | None = None
+    started: float = 0.0  # time.monotonic() when the job was sent
+    time_limit: float = 0.0  # seconds the job may run
+    cancel_seen: float | None = None  # when the dispatcher first saw its cancel flag
 
     @property
     def idle(self) -> bool:

@@ -1,0 +1,341 @@
+"""The attacks of issue 15 replayed against the API in process (no workers) and against one job run on a
+tiny model: file reads through path-valued fields, unbounded work, hyperparameters found bad only after
+queueing, non-finite numbers, cancellation that does not stop, and the tenancy leaks.
+
+The live faults (a killed GCS, a job cancelled mid corpus sampling, a job over its time limit, a two-node
+cluster losing a node) are in tests/test_service_faults.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from service_helpers import TINY_HPARAMS, edit_body, save_tiny_model
+
+from suture.editor.progress import cancellation_check, check_cancelled
+from suture.service.api import create_app
+from suture.service.jobs import JobCancelled, JobTimedOut, LoadedModels, ModelCatalog, RunContext, run_job
+from suture.service.schemas import JobCreate
+from suture.service.settings import JobLimits, ServiceSettings
+
+ADMIN = "security-test-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+REFUSED = "is not a readable file"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture
+def home(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "corpus.txt").write_text("Paris is in France.\n\nRome is in Italy.\n\nBerlin is in Germany.\n")
+    (data / "cases.jsonl").write_text(json.dumps(edit_body(1)["requests"][0]) + "\n")
+    (data / "big.txt").write_text("x" * 5000)
+    (data / "escape.txt").symlink_to("/etc/passwd")
+    (tmp_path / "other-tenant").mkdir()
+    (tmp_path / "other-tenant" / "notes.txt").write_text("private")
+    return tmp_path
+
+
+def make_app(home: Path, model_dir: Path, **overrides):
+    limits = overrides.pop("limits", {"max_file_bytes": 4096})
+    settings = ServiceSettings.from_env(database_url=f"sqlite:///{home / 'db' / 'jobs.db'}",
+                                        artifacts_dir=home / "artifacts", data_dir=home / "data", dispatch=False,
+                                        admin_token=ADMIN, models={"tiny": str(model_dir)}, limits=limits,
+                                        **overrides)
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(home, model_dir):
+    with TestClient(make_app(home, model_dir)) as c:
+        yield c
+
+
+def user(client, name) -> dict:
+    created = client.post("/v1/tokens", json={"name": name}, headers=AUTH)
+    assert created.status_code == 201, created.text
+    return {"Authorization": f"Bearer {created.json()['token']}"}
+
+
+def field_of(response) -> str:
+    assert response.status_code == 422, (response.status_code, response.text)
+    detail = response.json()["detail"]
+    return " ".join(".".join(map(str, d["loc"])) + " " + d["msg"] for d in detail)
+
+
+def with_hparams(**hparams) -> dict:
+    merged = json.loads(json.dumps(TINY_HPARAMS))
+    for key, value in hparams.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return edit_body(1, hparams=merged)
+
+
+# --- files: no request field reads outside the data directories ------------------------------------------
+
+@pytest.mark.parametrize("source", [
+    "/etc/shadow", "/proc/self/environ", "../db/jobs.db", "../other-tenant/notes.txt", "escape.txt",
+    "does-not-exist.txt", "big.txt", "/dev/zero", "", "corpus.txt\x00.png",
+])
+def test_corpus_source_outside_the_data_area_is_422_with_one_answer(client, home, source):
+    alice = user(client, "alice")
+    response = client.post("/v1/jobs", json=with_hparams(corpus={"source": source}), headers=alice)
+    text = field_of(response)
+    assert "hparams.corpus.source" in text and REFUSED in text
+    assert "does not exist" not in text  # the same answer for missing and forbidden: no existence oracle
+    assert client.get("/v1/jobs", headers=alice).json()["items"] == []  # nothing was queued
+
+
+def test_the_absolute_path_of_the_other_tenant_is_refused_like_a_missing_one(client, home):
+    alice = user(client, "alice")
+    existing = client.post("/v1/jobs", json=with_hparams(corpus={"source": str(home / "other-tenant/notes.txt")}),
+                           headers=alice)
+    missing = client.post("/v1/jobs", json=with_hparams(corpus={"source": str(home / "other-tenant/none.txt")}),
+                          headers=alice)
+    strip = lambda r: field_of(r).replace("notes.txt", "X").replace("none.txt", "X")  # noqa: E731
+    assert strip(existing) == strip(missing)
+
+
+def test_corpus_source_inside_the_data_directory_is_accepted(client):
+    response = client.post("/v1/jobs", json=with_hparams(corpus={"source": "corpus.txt"}), headers=AUTH)
+    assert response.status_code == 202, response.text
+
+
+def test_every_method_with_a_corpus_is_confined(client):
+    memit = {**edit_body(1), "method": "memit", "hparams": {"layers": [1], "corpus": {"source": "/etc/passwd"}}}
+    assert "hparams.corpus.source" in field_of(client.post("/v1/jobs", json=memit, headers=AUTH))
+    remap = {"kind": "repair", "model": "tiny", "method": "head-remap", "hparams": {
+        "layer": 1, "heads": [0], "undesired": ["a {}"], "desired": ["b {}"], "corpus": {"source": "/etc/passwd"}}}
+    assert "hparams.corpus.source" in field_of(client.post("/v1/jobs", json=remap, headers=AUTH))
+
+
+@pytest.mark.parametrize("path", ["../db/jobs.db", "/etc/passwd", "escape.txt", "missing.jsonl", "big.txt"])
+def test_dataset_path_outside_or_missing_is_422_with_one_answer(client, path):
+    body = {**edit_body(1), "requests": None, "dataset": {"path": path, "format": "jsonl"}}
+    text = field_of(client.post("/v1/jobs", json=body, headers=AUTH))
+    assert "dataset.path" in text and REFUSED in text
+
+
+def test_dataset_inside_is_accepted(client):
+    body = {**edit_body(1), "requests": None, "dataset": {"path": "cases.jsonl", "format": "jsonl"}}
+    assert client.post("/v1/jobs", json=body, headers=AUTH).status_code == 202
+
+
+def test_an_operator_directory_can_be_allowed(home, model_dir):
+    with TestClient(make_app(home, model_dir, allowed_dirs=[home / "other-tenant"])) as c:
+        ok = c.post("/v1/jobs", json=with_hparams(corpus={"source": str(home / "other-tenant/notes.txt")}),
+                    headers=AUTH)
+        assert ok.status_code == 202, ok.text
+
+
+def test_the_worker_confines_again_at_run_time(model_dir, home):
+    """A file swapped for a symlink after submission is still refused when the job runs."""
+    models = LoadedModels(ModelCatalog({"tiny": str(model_dir)}), capacity=1)
+    (home / "data" / "later.txt").symlink_to("/etc/passwd")
+    spec = JobCreate.model_validate(with_hparams(corpus={"source": "later.txt"}))
+    ctx = RunContext(job_id="j", spec=spec, artifacts_dir=home / "artifacts", data_dir=home / "data")
+    with models.checkout("tiny") as editor, pytest.raises(Exception, match="hparams.corpus.source: .*" + REFUSED):
+        run_job(editor, ctx)
+    assert not (home / "artifacts" / "j").exists()
+
+
+# --- limits: everything a request can make expensive ------------------------------------------------------
+
+@pytest.mark.parametrize(("body", "field"), [
+    (with_hparams(corpus={"n_samples": 10**7}), "hparams.corpus.n_samples"),
+    (with_hparams(corpus={"max_tokens": 100_000}), "hparams.corpus.max_tokens"),
+    (with_hparams(objective={"steps": 999}), "hparams.objective.steps"),
+    (with_hparams(templates={"groups": [[10, 500]]}), "hparams.templates.groups"),
+    (with_hparams(templates={"groups": [[5000, 2]]}), "hparams.templates.groups"),
+    ({**edit_body(1), "method": "memit", "hparams": {"layers": [1], "chunk_size": 10**6}}, "hparams.chunk_size"),
+    (edit_body(1001), "requests"),
+    ({**edit_body(1), "requests": [{**edit_body(1)["requests"][0], "subject": "x" * 3000}]}, "requests.0.subject"),
+    ({**edit_body(1), "requests": [{**edit_body(1)["requests"][0], "paraphrases": ["a b"] * 600}]},
+     "requests.0.paraphrases"),
+    ({**edit_body(1), "requests": None, "dataset": {"path": "cases.jsonl", "limit": 50_000}}, "dataset.limit"),
+    ({**edit_body(1), "time_limit": 10**6}, "time_limit"),
+    ({"kind": "evaluate", "model": "tiny", "requests": edit_body(1)["requests"],
+      "evaluation": {"batch_size": 100_000}}, "evaluation.batch_size"),
+    ({**edit_body(1), "gate": {"options": {"reference_texts": ["t"] * 1000}}}, "gate.options.reference_texts"),
+    ({"kind": "repair", "model": "tiny", "method": "head-steer", "hparams": {
+        "layer": 1, "heads": [0], "desired": ["a"] * 900, "undesired": ["b"]}}, "hparams.desired"),
+])
+def test_over_limit_requests_are_422_naming_the_field(client, body, field):
+    assert field in field_of(client.post("/v1/jobs", json=body, headers=AUTH))
+
+
+def test_limits_are_the_operators(home, model_dir):
+    with TestClient(make_app(home, model_dir, limits={"max_corpus_samples": 20})) as c:
+        assert "max_corpus_samples" in field_of(c.post("/v1/jobs", json=with_hparams(corpus={"n_samples": 21}),
+                                                       headers=AUTH))
+        assert c.post("/v1/jobs", json=with_hparams(corpus={"n_samples": 20}), headers=AUTH).status_code == 202
+
+
+def test_limits_come_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SUTURE_LIMITS", json.dumps({"max_steps": 7}))
+    monkeypatch.setenv("SUTURE_JOB_TIME_LIMIT", "60")
+    monkeypatch.setenv("SUTURE_ALLOWED_DIRS", f"{tmp_path}{os.pathsep}/srv/corpora")
+    settings = ServiceSettings.from_env()
+    assert settings.limits.max_steps == 7 and settings.job_time_limit == 60
+    assert settings.allowed_dirs == [tmp_path, Path("/srv/corpora")]
+
+
+# --- hyperparameters: checked against the method's typed model and the model's config before queueing -----
+
+@pytest.mark.parametrize(("body", "field"), [
+    (with_hparams(layer=-1), "hparams.layer"),
+    (with_hparams(layer=99), "hparams.layer"),  # the tiny model has 4 layers (from its config.json)
+    (with_hparams(objective={"steps": 10**9}), "hparams.objective.steps"),
+    (with_hparams(bogus=1), "hparams.bogus"),
+    (with_hparams(ridge="much"), "hparams.ridge"),
+    ({**edit_body(1), "method": "memit", "hparams": {"layers": [1], "chunk_size": 0}}, "hparams.chunk_size"),
+    ({**edit_body(1), "method": "memit", "hparams": {"layers": [2, 1]}}, "hparams.layers"),
+    ({"kind": "repair", "model": "tiny", "method": "head-scale", "hparams": {"layer": 1, "heads": [9]}},
+     "hparams.heads"),
+    ({"kind": "repair", "model": "tiny", "method": "head-scale", "hparams": {"heads": [0]}}, "hparams.layer"),
+])
+def test_bad_hyperparameters_are_422_before_queueing(client, body, field):
+    assert field in field_of(client.post("/v1/jobs", json=body, headers=AUTH))
+    assert client.get("/v1/jobs", headers=AUTH).json()["items"] == []
+
+
+def test_method_schemas_and_unavailable_methods(client, monkeypatch):
+    from suture.editor import registry
+
+    schema = client.get("/v1/methods/rome", headers=AUTH).json()
+    assert schema["job_kind"] == "edit" and "corpus" in schema["hparams_schema"]["properties"]
+    assert client.get("/v1/methods/head-scale", headers=AUTH).json()["job_kind"] == "repair"
+    assert client.get("/v1/methods/nope", headers=AUTH).status_code == 404
+    error = "entry point broken = 'x:y' failed to load: ImportError"
+    monkeypatch.setitem(registry._LOAD_ERRORS, "broken", error)
+    listed = client.get("/v1/methods", headers=AUTH).json()
+    assert "rome" in listed["items"] and {"name": "broken", "error": error} in listed["unavailable"]
+
+
+def test_openapi_says_edit_jobs_need_a_method(client):
+    job = client.get("/openapi.json").json()["components"]["schemas"]["JobCreate"]
+    assert {"if": {"properties": {"kind": {"enum": ["edit", "repair"]}}, "required": ["kind"]},
+            "then": {"required": ["method"]}} in job["allOf"]
+
+
+# --- non-finite numbers -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("raw", "field"), [
+    ('"gate": {"min_efficacy": NaN}', "gate.min_efficacy"),
+    ('"gate": {"max_drift_kl": Infinity}', "gate.max_drift_kl"),
+    ('"gate": {"max_drift_kl": -Infinity}', "gate.max_drift_kl"),
+    ('"hparams": {"ridge": 1e400}', "hparams.ridge"),
+    ('"hparams": {"layer": 1e400}', "hparams.layer"),
+    ('"time_limit": NaN', "time_limit"),
+    ('"hparams": {"objective": {"lr": NaN}}', "hparams.objective.lr"),
+    ('"hparams": {"layer": 100000000000000000000000000000}', "hparams.layer"),
+])
+def test_non_finite_numbers_are_422_naming_the_field(client, raw, field):
+    body = '{"kind": "edit", "model": "tiny", "method": "rome", "requests": [{"prompt": "The capital of {} is", ' \
+           '"subject": "France", "target_new": "Rome"}], ' + raw + "}"
+    response = client.post("/v1/jobs", content=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert field in field_of(response)
+
+
+def test_non_finite_in_a_field_with_its_own_type_error_is_422_not_500(client):
+    body = ('{"kind": "edit", "model": "tiny", "method": "rome", "requests": null, '
+            '"dataset": {"path": "cases.jsonl", "limit": 1e400}}')
+    response = client.post("/v1/jobs", content=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 422 and "dataset.limit" in field_of(response)
+    response = client.post("/v1/tokens", content='{"name": NaN}', headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 422
+
+
+# --- cancellation: every long loop checks, a cancelled job leaves nothing ----------------------------------
+
+class Stop(Exception):
+    pass
+
+
+def test_cancellation_check_stops_corpus_sampling_within_a_token(model_dir):
+    from suture.editor.handle import load_model
+    from suture.editor.kv.corpus import sample_from_model
+
+    handle = load_model(model_dir)
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) > 3:
+            raise Stop
+
+    started = time.perf_counter()
+    with cancellation_check(check), pytest.raises(Stop):
+        sample_from_model(handle, n=10_000, max_tokens=512, seed=0)
+    assert time.perf_counter() - started < 5 and len(calls) == 4
+    check_cancelled()  # the check is gone outside the block
+
+
+@pytest.mark.parametrize("stage", ["corpus", "statistics", "value", "evaluation"])
+def test_a_job_cancelled_in_any_phase_stops_and_leaves_nothing(model_dir, tmp_path, stage, monkeypatch):
+    """The cancel arrives while the job is in `stage` (seen by the check installed around the run)."""
+    monkeypatch.setenv("SUTURE_HOME", str(tmp_path / "home"))  # no cached corpus or statistics
+    models = LoadedModels(ModelCatalog({"tiny": str(model_dir)}), capacity=1)
+    body = {**with_hparams(), "output_name": "cancelled", "gate": {
+        "min_efficacy": 0, "min_paraphrase": 0, "max_neighborhood_drop": 1, "max_drift_kl": 100}}
+    where = {"corpus": "sample_from_model", "statistics": "_accumulate", "value": "optimize_values",
+             "evaluation": "score_pairs"}[stage]
+
+    def check():
+        import inspect
+
+        if any(frame.function == where for frame in inspect.stack(0)):
+            raise JobCancelled("cancelled")
+
+    ctx = RunContext(job_id="c", spec=JobCreate.model_validate(body), artifacts_dir=tmp_path / "out", check=check)
+    with models.checkout("tiny") as editor:
+        fingerprint = editor.handle.base_fingerprint
+        with cancellation_check(check), pytest.raises(JobCancelled):
+            run_job(editor, ctx)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    with models.checkout("tiny") as editor:
+        assert not editor.ledger and editor.handle.base_fingerprint == fingerprint
+
+
+def test_a_job_over_its_time_limit_raises_timed_out(model_dir, tmp_path):
+    models = LoadedModels(ModelCatalog({"tiny": str(model_dir)}), capacity=1)
+    deadline = time.monotonic() + 0.2
+
+    def check():
+        if time.monotonic() > deadline:
+            raise JobTimedOut("time limit exceeded")
+
+    slow = {**with_hparams(corpus={"n_samples": 400, "max_tokens": 64}), "output_name": "late"}
+    ctx = RunContext(job_id="t", spec=JobCreate.model_validate(slow), artifacts_dir=tmp_path / "out", check=check)
+    started = time.perf_counter()
+    with models.checkout("tiny") as editor, cancellation_check(check), pytest.raises(JobTimedOut):
+        run_job(editor, ctx)
+    assert time.perf_counter() - started < 5
+    assert not (tmp_path / "out" / "late").exists()
+
+
+def test_limits_defaults_are_sane():
+    limits = JobLimits()
+    assert limits.max_corpus_samples >= 1000 and limits.max_steps >= 20  # the methods' defaults fit
+
+
+# --- tenancy and the rest ----------------------------------------------------------------------------------
+
+def test_files_are_created_owner_only(home, model_dir):
+    with TestClient(make_app(home, model_dir)):
+        pass
+    assert stat.S_IMODE((home / "db" / "jobs.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE((home / "artifacts").stat().st_mode) == 0o700
