@@ -19,6 +19,7 @@ from suture.editor.handle import ModelHandle, load_model
 from suture.editor.ledger import EditResult, LedgerEntry
 from suture.editor.registry import get_method
 from suture.editor.requests import EditRequest, InvalidRequestError, parse_requests
+from suture.editor.verdicts import settle_verdicts
 
 
 class Editor:
@@ -48,9 +49,15 @@ class Editor:
         return self.handle.tokenizer
 
     def apply(self, requests: EditRequest | dict | list | None = None, method: str = "rome",
-              progress: Progress | None = None, **hparams: Any) -> EditResult:
+              progress: Progress | None = None, *, verify: bool = True, keep_failed: bool | None = None,
+              **hparams: Any) -> EditResult:
         """Apply one edit (one ledger entry) made of `requests`, computed by `method`. Methods that take no
-        requests (head interventions: `takes_requests = False`) are called with `requests=None`."""
+        requests (head interventions: `takes_requests = False`) are called with `requests=None`.
+
+        With `verify` (default), each request then gets a verdict (editor/verdicts.py: the whole target is
+        the greedy answer on its rewrite prompt, token by token, and the greedy answer names it). If any
+        fails, the edit is rolled back and `EditRequestsFailedError` names each failed request with what
+        was measured; with `keep_failed=True` the edit is kept and the result says "partial"."""
         impl = get_method(method)
         if impl.takes_requests:
             requests = parse_requests(requests)
@@ -78,9 +85,10 @@ class Editor:
             raise
         finally:
             self.context.progress = None
+        verdicts = settle_verdicts(self, requests, verify, keep_failed)  # may roll back and raise
         entry = LedgerEntry(method=method, hparams=resolved.model_dump(mode="json"), requests=requests,
                             deltas=applied, seconds=time.perf_counter() - started, details=details,
-                            artifacts=artifacts)
+                            artifacts=artifacts, verdicts=verdicts)
         self.ledger.append(entry)
         return EditResult.from_entry(entry)
 
@@ -102,7 +110,8 @@ class Editor:
              "requests": [r.model_dump() for r in e.requests],
              "deltas": [{"module": d.module, "param": d.param, "rank": d.rank, "norm": d.norm(), "create": d.create}
                         for d in e.deltas],
-             "seconds": e.seconds, "created": e.created, "details": e.details}
+             "seconds": e.seconds, "created": e.created, "details": e.details,
+             "verdicts": [v.model_dump(mode="json") for v in e.verdicts]}
             for e in self.ledger]}
 
     def save(self, path: str | Path, gate: Gate | None = None) -> Path:

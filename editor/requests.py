@@ -36,6 +36,12 @@ class EditRequest(BaseModel):
     neighbor_answers: list[str] = Field(
         default_factory=list,
         description="the answers the neighbors must keep, one per neighbor (default: target_true)")
+    generation_prompts: list[str] = Field(
+        default_factory=list, description="prompts for free generation about the subject (CounterFact's "
+        "generation_prompts), judged by whether the generated text names target_new")
+    target_space: bool | None = Field(
+        default=None, description="whether target_new follows the prompt after a space; default: decided "
+        "from the prompt's last character, the target's script and the tokenizer (editor/kv/spelling.py)")
     id: str | None = None
 
     @field_validator("prompt")
@@ -136,6 +142,7 @@ def from_counterfact(record: dict[str, Any], position: int | None = None) -> Edi
         "target_true": _target_str(rewrite.get("target_true")),
         "paraphrases": list(record.get("paraphrase_prompts") or []),
         "neighbors": list(record.get("neighborhood_prompts") or []),
+        "generation_prompts": [g for g in record.get("generation_prompts") or [] if isinstance(g, str)],
         "id": None if case_id is None else str(case_id),
     }
     try:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from suture.editor.kv.tokens import PromptBatch, build_batch, encode_target
+from suture.editor.kv.tokens import PromptBatch, build_batch, request_target_ids
 from suture.editor.requests import EditRequest
 
 
@@ -30,7 +30,7 @@ class ValueLayout:
 def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], kl_prompt: str,
                  ) -> tuple[PromptBatch, ValueLayout]:
     texts, subjects, suffixes, owner, is_kl = [], [], [], [], []
-    targets = [encode_target(tokenizer, r.target_new) for r in requests]
+    targets = [request_target_ids(tokenizer, r) for r in requests]
     for i, request in enumerate(requests):
         for template in templates:
             texts.append(template.replace("{}", request.prompt))
