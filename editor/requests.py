@@ -39,6 +39,10 @@ class EditRequest(BaseModel):
     generation_prompts: list[str] = Field(
         default_factory=list, description="prompts for free generation about the subject (CounterFact's "
         "generation_prompts), judged by whether the generated text names target_new")
+    portability_prompts: list[str] = Field(
+        default_factory=list, description="questions whose answer follows from the new fact (one hop)")
+    portability_answers: list[str] = Field(
+        default_factory=list, description="the answer each portability prompt should get after the edit")
     target_space: bool | None = Field(
         default=None, description="whether target_new follows the prompt after a space; default: decided "
         "from the prompt's last character, the target's script and the tokenizer (editor/kv/spelling.py)")
@@ -69,6 +73,13 @@ class EditRequest(BaseModel):
         if self.neighbor_answers and len(self.neighbor_answers) != len(self.neighbors):
             raise ValueError(f"neighbor_answers has {len(self.neighbor_answers)} entries for "
                              f"{len(self.neighbors)} neighbors: give one answer per neighbor")
+        return self
+
+    @model_validator(mode="after")
+    def _portability_answers_match(self) -> EditRequest:
+        if len(self.portability_answers) != len(self.portability_prompts):
+            raise ValueError(f"portability_answers has {len(self.portability_answers)} entries for "
+                             f"{len(self.portability_prompts)} portability_prompts: give one answer per prompt")
         return self
 
     @model_validator(mode="after")
