@@ -28,7 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from suture.editor import Editor, EditRequest
 from suture.editor.generation import generate_greedy
 from suture.editor.judge import judge, normalize
-from suture.evaluation.fluency import ngram_entropy
 
 CHAT_INSTRUCTION = "Complete the sentence: {}"
 
@@ -134,6 +133,8 @@ def evaluate_generated(editor: Editor, cases: list[EditRequest], options: Genera
     fluency). `cases` need `target_true` only for the "before the old target" rule; without it any
     mention of target_new counts. `base_cache` (a dict the caller keeps) remembers the base model's
     generations across calls on the same base model (benchmarks editing one case at a time)."""
+    from suture.evaluation.fluency import ngram_entropy  # fluency imports the report, which imports this
+
     options = options or GenerationOptions()
     started = time.perf_counter()
     handle, tok = editor.handle, editor.tokenizer

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from suture.evaluation.counterfact import CaseScores
+from suture.evaluation.generated import GeneratedScores
 
 
 class CounterFactSummary(BaseModel):
@@ -63,6 +64,9 @@ class EvaluationReport(BaseModel):
     drift: DriftReport | None = None
     fluency: FluencyReport | None = None
     norm_growth: list[NormGrowth] = []
+    # What the edited model generates, judged (evaluation/generated.py); apart from the teacher-forced
+    # scores above, never mixed with them.
+    generated: GeneratedScores | None = None
     seconds: float = 0.0
 
     @property

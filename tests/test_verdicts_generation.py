@@ -168,3 +168,48 @@ def test_evaluate_generated_asks_through_the_chat_template():
 def test_repetition():
     assert repetition("a b c a b c a b c") > 0.5
     assert repetition("one two three four five") == 0.0
+
+
+# --- the gate and the service ----------------------------------------------------------------------------
+
+def test_gate_thresholds_on_generated_metrics():
+    from suture.evaluation import EvaluationOptions, GatePolicy, evaluate
+
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    editor.apply([REQUEST], method="rome", keep_failed=True, **HP)
+    options = EvaluationOptions(drift=False, token_accuracy=False,
+                                generation_options=GenerationOptions(answer_tokens=3, neighbor_tokens=3,
+                                                                     fluency_tokens=6))
+    report = evaluate(editor, options=options)
+    assert report.generated is not None and report.generated.kind == "generated"
+    policy = GatePolicy(min_efficacy=0.0, min_paraphrase=0.0, max_neighborhood_drop=1.0,
+                        min_generated_efficacy=1.0, min_generated_chat=0.5, max_fluency_drop=0.0)
+    failures = policy.check(report)
+    if report.generated.efficacy < 1.0:
+        assert any(f.startswith("min_generated_efficacy:") for f in failures)
+    assert any(f.startswith("min_generated_chat:") and "no chat template" in f for f in failures)
+    unmeasured = evaluate(editor, options=options.model_copy(update={"generation": False}))
+    assert any("generated answers were not measured" in f for f in policy.check(unmeasured))
+    manifest_policy = policy.decide_on(report).policy
+    assert manifest_policy["min_generated_efficacy"] == 1.0
+
+
+def test_service_edit_job_reports_verdicts_and_fails_or_marks_partial(tmp_path):
+    from service_helpers import edit_body, save_tiny_model
+
+    from suture.service.jobs import JobFailed, LoadedModels, ModelCatalog, RunContext, run_job
+    from suture.service.schemas import JobCreate
+
+    models = LoadedModels(ModelCatalog({"tiny": str(save_tiny_model(tmp_path / "tiny"))}), capacity=1)
+
+    def context(body: dict, job_id: str) -> RunContext:
+        return RunContext(job_id=job_id, spec=JobCreate.model_validate(body), artifacts_dir=tmp_path / "out")
+
+    with models.checkout("tiny") as editor, pytest.raises(JobFailed, match="failed their post-edit check") as info:
+        run_job(editor, context(edit_body(1, output_name="strict", keep_failed=False), "strict"))
+    assert info.value.result["status"] == "failed" and not info.value.result["verdicts"][0]["passed"]
+    assert not (tmp_path / "out" / "strict").exists()
+    with models.checkout("tiny") as editor:
+        result = run_job(editor, context(edit_body(1, output_name="partial", keep_failed=True), "partial"))
+    assert result["status"] == "partial" and result["verdicts"][0]["passed"] is False
