@@ -22,6 +22,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="a ledger export or a checkpoint's suture.json; its edits are re-applied first")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="score the first N cases only")
     parser.add_argument("--fluency", action="store_true", help="also measure fluency (greedy generations)")
+    parser.add_argument("--no-generation", action="store_true",
+                        help="skip the generated-answer evaluation (greedy answers judged; on by default)")
     parser.add_argument("--report", default=None, metavar="DIR", help="write report.json (and report.html) here")
     parser.set_defaults(run=run)
     return parser
@@ -50,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
             results = replay_ledger(editor, ledger)
         print(f"re-applied {len(results)} edit(s) from {args.edits}")
     with timer("evaluate"):
-        report = evaluate(editor, cases, EvaluationOptions(fluency=args.fluency))
+        report = evaluate(editor, cases, EvaluationOptions(fluency=args.fluency, generation=not args.no_generation))
     drop = report.neighborhood_drop
+    print("teacher-forced (log-probability comparisons):")
     print(f"efficacy      {report.pre.efficacy:.3f} -> {report.post.efficacy:.3f}")
     if report.post.paraphrase is not None:
         print(f"paraphrase    {report.pre.paraphrase:.3f} -> {report.post.paraphrase:.3f}")
@@ -60,6 +63,17 @@ def run(args: argparse.Namespace) -> int:
     if report.drift is not None:
         print(f"drift         mean KL {report.drift.mean_kl:.5f}, top-1 agreement {report.drift.top1_agreement:.3f}, "
               f"perplexity {report.drift.perplexity_base:.2f} -> {report.drift.perplexity_edited:.2f}")
+    gen = report.generated
+    if gen is not None:
+        def show(value):
+            return "n/a" if value is None else f"{value:.3f}"
+
+        print(f"generated     efficacy {show(gen.efficacy)}, paraphrase {show(gen.paraphrase)}, "
+              f"chat {show(gen.chat)}, locality {show(gen.locality)}, portability {show(gen.portability)} "
+              f"({gen.seconds_per_case:.2f} s/case; greedy answers judged, not teacher-forced)")
+        if gen.fluency is not None:
+            print(f"gen. fluency  entropy {gen.fluency.base_entropy:.3f} -> {gen.fluency.edited_entropy:.3f}, "
+                  f"repetition {gen.fluency.base_repetition:.3f} -> {gen.fluency.edited_repetition:.3f}")
     if report.norm_growth:
         print(f"norm growth   max {report.max_norm_growth:+.4%} over {len(report.norm_growth)} weight(s)")
     if args.report:

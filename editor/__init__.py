@@ -29,12 +29,15 @@ from suture.editor.registry import (
 )
 from suture.editor.requests import EditRequest, InvalidRequestError, from_counterfact, parse_requests
 from suture.editor.sites import register_site_map, site_map_load_errors, supported_model_types
+from suture.editor.verdicts import EditRequestsFailedError, RequestVerdict
 
 __all__ = [
     "AdapterExportError", "DuplicateRegistrationError", "EditContext", "EditFailedError", "EditMethod",
-    "EditRequest", "EditResult", "Editor", "Gate", "GateDecision", "GateFailedError", "InvalidDeltaError",
+    "EditRequest", "EditRequestsFailedError", "EditResult", "Editor", "Gate", "GateDecision", "GateFailedError",
+    "InvalidDeltaError",
     "InvalidHyperparametersError", "InvalidInputError", "InvalidRequestError", "LedgerEntry", "MethodOutput",
-    "ModelHandle", "ModelNotFoundError", "SutureError", "UnknownMethodError", "UnsupportedArchitectureError",
+    "ModelHandle", "ModelNotFoundError", "RequestVerdict", "SutureError", "UnknownMethodError",
+    "UnsupportedArchitectureError",
     "WeightBook", "WeightDelta", "available_methods", "export_lora", "from_counterfact", "get_method",
     "method_load_errors", "parse_requests", "register_method", "register_site_map", "site_map_load_errors",
     "supported_model_types",

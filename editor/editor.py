@@ -23,6 +23,7 @@ from suture.editor.noop import split_noops
 from suture.editor.progress import generation_stoppers
 from suture.editor.registry import get_method
 from suture.editor.requests import EditRequest, InvalidRequestError, parse_requests
+from suture.editor.verdicts import settle_verdicts
 
 
 class Editor:
@@ -55,13 +56,19 @@ class Editor:
         return self.handle.tokenizer
 
     def apply(self, requests: EditRequest | dict | list | None = None, method: str = "rome",
-              progress: Progress | None = None, force: bool = False, **hparams: Any) -> EditResult:
+              progress: Progress | None = None, force: bool = False, *, verify: bool = True,
+              keep_failed: bool | None = None, **hparams: Any) -> EditResult:
         """Apply one edit (one ledger entry) made of `requests`, computed by `method`. Methods that take no
         requests (head interventions: `takes_requests = False`) are called with `requests=None`.
 
         Requests whose target the model already gives (greedy; `editor/noop.py`) are left out and listed
         in `details["noop"]`; when every request is one, nothing is written and no ledger entry is made.
-        `force=True` applies them anyway."""
+        `force=True` applies them anyway.
+
+        With `verify` (default), each applied request then gets a verdict (editor/verdicts.py: the whole
+        target is the greedy answer on its rewrite prompt, token by token, and the greedy answer names it).
+        If any fails, the edit is rolled back and `EditRequestsFailedError` names each failed request with
+        what was measured; with `keep_failed=True` the edit is kept and the result says "partial"."""
         impl = get_method(method)
         if impl.takes_requests:
             requests = parse_requests(requests)
@@ -96,9 +103,10 @@ class Editor:
             self.context.progress = None
         if noops:
             details["noop"] = noops
+        verdicts = settle_verdicts(self, requests, verify, keep_failed)  # may roll back and raise
         entry = LedgerEntry(method=method, hparams=resolved.model_dump(mode="json"), requests=requests,
                             deltas=applied, seconds=time.perf_counter() - started, details=details,
-                            artifacts=artifacts)
+                            artifacts=artifacts, verdicts=verdicts)
         self.ledger.append(entry)
         return EditResult.from_entry(entry)
 
@@ -120,7 +128,8 @@ class Editor:
              "requests": [r.model_dump() for r in e.requests],
              "deltas": [{"module": d.module, "param": d.param, "rank": d.rank, "norm": d.norm(), "create": d.create}
                         for d in e.deltas],
-             "seconds": e.seconds, "created": e.created, "details": e.details}
+             "seconds": e.seconds, "created": e.created, "details": e.details,
+             "verdicts": [v.model_dump(mode="json") for v in e.verdicts]}
             for e in self.ledger]}
 
     def save(self, path: str | Path, gate: Gate | None = None) -> Path:

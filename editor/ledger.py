@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from suture.editor.deltas import WeightDelta
 from suture.editor.requests import EditRequest
+from suture.editor.verdicts import RequestVerdict
 
 
 @dataclass
@@ -22,6 +23,7 @@ class LedgerEntry:
     seconds: float
     details: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Any] = field(default_factory=dict)
+    verdicts: list[RequestVerdict] = field(default_factory=list)
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created: float = field(default_factory=time.time)
 
@@ -43,14 +45,30 @@ class EditResult(BaseModel):
     deltas: list[DeltaSummary]
     seconds: float
     details: dict[str, Any] = {}
+    verdicts: list[RequestVerdict] = []  # one per request, in order (empty when verification was off)
+    status: Literal["succeeded", "partial", "unverified"] = "succeeded"
+
+    @property
+    def failed(self) -> list[RequestVerdict]:
+        """The verdicts of requests that failed (kept only with `keep_failed=True`)."""
+        return [v for v in self.verdicts if not v.passed]
 
     @classmethod
     def from_entry(cls, entry: LedgerEntry) -> EditResult:
         return cls(
             id=entry.id, method=entry.method, hparams=entry.hparams, requests=entry.requests,
             deltas=[DeltaSummary(module=d.module, param=d.param, rank=d.rank, norm=d.norm()) for d in entry.deltas],
-            seconds=entry.seconds, details=entry.details,
+            seconds=entry.seconds, details=entry.details, verdicts=entry.verdicts,
+            status=_status(entry),
         )
+
+
+def _status(entry: LedgerEntry) -> str:
+    if not entry.requests:
+        return "succeeded"
+    if not entry.verdicts:
+        return "unverified"
+    return "succeeded" if all(v.passed for v in entry.verdicts) else "partial"
 
 
 def ledger_base_fingerprint(data: dict[str, Any]) -> str | None:
@@ -75,7 +93,9 @@ def replay_ledger(editor: Any, data: dict[str, Any]) -> list[EditResult]:
         if not isinstance(edit, dict) or "method" not in edit or "requests" not in edit:
             raise SutureError(f"ledger: edit {position}: fields 'method' and 'requests' are required")
         # Methods that take no requests (head interventions) record an empty list; apply() validates.
-        # The recorded requests were applied, so they are applied again even if one is now a no-op.
-        results.append(editor.apply(edit["requests"] or None, method=edit["method"], force=True,
+        # The recorded requests were applied, so they are applied again even if one is now a no-op; a replay
+        # reproduces what was recorded, failed requests kept with keep_failed included (their verdicts are
+        # in the results).
+        results.append(editor.apply(edit["requests"] or None, method=edit["method"], force=True, keep_failed=True,
                                     **edit.get("hparams", {})))
     return results

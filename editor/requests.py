@@ -28,6 +28,16 @@ class EditRequest(BaseModel):
     neighbor_answers: list[str] = Field(
         default_factory=list,
         description="the answers the neighbors must keep, one per neighbor (default: target_true)")
+    generation_prompts: list[str] = Field(
+        default_factory=list, description="prompts for free generation about the subject (CounterFact's "
+        "generation_prompts), judged by whether the generated text names target_new")
+    portability_prompts: list[str] = Field(
+        default_factory=list, description="questions whose answer follows from the new fact (one hop)")
+    portability_answers: list[str] = Field(
+        default_factory=list, description="the answer each portability prompt should get after the edit")
+    target_space: bool | None = Field(
+        default=None, description="whether target_new follows the prompt after a space; default: decided "
+        "from the prompt's last character, the target's script and the tokenizer (editor/kv/spelling.py)")
     id: str | None = None
 
     @field_validator("prompt")
@@ -59,6 +69,13 @@ class EditRequest(BaseModel):
         if self.neighbor_answers and len(self.neighbor_answers) != len(self.neighbors):
             raise ValueError(f"neighbor_answers has {len(self.neighbor_answers)} entries for "
                              f"{len(self.neighbors)} neighbors: give one answer per neighbor")
+        return self
+
+    @model_validator(mode="after")
+    def _portability_answers_match(self) -> EditRequest:
+        if len(self.portability_answers) != len(self.portability_prompts):
+            raise ValueError(f"portability_answers has {len(self.portability_answers)} entries for "
+                             f"{len(self.portability_prompts)} portability_prompts: give one answer per prompt")
         return self
 
     @model_validator(mode="after")
@@ -137,6 +154,7 @@ def from_counterfact(record: dict[str, Any], position: int | None = None) -> Edi
         "target_true": _target_str(rewrite.get("target_true")),
         "paraphrases": list(record.get("paraphrase_prompts") or []),
         "neighbors": list(record.get("neighborhood_prompts") or []),
+        "generation_prompts": [g for g in record.get("generation_prompts") or [] if isinstance(g, str)],
         "id": None if case_id is None else str(case_id),
     }
     try:

@@ -115,8 +115,19 @@ def zsre_record(record: Any, position: int) -> EditRequest:
         "paraphrases": [record["rephrase"]] if record.get("rephrase") else [],
         "neighbors": [loc] if loc else [],
         "neighbor_answers": [record["loc_ans"]] if loc and record.get("loc_ans") else [],
+        **_portability(record),
         "id": str(record.get("case_id", position)),
     }, position)
+
+
+def _portability(record: dict) -> dict[str, list[str]]:
+    """The one-hop portability question of the zsRE portability set (`portability["New Question"]`,
+    `["New Answer"]`), when the record has one."""
+    port = record.get("portability")
+    if isinstance(port, dict) and isinstance(port.get("New Question"), str) and isinstance(
+            port.get("New Answer"), str) and port["New Question"].strip() and port["New Answer"].strip():
+        return {"portability_prompts": [port["New Question"]], "portability_answers": [port["New Answer"]]}
+    return {}
 
 
 def load_zsre(path: str | Path, limit: int | None = None, offset: int = 0) -> list[EditRequest]:

@@ -14,6 +14,7 @@ from suture.editor.noop import greedy_answers, matches_answer
 from suture.evaluation.counterfact import CounterFactScores, score_cases
 from suture.evaluation.drift import measure_drift
 from suture.evaluation.fluency import measure_fluency
+from suture.evaluation.generated import GenerationOptions, evaluate_generated
 from suture.evaluation.report import BaseAnswer, CounterFactSummary, EvaluationReport, NormGrowth, TokenAccuracy
 from suture.evaluation.scoring import score_pairs
 
@@ -27,6 +28,8 @@ class EvaluationOptions(BaseModel):
     fluency_prompts: int = Field(8, ge=1)
     token_accuracy: bool = True
     batch_size: int = Field(64, ge=1)
+    generation: bool = Field(True, description="also judge greedy generations (evaluation/generated.py)")
+    generation_options: GenerationOptions = Field(default_factory=GenerationOptions)
 
 
 def _summary(scores: CounterFactScores) -> CounterFactSummary:
@@ -114,6 +117,7 @@ def evaluate(editor: Editor, cases: list[EditRequest] | None = None,
         fluency=measure_fluency(editor, [c.text for c in cases[: options.fluency_prompts]])
         if options.fluency else None,
         norm_growth=norm_growth(editor), base_answers=base_answers,
+        generated=evaluate_generated(editor, cases, options.generation_options) if options.generation else None,
     )
     report.seconds = time.perf_counter() - started
     return report

@@ -22,6 +22,17 @@ class GatePolicy(BaseModel):
     max_drift_kl: float = Field(0.05, ge=0)
     min_top1_agreement: float | None = Field(None, ge=0, le=1)
     max_norm_growth: float | None = Field(None, ge=0, description="relative Frobenius growth of any edited weight")
+    # Thresholds on generated answers (evaluation/generated.py), apart from the teacher-forced ones above.
+    min_generated_efficacy: float | None = Field(
+        0.9, ge=0, le=1, description="share of rewrite prompts whose greedy answer names target_new")
+    min_generated_paraphrase: float | None = Field(None, ge=0, le=1, description="the same on paraphrases")
+    min_generated_chat: float | None = Field(
+        None, ge=0, le=1, description="the fact asked through the chat template (models that have one)")
+    min_generated_locality: float | None = Field(
+        None, ge=0, le=1, description="share of neighbor prompts whose generated answer is the base model's")
+    max_fluency_drop: float | None = Field(
+        None, ge=0, le=1, description="relative drop of the generations' n-gram entropy (and of the chat "
+        "replies') below the base model's, e.g. 0.05")
     options: EvaluationOptions = Field(default_factory=EvaluationOptions)
 
     def check(self, report: EvaluationReport) -> list[str]:
@@ -45,7 +56,30 @@ class GatePolicy(BaseModel):
         else:  # a drift threshold with drift switched off must not pass silently
             failures.append("max_drift_kl: drift was not measured (options.drift is false)")
         at_most("max_norm_growth", report.max_norm_growth, self.max_norm_growth)
+        self._check_generated(report, at_least, at_most, failures)
         return failures
+
+    def _check_generated(self, report: EvaluationReport, at_least, at_most, failures: list[str]) -> None:
+        limits = {"min_generated_efficacy": self.min_generated_efficacy,
+                  "min_generated_paraphrase": self.min_generated_paraphrase,
+                  "min_generated_chat": self.min_generated_chat,
+                  "min_generated_locality": self.min_generated_locality,
+                  "max_fluency_drop": self.max_fluency_drop}
+        gen = report.generated
+        if gen is None:  # a generated threshold with generation switched off must not pass silently
+            failures += [f"{name}: generated answers were not measured (options.generation is false)"
+                         for name, limit in limits.items() if limit is not None]
+            return
+        at_least("min_generated_efficacy", gen.efficacy, self.min_generated_efficacy)
+        at_least("min_generated_paraphrase", gen.paraphrase, self.min_generated_paraphrase)
+        if self.min_generated_chat is not None and gen.chat is None:
+            failures.append("min_generated_chat: not measured (the model has no chat template)")
+        at_least("min_generated_chat", gen.chat, self.min_generated_chat)
+        at_least("min_generated_locality", gen.locality, self.min_generated_locality)
+        if gen.fluency is not None:
+            at_most("max_fluency_drop", 1 - gen.fluency.ratio, self.max_fluency_drop)
+            if gen.fluency.chat_ratio is not None:
+                at_most("max_fluency_drop (chat)", 1 - gen.fluency.chat_ratio, self.max_fluency_drop)
 
     def decide_on(self, report: EvaluationReport) -> GateDecision:
         failures = self.check(report)

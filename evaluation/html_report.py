@@ -158,6 +158,42 @@ def norm_table(report: EvaluationReport) -> str:
     return f"<section><h2>Weight norms</h2><table><thead>{head}</thead><tbody>{rows}</tbody></table></section>"
 
 
+def generated_section(report: EvaluationReport) -> str:
+    """What the edited model generates, judged (evaluation/generated.py): a table apart from the
+    teacher-forced summary, and the first answers with their verdicts."""
+    gen = report.generated
+    if gen is None:
+        return '<section><h2>Generated answers</h2><p class="meta">not measured</p></section>'
+    rows = [
+        _row("Efficacy (generated)", "", _fmt(gen.efficacy), hint="rewrite answer names the new target first"),
+        _row("Paraphrase (generated)", "", _fmt(gen.paraphrase), hint="the same on paraphrases"),
+        _row("Chat form (generated)", "", _fmt(gen.chat), hint="the fact asked through the chat template"),
+        _row("Generation prompts", "", _fmt(gen.generation_prompts), hint="free text about the subject names it"),
+        _row("Locality (generated)", "", _fmt(gen.locality), hint="neighbor answers equal the base model's"),
+        _row("Portability (generated)", "", _fmt(gen.portability), hint="one-hop questions"),
+    ]
+    if gen.fluency is not None:
+        f = gen.fluency
+        rows.append(_row("Fluency (entropy)", _fmt(f.base_entropy), _fmt(f.edited_entropy),
+                         _change(f.base_entropy, f.edited_entropy, True), "bi/tri-gram entropy of generations"))
+        rows.append(_row("Repetition", _fmt(f.base_repetition), _fmt(f.edited_repetition),
+                         _change(f.base_repetition, f.edited_repetition, False), "share of repeated trigrams"))
+        if f.chat_base_entropy is not None:
+            rows.append(_row("Chat fluency (entropy)", _fmt(f.chat_base_entropy), _fmt(f.chat_edited_entropy),
+                             _change(f.chat_base_entropy, f.chat_edited_entropy, True)))
+    head = "<tr><th>Metric</th><th>Base</th><th>Edited</th><th>Change</th></tr>"
+    samples = []
+    for case in gen.cases[:MAX_CASES]:
+        for answer in case.answers[:4]:
+            samples.append(f"<li><b>{escape(answer.judged)}</b> · {escape(answer.prompt[-120:])}"
+                           f" → <i>{escape(answer.text)}</i></li>")
+    return (f'<section><h2>Generated answers (greedy, judged; apart from the teacher-forced scores)</h2>'
+            f'<p class="meta">{gen.generations} generations in {gen.seconds:.1f} s '
+            f'({gen.seconds_per_case:.2f} s per case)</p>'
+            f'<table class="summary"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+            f'<ol class="samples">{"".join(samples[:40])}</ol></section>')
+
+
 def fluency_samples(report: EvaluationReport) -> str:
     if report.fluency is None or not report.fluency.samples:
         return ""
@@ -190,7 +226,8 @@ def render_html(report: EvaluationReport, title: str = "suture evaluation") -> s
 <body>
 <main>
 <header><h1>{escape(title)}</h1><p class="meta">{cases} · evaluated in {report.seconds:.1f} s</p></header>
-<section><h2>Summary</h2>{summary_table(report)}</section>
+<section><h2>Summary (teacher-forced scores, drift, norms)</h2>{summary_table(report)}</section>
+{generated_section(report)}
 {"".join(figures)}
 {norm_table(report)}
 {fluency_samples(report)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from suture.evaluation.counterfact import CaseScores
+from suture.evaluation.generated import GeneratedScores
 
 
 class CounterFactSummary(BaseModel):
@@ -74,6 +75,9 @@ class EvaluationReport(BaseModel):
     fluency: FluencyReport | None = None
     norm_growth: list[NormGrowth] = []
     base_answers: list[BaseAnswer] = []  # cases without target_true: the base model's own answer was read
+    # What the edited model generates, judged (evaluation/generated.py); apart from the teacher-forced
+    # scores above, never mixed with them.
+    generated: GeneratedScores | None = None
     seconds: float = 0.0
 
     @property

@@ -92,6 +92,9 @@ class JobCreate(BaseModel):
     output_name: StrictStr | None = Field(None, pattern=NAME_PATTERN,
                                           description="checkpoint name (default: the job id)")
     save_checkpoint: StrictBool = Field(False, description="also materialize the full merged checkpoint (model-sized)")
+    keep_failed: StrictBool | None = Field(
+        None, description="edit jobs: keep an edit whose requests fail their post-edit verdict (the job result "
+        "says status 'partial' and lists each verdict); by default such an edit is rolled back and the job fails")
     export_adapter: StrictBool = Field(True, description="export the edits as a PEFT LoRA adapter when they allow it")
     time_limit: float | None = Field(None, gt=0, allow_inf_nan=False,
                                      description="seconds the job may run (at most the server's job time limit, "

@@ -9,7 +9,7 @@ from test_cli import HPARAMS, REQUESTS, model_dir, write_jsonl  # noqa: F401  (f
 from suture.cli.main import main
 
 PASSING = json.dumps({"min_efficacy": 0.0, "min_paraphrase": 0.0, "max_neighborhood_drop": 1.0,
-                      "max_drift_kl": 100.0})
+                      "max_drift_kl": 100.0, "min_generated_efficacy": 0.0})
 FAILING = json.dumps({"min_efficacy": 0.0, "min_paraphrase": 0.0, "max_neighborhood_drop": 1.0,
                       "max_drift_kl": 0.0})
 

@@ -96,7 +96,8 @@ def test_failing_gate_writes_nothing_and_names_thresholds(edited, tmp_path):
 
 
 def test_passing_gate_saves_with_report_in_manifest(edited, tmp_path):
-    policy = GatePolicy(min_efficacy=0.0, min_paraphrase=0.0, max_neighborhood_drop=1.0, max_drift_kl=100.0)
+    policy = GatePolicy(min_efficacy=0.0, min_paraphrase=0.0, max_neighborhood_drop=1.0, max_drift_kl=100.0,
+                        min_generated_efficacy=0.0)
     path = edited.save(tmp_path / "out", gate=policy)
     manifest = json.loads((path / "suture.json").read_text())
     assert manifest["gate"]["passed"] is True

@@ -42,12 +42,35 @@ def subject_last_index(tokenizer, text: str, subject_start: int, subject_end: in
     return min(len(prefix_ids), len(ids)) - 1
 
 
-def encode_target(tokenizer, target: str) -> list[int]:
-    """Token ids of an answer as it follows a prompt: with a leading space, no special tokens."""
-    ids = tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"]
+def encode_target(tokenizer, target: str, separator: str = " ", prompt: str | None = None) -> list[int]:
+    """Token ids of an answer as it follows a prompt, no special tokens.
+
+    `separator` goes before the stripped target (default a space, the CounterFact convention; see
+    `spelling.target_separator` for the rule that decides it per request). With `prompt` (the filled
+    prompt text), the ids are read as the tokenizer splits prompt + separator + target in running text:
+    the ids after the prompt's own ids, when those are a prefix (they are unless a token straddles the
+    boundary, in which case the target is tokenized on its own).
+    """
+    text = separator + target.strip()
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if prompt is not None:
+        head = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        whole = tokenizer(prompt + text, add_special_tokens=False)["input_ids"]
+        if len(whole) > len(head) and whole[: len(head)] == head:
+            ids = whole[len(head):]
     if not ids:
         raise InvalidRequestError(f"target {target!r} tokenizes to nothing")
     return ids
+
+
+def request_target_ids(tokenizer, request) -> list[int]:
+    """Ids of `request.target_new` spelled the way its prompt continues (`spelling.target_separator`,
+    overridden by the request's `target_space`)."""
+    from suture.editor.kv.spelling import target_separator
+
+    text = request.text
+    separator = target_separator(text, request.target_new, tokenizer, getattr(request, "target_space", None))
+    return encode_target(tokenizer, request.target_new, separator, prompt=text)
 
 
 def build_batch(tokenizer, templates: list[PromptTemplate | str], subjects: list[str],

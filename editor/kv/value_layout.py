@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from suture.editor.kv.tokens import PromptBatch, build_batch, encode_target
+from suture.editor.kv.tokens import PromptBatch, build_batch, request_target_ids
 from suture.editor.prompt_template import PromptTemplate, parse_template
 from suture.editor.requests import EditRequest
 
@@ -32,7 +32,7 @@ def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], k
                  ) -> tuple[PromptBatch, ValueLayout]:
     texts: list[PromptTemplate | str] = []
     subjects, suffixes, owner, is_kl = [], [], [], []
-    targets = [encode_target(tokenizer, r.target_new) for r in requests]
+    targets = [request_target_ids(tokenizer, r) for r in requests]
     for i, request in enumerate(requests):
         prompt = parse_template(request.prompt)
         for template in templates:

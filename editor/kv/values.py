@@ -46,7 +46,8 @@ class ValueObjective(BaseModel):
     kl_factor: float = Field(0.0625, ge=0)
     weight_decay: float = Field(0.5, ge=0)
     clamp_norm_factor: float = Field(4.0, gt=0)
-    # Stop once the target NLL is below this in every template. The decay term is left out of the test on
+    # Stop once every target token's NLL is below this in every template (per token: under ln 2 ≈ 0.69
+    # each target token is the greedy choice after the ones before it). The decay term is left out of the test on
     # purpose: it scales with ‖δ‖/‖v₀‖², which never vanishes on models with small MLP outputs (Llama).
     early_stop_nll: float = Field(0.05, ge=0)
     kl_prompt: str = "{} is a"
@@ -140,7 +141,6 @@ def optimize_values(
     active = torch.ones(n, dtype=torch.bool, device=device)
     settled = torch.zeros_like(init_values)  # δ of requests that met the stopping test, kept from then on
     target_prob = torch.zeros(n, device=device)
-    row_tokens = torch.bincount(lay.target_rows, minlength=total_rows).clamp_min(1)
     replayed = rows_all  # rows of the full batch the runner replays, in the runner's order
     steps_done = 0
     for step in range(objective.steps):
@@ -172,7 +172,10 @@ def optimize_values(
             progress(step, float(per_request.detach()[active].mean()))
         # Stop a request when its target is likely in every template, the bare prompt included: a good mean
         # can hide a bare prompt that still prefers the old answer.
-        row_nll = torch.zeros(total_rows, device=device).index_add_(0, t_rows, -token_logp.detach()) / row_tokens
+        # Per token, not the mean: a target split into several tokens has easy later tokens that would
+        # hide a first token that is still unlikely (the greedy answer would still be the old one).
+        row_nll = torch.zeros(total_rows, device=device).scatter_reduce(
+            0, t_rows, -token_logp.detach(), "amax", include_self=False)
         worst = torch.zeros(n, device=device).scatter_reduce(
             0, rewrite_owner, row_nll[lay.rewrite_rows], "amax", include_self=False)
         finished = active & (worst < objective.early_stop_nll)

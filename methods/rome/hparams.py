@@ -20,9 +20,9 @@ class RomeHParams(BaseModel):
     # Measured on SmolLM2 (BENCHMARKS.md): 5 ten-token prefixes generalize as well as ROME's 20 at a
     # third of the cost per step, and optimizing through the exact update converges in fewer steps.
     templates: TemplateSpec = Field(default_factory=lambda: TemplateSpec(groups=[(10, 5)]))
-    # Stop once every template's mean target-token NLL is under 0.6 (probability above 0.55: the target
-    # leads in every template). This is what was benchmarked: until 2026-11-24 the test divided each
-    # template's NLL by the number of templates, so the old setting 0.1 with 6 templates meant 0.6.
+    # Stop once every target token's NLL is under 0.6 in every template (probability above 0.55: each
+    # target token is the greedy choice). Until 2026-11-30 the test read the mean over target tokens, which
+    # let an unlikely first token hide behind easy later ones (issue 13).
     objective: ValueObjective = Field(default_factory=lambda: ValueObjective(lr=1.0, early_stop_nll=0.6))
     corpus: CorpusSpec = Field(default_factory=CorpusSpec)
     ridge: float = Field(1e-6, ge=0, description="added to C as ridge·mean(diag C)·I before solving")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from suture.editor import Editor, EditRequest, GateDecision
+from suture.editor import Editor, EditRequest, EditRequestsFailedError, GateDecision
 from suture.editor.atomic import atomic_directory
 from suture.editor.errors import SutureError
 from suture.editor.ledger import replay_ledger
@@ -69,6 +69,8 @@ class RunContext:
     @property
     def roots(self) -> list[Path]:
         return data_roots(self.data_dir, self.allowed_dirs)
+    verdicts: list[dict[str, Any]] | None = None  # per-request verdicts of the edit, once applied
+    status: str | None = None  # "succeeded" or "partial" (keep_failed) once applied
 
 
 class _Decided:
@@ -112,6 +114,13 @@ def _summary(report: EvaluationReport) -> dict[str, Any]:
                            "neighborhood_drop": report.neighborhood_drop}
     if report.drift is not None:
         out["drift"] = {"mean_kl": report.drift.mean_kl, "top1_agreement": report.drift.top1_agreement}
+    if report.generated is not None:  # greedy answers judged; apart from the teacher-forced pre/post
+        g = report.generated
+        out["generated"] = {"efficacy": g.efficacy, "paraphrase": g.paraphrase, "chat": g.chat,
+                            "generation_prompts": g.generation_prompts, "locality": g.locality,
+                            "portability": g.portability,
+                            "fluency": None if g.fluency is None else {**g.fluency.model_dump(),
+                                                                      "ratio": g.fluency.ratio}}
     return out
 
 
@@ -128,6 +137,8 @@ def run_job(editor: Editor, ctx: RunContext) -> dict[str, Any]:
         decision = None
     else:
         _apply(editor, ctx, cases, timings)
+        if ctx.verdicts is not None:
+            result["verdicts"], result["status"] = ctx.verdicts, ctx.status
         report, decision = _gate(editor, ctx, cases, timings)
     if report is not None:
         result["report"] = _summary(report)
@@ -167,8 +178,16 @@ def _apply(editor: Editor, ctx: RunContext, cases: list[EditRequest] | None, tim
     except FileRefused as exc:
         raise JobFailed(str(exc)) from None
     t = time.perf_counter()
-    editor.apply(requests, method=spec.method, progress=progress, **hparams)
+    try:
+        applied = editor.apply(requests, method=spec.method, progress=progress, keep_failed=spec.keep_failed,
+                               **hparams)
+    except EditRequestsFailedError as exc:  # rolled back: the job fails, naming each request
+        raise JobFailed(str(exc), {"verdicts": [v.model_dump(mode="json") for v in exc.verdicts],
+                                   "status": "failed"}) from None
     timings["edit"] = time.perf_counter() - t
+    if applied.verdicts:
+        ctx.verdicts = [v.model_dump(mode="json") for v in applied.verdicts]
+        ctx.status = applied.status
 
 
 def _gate(editor: Editor, ctx: RunContext, cases: list[EditRequest] | None, timings: dict[str, float]):

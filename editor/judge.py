@@ -1,0 +1,85 @@
+"""The judge of generated answers: does a continuation name the new target, before any mention of the old?
+
+`find_mention(text, target)` is where `target` first occurs in `text` as words, after normalizing both:
+
+- Unicode NFKC, case folding, accents removed (é -> e), every run of punctuation or whitespace made one
+  space, so "New  York," matches "new york" and "São Paulo" matches "Sao Paulo";
+- word boundaries for scripts written with spaces: "Rome" is not found in "Romeo", "French" is found in
+  "French-speaking"; a multi-word target must appear whole, in order ("New York" is not "New Jersey");
+- no word boundaries for scripts written without spaces (Chinese, Japanese, Thai: editor/kv/spelling.py):
+  "小明" is found in "作者是小明。".
+
+`judge(text, target_new, target_true)` then says "new" when the new target is named and comes before any
+mention of the old one, "old" when the old one comes first (or alone), and "neither" otherwise. This is
+the measure of "The Mirage of Model Editing" (Yang et al. 2025, arXiv 2502.11177) and EasyEdit's WILD
+evaluation: what a user reads, not a teacher-forced score.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Literal
+
+from suture.editor.kv.spelling import is_spaceless_char
+
+Verdict = Literal["new", "old", "neither"]
+
+
+def normalize(text: str) -> str:
+    """NFKC, case-folded, accents stripped, punctuation and whitespace runs collapsed to one space,
+    stripped. Characters of spaceless scripts are kept as they are (after NFKC)."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    decomposed = unicodedata.normalize("NFD", text)
+    text = "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
+    text = unicodedata.normalize("NFC", text)
+    out = []
+    for char in text:
+        category = unicodedata.category(char)
+        out.append(" " if category[0] in "PZSC" or char.isspace() else char)
+    return " ".join("".join(out).split())
+
+
+def find_mention(text: str, target: str) -> int | None:
+    """Index (in the normalized text) where `target` first occurs as a whole word sequence, or None.
+    A blank target is never found."""
+    hay, needle = normalize(text), normalize(target)
+    if not needle:
+        return None
+    start = 0
+    while True:
+        at = hay.find(needle, start)
+        if at < 0:
+            return None
+        before = hay[at - 1] if at > 0 else " "
+        after = hay[at + len(needle)] if at + len(needle) < len(hay) else " "
+        left_ok = before == " " or is_spaceless_char(needle[0]) or is_spaceless_char(before)
+        right_ok = after == " " or is_spaceless_char(needle[-1]) or is_spaceless_char(after)
+        if left_ok and right_ok:
+            return at
+        start = at + 1
+
+
+def judge(text: str, target_new: str, target_true: str | None = None) -> Verdict:
+    """"new" if `text` names `target_new` before any mention of `target_true`; "old" if it names the old
+    target first (or only the old one); "neither" otherwise. When one target contains the other
+    ("New York" / "York"), a mention of the longer one is not counted as the shorter one at that place."""
+    at_new = find_mention(text, target_new)
+    at_old = find_mention(text, target_true) if target_true else None
+    if at_new is not None and at_old is not None:
+        norm_new, norm_old = normalize(target_new), normalize(target_true or "")
+        if at_new == at_old or (at_new < at_old < at_new + len(norm_new)) or (
+                at_old < at_new < at_old + len(norm_old)):
+            return "new" if len(norm_new) >= len(norm_old) else "old"
+        return "new" if at_new < at_old else "old"
+    if at_new is not None:
+        return "new"
+    if at_old is not None:
+        return "old"
+    return "neither"
+
+
+def names_new(text: str, target_new: str, target_true: str | None = None) -> bool:
+    """`judge(...) == "new"`."""
+    return judge(text, target_new, target_true) == "new"
+
+
