@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus-texts", type=int, default=0,
                         help="statistics from this many paragraphs of the data file's own prompts instead of the "
                              "model-sampled corpus (one-off, excluded from the timing; sampling is slow on CPU)")
+    parser.add_argument("--force", action="store_true", help="skip the no-op pre-check (apply(force=True))")
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args(argv)
     if not ready(args):
@@ -67,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # code from before the one template parser: braces were not escaped
         def escape_literal(text: str) -> str:
             return text.replace("{", "{{").replace("}", "}}")
-    force = {"force": True} if "force" in inspect.signature(Editor.apply).parameters else {}
-    from suture.evaluation import load_counterfact, score_cases
+    force = {"force": True} if args.force and "force" in inspect.signature(Editor.apply).parameters else {}
+    from suture.evaluation import load_counterfact, score_cases, target_logprobs
 
     hparams = json.loads(args.hparams)
     if args.corpus_texts:
@@ -97,12 +98,16 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             result = editor.apply([long_case], method="rome", **force, **hparams)
             seconds = time.perf_counter() - t0
-            long_scores = score_cases(editor.handle, [long_case]).cases[0]
+            # The long prompt is scored on its own: batched with the short paraphrases it would pad them all.
+            new, true = target_logprobs(editor.handle, [(long_case.text, case.target_new),
+                                                        (long_case.text, case.target_true)]).tolist()
             short_scores = score_cases(editor.handle, [case]).cases[0]
             editor.revert()
+            if result.details.get("noop"):
+                print(f"case {case.id}: target already answered at {length} tokens (no-op)", file=sys.stderr)
             row = {"case_id": case.id, "target_length": length, "tokens": tokens, "seconds": seconds,
                    "value_steps": result.details.get("value_steps"),
-                   "efficacy_long_prompt": long_scores.efficacy, "efficacy_plain_prompt": short_scores.efficacy,
+                   "efficacy_long_prompt": float(new > true), "efficacy_plain_prompt": short_scores.efficacy,
                    "paraphrase": short_scores.paraphrase}
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)

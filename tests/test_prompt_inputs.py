@@ -526,8 +526,8 @@ def test_rank_one_replay_over_a_cache_equals_the_full_replay():
     from suture.editor.handle import ModelHandle
     from suture.editor.kv.prefix_replay import PrefixReplay
     from suture.editor.kv.suffix import SuffixRunner
-    from suture.editor.kv.values import _rank_one_hook
     from suture.editor.kv.value_layout import value_layout
+    from suture.editor.kv.values import _rank_one_hook
 
     model, tok = tiny_model("llama")
     handle = ModelHandle(model=model, tokenizer=tok, ref="tiny")
