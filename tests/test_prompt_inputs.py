@@ -553,3 +553,13 @@ def hooks_of(*handles):
     from suture.editor.kv.capture import hooks
 
     return hooks(*handles)
+
+
+def test_evaluation_refuses_cases_longer_than_the_context(tiny_editor):
+    from suture.evaluation import EvaluationOptions, evaluate
+
+    case = EditRequest(prompt="The capital of {} is", subject="Italy", target_new="London", target_true="Rome",
+                       neighbors=["the city " * 140])
+    with pytest.raises(InvalidRequestError, match=r"request 0: field 'neighbors.0': .* longer than the model's "
+                                                   r"context of 128 tokens"):
+        evaluate(tiny_editor, cases=[case], options=EvaluationOptions(drift=False))
