@@ -563,3 +563,12 @@ def test_evaluation_refuses_cases_longer_than_the_context(tiny_editor):
     with pytest.raises(InvalidRequestError, match=r"request 0: field 'neighbors.0': .* longer than the model's "
                                                    r"context of 128 tokens"):
         evaluate(tiny_editor, cases=[case], options=EvaluationOptions(drift=False))
+
+
+@pytest.mark.parametrize("target", ["{}", "{x} and {{y}}", "set {}"])
+def test_braces_in_targets_and_full_prompts_are_never_parsed(fresh_editor, target):
+    request = EditRequest(prompt="The capital of {} is", subject="Italy", target_new=target,
+                          paraphrases=["Italy {} capital is"], neighbors=["The capital of {France} is"])
+    assert request.text == "The capital of Italy is"
+    result = fresh_editor.apply([request], method="rome", **FAST)
+    assert result.requests[0].target_new == target and result.deltas
