@@ -19,6 +19,7 @@ from suture.editor.errors import GateFailedError, NothingToRevertError
 from suture.editor.gate import Gate
 from suture.editor.handle import ModelHandle, load_model
 from suture.editor.ledger import EditResult, LedgerEntry
+from suture.editor.lengths import refuse_overlong
 from suture.editor.noop import split_noops
 from suture.editor.progress import generation_stoppers
 from suture.editor.registry import get_method
@@ -73,6 +74,7 @@ class Editor:
         if impl.takes_requests:
             requests = parse_requests(requests)
             refuse_clashes(requests)  # same subject and prompt twice: conflicting targets or a duplicate
+            refuse_overlong(self.handle, requests)  # longer than the model's context
         elif requests:
             raise InvalidRequestError(f"requests: method {method!r} takes no edit requests, only hyperparameters; "
                                       "call apply(method=..., **hparams) without requests")

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from suture.editor import Editor, EditRequest
 from suture.editor.errors import InvalidInputError
+from suture.editor.lengths import refuse_overlong
 from suture.editor.noop import greedy_answers, matches_answer
 from suture.evaluation.counterfact import CounterFactScores, score_cases
 from suture.evaluation.drift import measure_drift
@@ -103,6 +104,7 @@ def evaluate(editor: Editor, cases: list[EditRequest] | None = None,
         cases = [r for entry in editor.ledger for r in entry.requests]
     if not cases:
         raise InvalidInputError("cases: nothing to evaluate (no cases given and the ledger is empty)")
+    refuse_overlong(editor.handle, list(cases))  # "request i" is the case's position here
     cases, base_answers = _fill_target_true(editor, list(cases))
     if not cases:
         raise InvalidInputError("cases: every case lacks target_true and the base model already answers its "

@@ -426,3 +426,149 @@ def test_evaluation_without_target_true_reads_the_base_answer_and_says_so(fresh_
         first.continuation)
     assert (second.case, second.noop, second.target_true) == (1, True, None)
     assert "(base)" not in report.model_dump_json()
+
+
+# ---- 7. prompts longer than the model's context are refused, naming the field and both lengths -------
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"prompt": "Because the weather was nice, " * 40 + "the capital of {} is"}, "prompt"),
+    ({"prompt": "{} is, " + "because the weather was nice, " * 40 + "the capital of"}, "prompt"),
+    ({"subject": "Italy " * 140}, "prompt"),
+    ({"target_new": "London " * 140}, "prompt"),
+    ({"paraphrases": ["The capital of Italy is", "the city " * 140]}, "paraphrases.1"),
+    ({"neighbors": ["the city " * 140], "neighbor_answers": ["Rome"]}, "neighbors.0"),
+])
+def test_prompt_longer_than_the_context_is_refused(tiny_editor, change, field):
+    request = {"prompt": "The capital of {} is", "subject": "Italy", "target_new": "London", **change}
+    limit = tiny_editor.model.config.n_positions
+    with pytest.raises(InvalidRequestError, match=rf"^request 0: field '{field}': .* is (\d+) tokens, longer than "
+                                                   rf"the model's context of {limit} tokens$") as info:
+        tiny_editor.apply([request], method="rome", **FAST)
+    assert int(str(info.value).split(" is ")[-1].split()[0]) > limit
+    assert not tiny_editor.ledger
+
+
+def test_prompt_that_fits_exactly_is_accepted(tiny_editor):
+    from suture.editor.lengths import refuse_overlong
+
+    tok, limit = tiny_editor.tokenizer, tiny_editor.model.config.n_positions
+    prompt = "The capital of {} is"
+    while True:  # grow the prompt until it is one token short of the limit with the target
+        request = EditRequest(prompt="word " + prompt, subject="Italy", target_new="London")
+        total = len(tok(request.text)["input_ids"]) + len(tok(" London", add_special_tokens=False)["input_ids"])
+        if total > limit:
+            break
+        prompt = request.prompt
+    fitting = EditRequest(prompt=prompt, subject="Italy", target_new="London")
+    refuse_overlong(tiny_editor.handle, [fitting])
+    with pytest.raises(InvalidRequestError, match=f"context of {limit} tokens"):
+        refuse_overlong(tiny_editor.handle, [fitting, request])
+
+
+# ---- 7. the cost of one edit grows at most linearly with prompt length ---------------------------------
+
+FILLER = "Because the weather was nice, we walked to the river and talked about the city. "
+
+
+def _long_request(words: int) -> EditRequest:
+    return EditRequest(prompt=(FILLER * words)[: words * 6] + " The capital of {} is", subject="Italy",
+                       target_new="London")
+
+
+def _token_counter(model):
+    """A forward pre-hook on the input embeddings recording (rows, width) of every pass."""
+    seen: list[tuple[int, int]] = []
+    hook = model.get_input_embeddings().register_forward_pre_hook(
+        lambda _m, args: seen.append(tuple(args[0].shape)))
+    return seen, hook
+
+
+@pytest.mark.parametrize("through_update", [True, False])
+def test_value_steps_replay_a_bounded_window_on_long_prompts(through_update):
+    from tiny import tiny_model
+
+    from suture.editor import Editor
+    from suture.editor.kv.values import REPLAY_MARGIN
+
+    model, tok = tiny_model("llama")
+    ed = Editor.from_model(model, tok)
+    hp = {**FAST, "templates": {"groups": [[5, 2]]}, "objective": {"steps": 4, "early_stop_nll": 0.0},
+          "optimize_through_update": through_update}
+    ed.apply([_long_request(4)], method="rome", force=True, **hp)  # warm-up: statistics and templates
+    ed.revert()
+    widths = {}
+    for words in (4, 300):
+        request = _long_request(words)
+        seen, hook = _token_counter(model)
+        try:
+            ed.apply([request], method="rome", force=True, **hp)
+        finally:
+            hook.remove()
+        ed.revert()
+        length = len(tok(request.text)["input_ids"])
+        widths[words] = (length, seen)
+    long_length, long_seen = widths[300]
+    assert long_length > 4 * REPLAY_MARGIN
+    # Every pass but a few one-off ones (no-op check, keys and caches) is a step over a short window.
+    full = [s for s in long_seen if s[1] > REPLAY_MARGIN + 16]
+    assert len(full) <= 4, full
+    assert all(rows <= 2 for rows, _ in full)  # the bare template and no context-prefix copies
+    total = {w: sum(r * t for r, t in seen) for w, (_, seen) in widths.items()}
+    short_length = widths[4][0]
+    assert total[300] / total[4] <= 3 * long_length / short_length  # at most linear, with room
+
+
+def test_rank_one_replay_over_a_cache_equals_the_full_replay():
+    """With the whole prompt inside the margin, the cached-prefix replay of the rank-one update is the
+    exact suffix replay: the window is an approximation only for positions further back."""
+    from tiny import tiny_model
+
+    from suture.editor.handle import ModelHandle
+    from suture.editor.kv.prefix_replay import PrefixReplay
+    from suture.editor.kv.suffix import SuffixRunner
+    from suture.editor.kv.value_layout import value_layout
+    from suture.editor.kv.values import _rank_one_hook
+
+    model, tok = tiny_model("llama")
+    handle = ModelHandle(model=model, tokenizer=tok, ref="tiny")
+    requests = [_long_request(6), EditRequest(prompt="{} plays the", subject="Toko Yasuda", target_new="piano")]
+    batch, lay = value_layout(tok, requests, ["{}", "Because the weather. {}"], "{} is a")
+    torch.manual_seed(0)
+    d_in = model.config.intermediate_size
+    direction = torch.randn(batch.input_ids.shape[0], d_in) * 0.1
+    delta = torch.randn(len(requests), model.config.hidden_size)
+    mlp_out = model.get_submodule(handle.sites.mlp_out_path(1))
+    rows = torch.arange(batch.input_ids.shape[0])
+    with torch.no_grad():
+        suffix = SuffixRunner(handle, 1, batch)
+        with hooks_of(_rank_one_hook(mlp_out, rows, lay, delta, direction)):
+            exact = suffix.run()
+        prefix = PrefixReplay(handle, 1, batch, margin=10_000)
+        replayed = prefix.run_rank_one(lambda r: direction[r], lambda r: delta[lay.request_of_row[r]])
+    mask = batch.attention_mask.bool()
+    assert torch.allclose(replayed[mask], exact[mask], atol=1e-4)
+
+
+def hooks_of(*handles):
+    from suture.editor.kv.capture import hooks
+
+    return hooks(*handles)
+
+
+def test_evaluation_refuses_cases_longer_than_the_context(tiny_editor):
+    from suture.evaluation import EvaluationOptions, evaluate
+
+    case = EditRequest(prompt="The capital of {} is", subject="Italy", target_new="London", target_true="Rome",
+                       neighbors=["the city " * 140])
+    with pytest.raises(InvalidRequestError, match=r"request 0: field 'neighbors.0': .* longer than the model's "
+                                                   r"context of 128 tokens"):
+        evaluate(tiny_editor, cases=[case], options=EvaluationOptions(drift=False))
+
+
+@pytest.mark.parametrize("target", ["{}", "{x} and {{y}}", "set {}"])
+def test_braces_in_targets_and_full_prompts_are_never_parsed(fresh_editor, target):
+    request = EditRequest(prompt="The capital of {} is", subject="Italy", target_new=target,
+                          paraphrases=["Italy {} capital is"], neighbors=["The capital of {France} is"])
+    assert request.text == "The capital of Italy is"
+    result = fresh_editor.apply([request], method="rome", **FAST)
+    assert result.requests[0].target_new == target and result.deltas

@@ -7,6 +7,7 @@ import torch
 
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import capture_input, capture_output, hooks, run_until_stopped
+from suture.editor.kv.templates import templates_for
 from suture.editor.kv.tokens import build_batch
 from suture.editor.prompt_template import parse_template
 from suture.editor.requests import EditRequest
@@ -15,9 +16,12 @@ from suture.editor.requests import EditRequest
 @torch.no_grad()
 def compute_keys(handle: ModelHandle, layers: list[int], requests: list[EditRequest], templates: list[str],
                  ) -> dict[int, torch.Tensor]:
-    """{layer: [n_requests, d_in]} keys, each averaged over `templates`."""
-    texts = [parse_template(r.prompt).within(t) for r in requests for t in templates]
-    subjects = [r.subject for r in requests for _ in templates]
+    """{layer: [n_requests, d_in]} keys, each averaged over the request's templates (`templates_for`)."""
+    chosen = [templates_for(handle.tokenizer, r, templates) for r in requests]
+    texts = [parse_template(r.prompt).within(t) for r, mine in zip(requests, chosen) for t in mine]
+    subjects = [r.subject for r, mine in zip(requests, chosen) for _ in mine]
+    owner = torch.tensor([i for i, mine in enumerate(chosen) for _ in mine], device=handle.device)
+    counts = torch.bincount(owner, minlength=len(requests)).unsqueeze(1)
     batch = build_batch(handle.tokenizer, texts, subjects).to(handle.device)
     sinks: dict[int, list] = {layer: [] for layer in layers}
     top = max(layers)
@@ -28,7 +32,8 @@ def compute_keys(handle: ModelHandle, layers: list[int], requests: list[EditRequ
     out = {}
     for layer in layers:
         at_subject = sinks[layer][0][rows, batch.subject_last].float()
-        out[layer] = at_subject.view(len(requests), len(templates), -1).mean(1)
+        out[layer] = torch.zeros(len(requests), at_subject.shape[1], device=handle.device).index_add_(
+            0, owner, at_subject) / counts
     return out
 
 

@@ -7,6 +7,11 @@ remaining tokens only, through the standard incremental-decoding path (masks, ro
 windows as the architecture defines them). Rows are bucketed by split position so one cache serves a bucket;
 a bucket splits at its smallest subject position. On CounterFact-style prompts with context templates this
 replays roughly a quarter of the tokens (an estimate from typical prompt lengths, not a measurement).
+
+With `margin`, the split is that many tokens before the subject, and `run_rank_one` replays the exact
+rank-one update (W x + (ũ·x) δ at every replayed token): positions further back than `margin` keep the
+unedited layer during the optimization (their ũ·x is that of unrelated text). That bounds the work of one
+step on a long prompt by the margin plus what follows the subject, instead of the whole prompt.
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ class _Bucket:
 class PrefixReplay:
     """Final-norm hidden states of a batch from each row's subject position on, with δ added there."""
 
-    def __init__(self, handle: ModelHandle, layer: int, batch: PromptBatch, n_buckets: int = 4):
-        self.handle, self.batch = handle, batch
+    def __init__(self, handle: ModelHandle, layer: int, batch: PromptBatch, n_buckets: int = 4, margin: int = 0):
+        self.handle, self.batch, self.margin = handle, batch, margin
         self.mlp_out = handle.model.get_submodule(handle.sites.mlp_out_path(layer))
         self.final_norm = handle.model.get_submodule(handle.sites.final_norm)
         order = torch.argsort(batch.subject_last, stable=True)
@@ -55,36 +60,89 @@ class PrefixReplay:
 
     @torch.no_grad()
     def _bucket(self, rows: torch.Tensor) -> _Bucket:
-        split = int(self.batch.subject_last[rows].min())
+        split = max(0, int(self.batch.subject_last[rows].min()) - self.margin)
         width = int(self.batch.lengths[rows].max())
         cache = DynamicCache(config=self.handle.model.config)
         if split > 0:  # the prefix has no padding: every row of the bucket is real up to its subject
             self._forward(self.batch.input_ids[rows, :split], self.batch.attention_mask[rows, :split], cache)
         return _Bucket(rows, split, width, cache)
 
-    def run(self, delta_of_rows: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """[rows, length, d] final-norm hidden states, zero before each bucket's split; `delta_of_rows(rows)`
-        gives the δ [k, d] to add at those rows' subject positions."""
+    def _replay(self, edit_of_bucket: Callable[[_Bucket], object], *captures) -> torch.Tensor:
+        """[rows, length, d] final-norm hidden states, zero before each bucket's split, with the hook that
+        `edit_of_bucket(bucket)` registers active while the bucket's suffix runs."""
         batch = self.batch
         out = None
         for bucket in self.buckets:
             rows, split = bucket.rows, bucket.split
-            positions = batch.subject_last[rows] - split
-            local = torch.arange(len(rows), device=rows.device)
-            delta = delta_of_rows(rows)
-
-            def add(output: torch.Tensor, positions=positions, local=local, delta=delta) -> torch.Tensor:
-                output = output.clone()
-                output[local, positions] += delta.to(output.dtype)
-                return output
-
             normed = self._forward(batch.input_ids[rows, split:bucket.width], batch.attention_mask[rows, :bucket.width],
-                                   copy.deepcopy(bucket.cache), edit_output(self.mlp_out, add))
+                                   copy.deepcopy(bucket.cache), *[h for h in (edit_of_bucket(bucket),) if h],
+                                   *[capture(bucket) for capture in captures])
             if out is None:
                 out = normed.new_zeros(batch.input_ids.shape[0], batch.input_ids.shape[1], normed.shape[-1])
             cols = torch.arange(split, bucket.width, device=rows.device)
             out = out.index_put((rows[:, None], cols[None, :]), normed)
         return out
+
+    def run(self, delta_of_rows: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """[rows, length, d] final-norm hidden states, zero before each bucket's split; `delta_of_rows(rows)`
+        gives the δ [k, d] to add at those rows' subject positions."""
+
+        def edit(bucket: _Bucket):
+            local = torch.arange(len(bucket.rows), device=bucket.rows.device)
+            positions = self.batch.subject_last[bucket.rows] - bucket.split
+            delta = delta_of_rows(bucket.rows)
+
+            def add(output: torch.Tensor) -> torch.Tensor:
+                output = output.clone()
+                output[local, positions] += delta.to(output.dtype)
+                return output
+
+            return edit_output(self.mlp_out, add)
+
+        return self._replay(edit)
+
+    def run_rank_one(self, direction_of_rows: Callable[[torch.Tensor], torch.Tensor],
+                     delta_of_rows: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """As `run`, but the layer's output becomes W x + (ũ·x) δ at every replayed token, with ũ [k, d_in]
+        from `direction_of_rows(rows)` and δ [k, d_out] from `delta_of_rows(rows)`."""
+
+        def edit(bucket: _Bucket):
+            direction, delta = direction_of_rows(bucket.rows), delta_of_rows(bucket.rows)
+
+            def as_rank_one_update(_module, args, output):
+                coeff = torch.einsum("rtd,rd->rt", args[0].float(), direction)
+                return output + (coeff[..., None] * delta[:, None, :]).to(output.dtype)
+
+            return self.mlp_out.register_forward_hook(as_rank_one_update)
+
+        return self._replay(edit)
+
+    @torch.no_grad()
+    def first_pass(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The unedited pass over the replayed positions: (keys [rows, d_in] and outputs [rows, d_out] of the
+        edited layer's MLP output projection at each row's subject, final-norm hidden states as `run`)."""
+        rows_total = self.batch.input_ids.shape[0]
+        keys: list[tuple[torch.Tensor, torch.Tensor]] = []
+        outs: list[torch.Tensor] = []
+
+        def capture(bucket: _Bucket):
+            positions = self.batch.subject_last[bucket.rows] - bucket.split
+            local = torch.arange(len(bucket.rows), device=bucket.rows.device)
+
+            def hook(_module, args, output):
+                keys.append((bucket.rows, args[0][local, positions].float()))
+                outs.append(output[local, positions].float())
+
+            return self.mlp_out.register_forward_hook(hook)
+
+        normed = self._replay(lambda _bucket: None, capture)
+        d_in, d_out = keys[0][1].shape[1], outs[0].shape[1]
+        device = normed.device
+        key_rows = torch.zeros(rows_total, d_in, device=device)
+        out_rows = torch.zeros(rows_total, d_out, device=device)
+        for (rows, k), o in zip(keys, outs):
+            key_rows[rows], out_rows[rows] = k, o
+        return key_rows, out_rows, normed
 
     def logits_at(self, normed: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         return logits_at(self.handle, normed, rows, cols)

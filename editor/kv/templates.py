@@ -34,6 +34,20 @@ class TemplateSpec(BaseModel):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
 
+# A prompt that already puts this many tokens before its subject is edited in the bare "{}" template only:
+# a ten-token prefix in front of it barely changes the key, and every template row would repeat the whole
+# prompt (the cost of a long prompt would be multiplied by the number of templates).
+LONG_PROMPT_TOKENS = 64
+
+
+def templates_for(tokenizer, request, templates: list[str]) -> list[str]:
+    """The context templates one request is edited in: all of them, or only the bare "{}" (always the
+    first) when its prompt has LONG_PROMPT_TOKENS or more tokens before the subject."""
+    filled = request.filled
+    before = tokenizer(filled.text[: filled.subject_start])["input_ids"]
+    return templates[:1] if len(before) >= LONG_PROMPT_TOKENS else templates
+
+
 def _sample(handle: ModelHandle, length: int, count: int, spec: TemplateSpec) -> list[str]:
     tok = handle.tokenizer
     starters = [STARTERS[i % len(STARTERS)] for i in range(count)]

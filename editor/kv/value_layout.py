@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from suture.editor.kv.templates import templates_for
 from suture.editor.kv.tokens import PromptBatch, build_batch, request_target_ids
 from suture.editor.prompt_template import PromptTemplate, parse_template
 from suture.editor.requests import EditRequest
@@ -16,7 +17,8 @@ from suture.editor.requests import EditRequest
 @dataclass
 class ValueLayout:
     request_of_row: torch.Tensor  # [rows]
-    rewrite_rows: torch.Tensor  # rows holding template+prompt+target, `templates` per request in order
+    rewrite_rows: torch.Tensor  # rows holding template+prompt+target, the request's templates in order
+    bare_rows: torch.Tensor  # per request, its row in the bare "{}" template (the first of its block)
     kl_rows: torch.Tensor  # one "{} is a" row per request
     target_rows: torch.Tensor  # one entry per target token to predict
     target_cols: torch.Tensor
@@ -33,9 +35,11 @@ def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], k
     texts: list[PromptTemplate | str] = []
     subjects, suffixes, owner, is_kl = [], [], [], []
     targets = [request_target_ids(tokenizer, r) for r in requests]
+    bare = []
     for i, request in enumerate(requests):
         prompt = parse_template(request.prompt)
-        for template in templates:
+        bare.append(len(texts))
+        for template in templates_for(tokenizer, request, templates):
             texts.append(prompt.within(template))
             subjects.append(request.subject)
             suffixes.append(targets[i][:-1])
@@ -62,7 +66,7 @@ def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], k
     is_kl_t = torch.tensor(is_kl)
     return batch, ValueLayout(
         request_of_row=owner_t,
-        rewrite_rows=torch.nonzero(~is_kl_t).flatten(),
+        rewrite_rows=torch.nonzero(~is_kl_t).flatten(), bare_rows=torch.tensor(bare),
         kl_rows=torch.nonzero(is_kl_t).flatten(),
         target_rows=torch.tensor(rows), target_cols=torch.tensor(cols), target_ids=torch.tensor(ids),
         target_request=torch.tensor(req),

@@ -37,6 +37,11 @@ from suture.editor.progress import check_cancelled
 from suture.editor.prompt_template import parse_template
 from suture.editor.requests import EditRequest
 
+# Tokens before the subject's last token that the rank-one replay recomputes at every step; further back,
+# positions keep the unedited layer while δ is optimized (see prefix_replay.py). Rows with fewer tokens
+# before the subject (every short prompt, context prefix included) are replayed whole, exactly.
+REPLAY_MARGIN = 64
+
 
 class ValueObjective(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -105,30 +110,39 @@ def optimize_values(
     rows_all = torch.arange(total_rows, device=device)
 
     # δ at the subject only changes nothing before it: replay from the subject on (prefix_replay.py). Through
-    # the rank-one update every position changes: replay the blocks from `layer` up (suffix.py).
+    # the rank-one update every position changes: replay the blocks from `layer` up (suffix.py), or, when a
+    # row has more than REPLAY_MARGIN tokens before its subject, replay from that margin before the subject
+    # over a cache of the rest (prefix_replay.py), so a step costs the same on a long prompt as on a short one.
+    long_prefix = int(batch.subject_last.max()) > REPLAY_MARGIN
+    margin = REPLAY_MARGIN if read_direction is not None else 0
+
     def replayer(rows_batch: PromptBatch):
-        if read_direction is None:
-            return PrefixReplay(handle, layer, rows_batch)
+        if read_direction is None or long_prefix:
+            return PrefixReplay(handle, layer, rows_batch, margin=margin)
         return SuffixRunner(handle, layer, rows_batch)
 
-    # One full pass: keys and initial outputs at the subject's last token, the unedited output distribution.
-    key_sink: list[torch.Tensor] = []
-    out_sink: list[torch.Tensor] = []
-    with hooks(capture_input(mlp_out, key_sink), capture_output(mlp_out, out_sink)):
-        if read_direction is None:
-            first_normed = final_hidden(handle, batch.input_ids, batch.attention_mask)
-        else:
-            runner = SuffixRunner(handle, layer, batch)
-            first_normed = runner.final_hidden
-    if read_direction is None:
+    if long_prefix:  # one pass over each row, no padding to the longest row, no second pass for the caches
         runner = replayer(batch)
-    keys_rows = key_sink[0][rows_all, batch.subject_last].float()  # [rows, d_in]
-    outs_rows = out_sink[0][rows_all, batch.subject_last].float()
+        keys_rows, outs_rows, first_normed = runner.first_pass()
+    else:
+        # One full pass: keys and initial outputs at the subject's last token, the unedited output distribution.
+        key_sink: list[torch.Tensor] = []
+        out_sink: list[torch.Tensor] = []
+        with hooks(capture_input(mlp_out, key_sink), capture_output(mlp_out, out_sink)):
+            if read_direction is None:
+                first_normed = final_hidden(handle, batch.input_ids, batch.attention_mask)
+            else:
+                runner = SuffixRunner(handle, layer, batch)
+                first_normed = runner.final_hidden
+        if read_direction is None:
+            runner = replayer(batch)
+        keys_rows = key_sink[0][rows_all, batch.subject_last].float()  # [rows, d_in]
+        outs_rows = out_sink[0][rows_all, batch.subject_last].float()
     rewrite_owner = lay.request_of_row[lay.rewrite_rows]
     keys = torch.zeros(n, keys_rows.shape[1], device=device).index_add_(0, rewrite_owner, keys_rows[lay.rewrite_rows])
     keys /= torch.bincount(rewrite_owner, minlength=n).unsqueeze(1)
-    # The bare "{}" template is the first row of each request's block: its output is ROME's v₀.
-    init_values = outs_rows[lay.rewrite_rows.view(n, -1)[:, 0]]
+    # Each request's bare "{}" template is the first row of its block: its output is ROME's v₀.
+    init_values = outs_rows[lay.bare_rows]
 
     kl_cols = batch.subject_last[lay.kl_rows]  # KL rows are in request order
     with torch.no_grad():
@@ -148,6 +162,9 @@ def optimize_values(
         steps_done = step + 1
         if read_direction is None:
             normed = runner.run(lambda rows, replayed=replayed: delta[lay.request_of_row[replayed[rows]]])
+        elif long_prefix:
+            normed = runner.run_rank_one(lambda rows, replayed=replayed: row_direction[replayed[rows]],
+                                         lambda rows, replayed=replayed: delta[lay.request_of_row[replayed[rows]]])
         else:
             with hooks(_rank_one_hook(mlp_out, replayed, lay, delta, row_direction)):
                 normed = runner.run()
