@@ -339,3 +339,52 @@ def test_files_are_created_owner_only(home, model_dir):
         pass
     assert stat.S_IMODE((home / "db" / "jobs.db").stat().st_mode) == 0o600
     assert stat.S_IMODE((home / "artifacts").stat().st_mode) == 0o700
+
+
+def test_the_environments_admin_token_cannot_be_revoked_and_is_restored_at_start(home, model_dir):
+    with TestClient(make_app(home, model_dir)) as c:
+        mine = next(t for t in c.get("/v1/tokens", headers=AUTH).json() if "SUTURE_ADMIN_TOKEN" in t["name"])
+        assert c.delete(f"/v1/tokens/{mine['id']}", headers=AUTH).status_code == 409
+        c.app.state.suture.tokens.revoke(mine["id"])  # revoked behind the API's back (an older server)
+        assert c.get("/v1/jobs", headers=AUTH).status_code == 401
+    with TestClient(make_app(home, model_dir)) as c:  # the next start restores it
+        assert c.get("/v1/jobs", headers=AUTH).status_code == 200
+
+
+def test_revoking_a_token_cancels_its_jobs(client):
+    mallory = user(client, "mallory")
+    ids = [client.post("/v1/jobs", json=edit_body(1), headers=mallory).json()["id"] for _ in range(3)]
+    other = client.post("/v1/jobs", json=edit_body(1), headers=AUTH).json()["id"]
+    token_id = next(t["id"] for t in client.get("/v1/tokens", headers=AUTH).json() if t["name"] == "mallory")
+    assert client.delete(f"/v1/tokens/{token_id}", headers=AUTH).status_code == 200
+    assert {client.get(f"/v1/jobs/{i}", headers=AUTH).json()["status"] for i in ids} == {"cancelled"}
+    assert client.get(f"/v1/jobs/{other}", headers=AUTH).json()["status"] == "queued"
+
+
+def test_metrics_and_job_counts_need_a_token(client, home, model_dir):
+    alice = user(client, "alice")
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers=alice).status_code == 403
+    assert "suture_jobs" in client.get("/metrics", headers=AUTH).text
+    anonymous = client.get("/healthz").json()
+    assert anonymous["status"] == "ok" and "jobs" not in anonymous and anonymous["ray"] == "off"
+    assert "jobs" not in client.get("/healthz", headers=alice).json()
+    assert "jobs" in client.get("/healthz", headers=AUTH).json()
+    with TestClient(make_app(home, model_dir, public_metrics=True)) as c:
+        assert c.get("/metrics").status_code == 200
+
+
+def test_an_over_limit_chunked_body_is_413(home, model_dir):
+    with TestClient(make_app(home, model_dir, max_body_bytes=4096)) as c:
+        def chunks():
+            yield b'{"kind": "edit", "model": "tiny", "requests": ['
+            for _ in range(100):
+                yield b'{"prompt": "The capital of {} is", "subject": "France", "target_new": "Rome"},'
+            yield b"]}"
+
+        response = c.post("/v1/jobs", content=chunks(), headers={**AUTH, "Content-Type": "application/json"})
+        assert response.status_code == 413
+        small = json.dumps(edit_body(1)).encode()
+        response = c.post("/v1/jobs", content=iter([small[:50], small[50:]]),
+                          headers={**AUTH, "Content-Type": "application/json"})
+        assert response.status_code == 202, response.text

@@ -122,6 +122,10 @@ class JobStore:
         next_cursor = rows[limit - 1].seq if len(rows) > limit else None
         return [to_view(r) for r in rows[:limit]], next_cursor
 
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             return dict(conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all())
@@ -202,6 +206,17 @@ class JobStore:
         with self.engine.connect() as conn:
             return list(conn.execute(select(jobs.c.id).where(and_(
                 jobs.c.status == RUNNING, jobs.c.heartbeat_at < cutoff))).scalars())
+
+    def cancel_owned(self, owner_id: int) -> int:
+        """Cancel every unfinished job of `owner_id` (a revoked token): queued at once, running on request.
+        Returns how many were touched."""
+        with self.engine.begin() as conn:
+            queued = conn.execute(update(jobs).where(and_(jobs.c.owner_id == owner_id, jobs.c.status == QUEUED))
+                                  .values(status=JobStatus.cancelled.value, cancel_requested=True, finished_at=now(),
+                                          stage="cancelled", error="its token was revoked")).rowcount
+            running = conn.execute(update(jobs).where(and_(jobs.c.owner_id == owner_id, jobs.c.status == RUNNING))
+                                   .values(cancel_requested=True)).rowcount
+        return queued + running
 
     def cancel(self, job_id: str) -> JobView | None:
         """A queued job is cancelled at once; a running one is asked to stop at its next progress report."""
