@@ -388,3 +388,13 @@ def test_an_over_limit_chunked_body_is_413(home, model_dir):
         response = c.post("/v1/jobs", content=iter([small[:50], small[50:]]),
                           headers={**AUTH, "Content-Type": "application/json"})
         assert response.status_code == 202, response.text
+
+
+def test_checkpoint_names_are_per_token(client):
+    alice, bob = user(client, "alice"), user(client, "bob")
+    assert client.post("/v1/jobs", json=edit_body(1, output_name="fix"), headers=alice).status_code == 202
+    # Bob learns nothing about Alice's names and cannot squat them: his own "fix" is his.
+    assert client.post("/v1/jobs", json=edit_body(1, output_name="fix"), headers=bob).status_code == 202
+    again = client.post("/v1/jobs", json=edit_body(1, output_name="fix"), headers=alice)
+    assert again.status_code == 409 and "your jobs" in again.json()["detail"]
+    assert client.get("/v1/checkpoints/fix", headers=bob).status_code == 404  # not succeeded, and not Alice's

@@ -79,7 +79,7 @@ class JobStore:
                 existing = self._by_key(owner_id, idempotency_key)
                 if existing is not None:
                     return self._same_request(existing, digest), False
-            raise OutputNameTaken(f"output_name {body.output_name!r} is already used by another job") from None
+            raise OutputNameTaken(f"output_name {body.output_name!r} is already used by another of your jobs") from None
         return self.get(job_id), True
 
     def _by_key(self, owner_id: int, key: str):
@@ -142,9 +142,14 @@ class JobStore:
         with self.engine.connect() as conn:
             return conn.execute(query).all()
 
-    def by_output(self, name: str):
+    def by_output(self, name: str, owner_id: int | None = None):
+        """The job whose output is `name` among `owner_id`'s (names are per token); with None, the newest
+        of anyone's (admins)."""
+        query = select(jobs).where(jobs.c.output_name == name).order_by(jobs.c.seq.desc())
+        if owner_id is not None:
+            query = query.where(jobs.c.owner_id == owner_id)
         with self.engine.connect() as conn:
-            return conn.execute(select(jobs).where(jobs.c.output_name == name)).first()
+            return conn.execute(query).first()
 
     # --- state changes ----------------------------------------------------------------------------------
 
