@@ -41,6 +41,16 @@ def write_status(path: Path, status: dict) -> None:
     tmp.replace(path)
 
 
+def _probe_address(ray, configured: str | None) -> str | None:
+    """host:port whose answering means Ray is up: the GCS, or the Ray Client server for ray:// addresses."""
+    if configured and configured.startswith("ray://"):
+        return configured.removeprefix("ray://").split("/", 1)[0]
+    try:
+        return ray.get_runtime_context().gcs_address
+    except Exception:  # noqa: BLE001  (an address we cannot learn: the host's liveness is then the signal)
+        return None
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     parent = os.getppid()
@@ -63,7 +73,7 @@ def main() -> None:
     pool = WorkerPool(settings)
     dispatcher = Dispatcher(JobStore(make_engine(settings.database_url), settings.max_attempts), pool, settings)
     dispatcher.start()
-    gcs = ray.get_runtime_context().gcs_address
+    gcs = _probe_address(ray, settings.ray_address)
     log.info("worker host %d ready: %d worker(s), GCS at %s", os.getpid(), len(pool.slots), gcs)
     try:
         while not stop.is_set():

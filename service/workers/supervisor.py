@@ -154,7 +154,7 @@ class Supervisor:
                 exited = self.process is None or self.process.poll() is not None
                 status = self._read_status()
                 if status.get("ray") == "ok" and not exited:
-                    if gcs_answers(status.get("gcs_address")):
+                    if status.get("gcs_address") is None or gcs_answers(status.get("gcs_address")):
                         self._status, self.state, pause = status, "ok", 1.0
                         continue
                     reason = f"Ray's GCS at {status.get('gcs_address')} does not answer"
