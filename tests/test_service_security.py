@@ -398,3 +398,51 @@ def test_checkpoint_names_are_per_token(client):
     again = client.post("/v1/jobs", json=edit_body(1, output_name="fix"), headers=alice)
     assert again.status_code == 409 and "your jobs" in again.json()["detail"]
     assert client.get("/v1/checkpoints/fix", headers=bob).status_code == 404  # not succeeded, and not Alice's
+
+
+@pytest.mark.parametrize("why", ["cancel", "time limit"])
+def test_a_job_that_misses_its_stop_has_its_worker_killed_and_leaves_nothing(tmp_path, why):
+    """The dispatcher's forced stop: a run that did not stop by itself within the grace (stuck where no
+    check runs) is recorded cancelled or failed, its worker replaced and its partial outputs removed."""
+    from suture.service.jobs.outputs import owner_area
+    from suture.service.store import JobStore, TokenStore, make_engine
+    from suture.service.workers.dispatcher import Dispatcher
+    from suture.service.workers.pool import Slot
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    owner = TokenStore(engine).create("t").id
+    store = JobStore(engine)
+    job, _ = store.submit(owner, JobCreate.model_validate(edit_body(1, output_name="stuck")))
+    assert store.claim(job.id, "w1")
+    settings = ServiceSettings.from_env(database_url="sqlite://", artifacts_dir=tmp_path / "art",
+                                        cancel_grace_seconds=0.5)
+    staging = owner_area(settings.artifacts_dir, owner) / ".stuck.partial-x1"
+    staging.mkdir(parents=True)
+    (staging / "ledger.json").write_text("{}")
+
+    class Pool:
+        def __init__(self):
+            self.slots = [Slot(actor=object(), name="w1", job_id=job.id, output_name="stuck", owner_id=owner,
+                               started=time.monotonic(), time_limit=3600.0)]
+            self.replaced = []
+
+        def replace(self, slot):
+            self.replaced.append(slot.name)
+            self.slots[0] = Slot(actor=object(), name="w2")
+
+    pool = Pool()
+    dispatcher = Dispatcher(store, pool, settings)
+    if why == "cancel":
+        store.cancel(job.id)
+        dispatcher._enforce()  # sees the flag: the grace starts now
+        assert pool.replaced == [] and store.get(job.id).status == "running"
+        pool.slots[0].cancel_seen -= 1.0
+    else:
+        pool.slots[0].started -= 3600 + 1.0
+    dispatcher._last_enforce = 0.0
+    dispatcher._enforce()
+    finished = store.get(job.id)
+    assert pool.replaced == ["w1"] and pool.slots[0].idle
+    assert finished.status == ("cancelled" if why == "cancel" else "failed")
+    assert "stopped by force" in finished.error and (why != "time limit" or "time limit" in finished.error)
+    assert not staging.exists()
