@@ -55,6 +55,7 @@ class EditContext:
         key = lambda layer: (site, layer, corpus.model_dump_json())  # noqa: E731
         missing = [layer for layer in layers if key(layer) not in self._mom2]
         if missing:
+            self.report("statistics", 0.0)  # the corpus is sampled (or read) and streamed now
             with self.weights.base_weights():
                 for layer, mom2 in second_moment(self.handle, missing, corpus, site).items():
                     self._mom2[key(layer)] = mom2

@@ -145,7 +145,7 @@ def test_catalogs_and_metrics(client):
     assert "smollm2-135m" in client.get("/v1/models", headers=AUTH).json()["items"]
     assert {"rome", "memit", "head-steer"} <= set(client.get("/v1/methods", headers=AUTH).json()["items"])
     client.post("/v1/jobs", json=EDIT, headers=AUTH)
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=AUTH).text
     assert 'suture_jobs{status="queued"} 1.0' in text and "suture_jobs_submitted_total" in text
     assert "suture_http_requests_total" in text
 

@@ -339,3 +339,110 @@ def test_files_are_created_owner_only(home, model_dir):
         pass
     assert stat.S_IMODE((home / "db" / "jobs.db").stat().st_mode) == 0o600
     assert stat.S_IMODE((home / "artifacts").stat().st_mode) == 0o700
+
+
+def test_the_environments_admin_token_cannot_be_revoked_and_is_restored_at_start(home, model_dir):
+    with TestClient(make_app(home, model_dir)) as c:
+        mine = next(t for t in c.get("/v1/tokens", headers=AUTH).json() if "SUTURE_ADMIN_TOKEN" in t["name"])
+        assert c.delete(f"/v1/tokens/{mine['id']}", headers=AUTH).status_code == 409
+        c.app.state.suture.tokens.revoke(mine["id"])  # revoked behind the API's back (an older server)
+        assert c.get("/v1/jobs", headers=AUTH).status_code == 401
+    with TestClient(make_app(home, model_dir)) as c:  # the next start restores it
+        assert c.get("/v1/jobs", headers=AUTH).status_code == 200
+
+
+def test_revoking_a_token_cancels_its_jobs(client):
+    mallory = user(client, "mallory")
+    ids = [client.post("/v1/jobs", json=edit_body(1), headers=mallory).json()["id"] for _ in range(3)]
+    other = client.post("/v1/jobs", json=edit_body(1), headers=AUTH).json()["id"]
+    token_id = next(t["id"] for t in client.get("/v1/tokens", headers=AUTH).json() if t["name"] == "mallory")
+    assert client.delete(f"/v1/tokens/{token_id}", headers=AUTH).status_code == 200
+    assert {client.get(f"/v1/jobs/{i}", headers=AUTH).json()["status"] for i in ids} == {"cancelled"}
+    assert client.get(f"/v1/jobs/{other}", headers=AUTH).json()["status"] == "queued"
+
+
+def test_metrics_and_job_counts_need_a_token(client, home, model_dir):
+    alice = user(client, "alice")
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers=alice).status_code == 403
+    assert "suture_jobs" in client.get("/metrics", headers=AUTH).text
+    anonymous = client.get("/healthz").json()
+    assert anonymous["status"] == "ok" and "jobs" not in anonymous and anonymous["ray"] == "off"
+    assert "jobs" not in client.get("/healthz", headers=alice).json()
+    assert "jobs" in client.get("/healthz", headers=AUTH).json()
+    with TestClient(make_app(home, model_dir, public_metrics=True)) as c:
+        assert c.get("/metrics").status_code == 200
+
+
+def test_an_over_limit_chunked_body_is_413(home, model_dir):
+    with TestClient(make_app(home, model_dir, max_body_bytes=4096)) as c:
+        def chunks():
+            yield b'{"kind": "edit", "model": "tiny", "requests": ['
+            for _ in range(100):
+                yield b'{"prompt": "The capital of {} is", "subject": "France", "target_new": "Rome"},'
+            yield b"]}"
+
+        response = c.post("/v1/jobs", content=chunks(), headers={**AUTH, "Content-Type": "application/json"})
+        assert response.status_code == 413
+        small = json.dumps(edit_body(1)).encode()
+        response = c.post("/v1/jobs", content=iter([small[:50], small[50:]]),
+                          headers={**AUTH, "Content-Type": "application/json"})
+        assert response.status_code == 202, response.text
+
+
+def test_checkpoint_names_are_per_token(client):
+    alice, bob = user(client, "alice"), user(client, "bob")
+    assert client.post("/v1/jobs", json=edit_body(1, output_name="fix"), headers=alice).status_code == 202
+    # Bob learns nothing about Alice's names and cannot squat them: his own "fix" is his.
+    assert client.post("/v1/jobs", json=edit_body(1, output_name="fix"), headers=bob).status_code == 202
+    again = client.post("/v1/jobs", json=edit_body(1, output_name="fix"), headers=alice)
+    assert again.status_code == 409 and "your jobs" in again.json()["detail"]
+    assert client.get("/v1/checkpoints/fix", headers=bob).status_code == 404  # not succeeded, and not Alice's
+
+
+@pytest.mark.parametrize("why", ["cancel", "time limit"])
+def test_a_job_that_misses_its_stop_has_its_worker_killed_and_leaves_nothing(tmp_path, why):
+    """The dispatcher's forced stop: a run that did not stop by itself within the grace (stuck where no
+    check runs) is recorded cancelled or failed, its worker replaced and its partial outputs removed."""
+    from suture.service.jobs.outputs import owner_area
+    from suture.service.store import JobStore, TokenStore, make_engine
+    from suture.service.workers.dispatcher import Dispatcher
+    from suture.service.workers.pool import Slot
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    owner = TokenStore(engine).create("t").id
+    store = JobStore(engine)
+    job, _ = store.submit(owner, JobCreate.model_validate(edit_body(1, output_name="stuck")))
+    assert store.claim(job.id, "w1")
+    settings = ServiceSettings.from_env(database_url="sqlite://", artifacts_dir=tmp_path / "art",
+                                        cancel_grace_seconds=0.5)
+    staging = owner_area(settings.artifacts_dir, owner) / ".stuck.partial-x1"
+    staging.mkdir(parents=True)
+    (staging / "ledger.json").write_text("{}")
+
+    class Pool:
+        def __init__(self):
+            self.slots = [Slot(actor=object(), name="w1", job_id=job.id, output_name="stuck", owner_id=owner,
+                               started=time.monotonic(), time_limit=3600.0)]
+            self.replaced = []
+
+        def replace(self, slot):
+            self.replaced.append(slot.name)
+            self.slots[0] = Slot(actor=object(), name="w2")
+
+    pool = Pool()
+    dispatcher = Dispatcher(store, pool, settings)
+    if why == "cancel":
+        store.cancel(job.id)
+        dispatcher._enforce()  # sees the flag: the grace starts now
+        assert pool.replaced == [] and store.get(job.id).status == "running"
+        pool.slots[0].cancel_seen -= 1.0
+    else:
+        pool.slots[0].started -= 3600 + 1.0
+    dispatcher._last_enforce = 0.0
+    dispatcher._enforce()
+    finished = store.get(job.id)
+    assert pool.replaced == ["w1"] and pool.slots[0].idle
+    assert finished.status == ("cancelled" if why == "cancel" else "failed")
+    assert "stopped by force" in finished.error and (why != "time limit" or "time limit" in finished.error)
+    assert not staging.exists()

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from suture.editor.paths import suture_home
 from suture.service.api import routes_checkpoints, routes_jobs, routes_ops, routes_tokens
 from suture.service.api.limits import BodySizeLimit
 from suture.service.api.metrics import Metrics
@@ -29,18 +30,18 @@ log = logging.getLogger("suture.api")
 
 
 def _start_workers(st: ServiceState) -> None:
-    from suture.service.workers import Dispatcher, WorkerPool
+    """Ray, the workers and the dispatcher run in a child process (workers/host.py) that a supervisor
+    restarts when it or Ray fails, so the API never goes down with Ray."""
+    from suture.service.workers.supervisor import Supervisor
 
-    pool = WorkerPool(st.settings)
-    st.dispatcher = Dispatcher(st.jobs, pool, st.settings)
-    st.dispatcher.start()
+    st.supervisor = Supervisor(st.settings, suture_home() / "service")
+    st.supervisor.start()
 
 
 def _stop_workers(st: ServiceState) -> None:
-    if st.dispatcher is not None:
-        st.dispatcher.stop()
-        st.dispatcher.pool.shutdown()
-        st.dispatcher = None
+    if st.supervisor is not None:
+        st.supervisor.stop()
+        st.supervisor = None
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -48,11 +49,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     engine = make_engine(settings.database_url)
     st = ServiceState(settings=settings, jobs=JobStore(engine, settings.max_attempts), tokens=TokenStore(engine),
                       catalog=ModelCatalog(settings.models), metrics=Metrics())
-    st.metrics.watch_store(st.jobs.counts, lambda: (st.dispatcher.busy, len(st.dispatcher.pool.slots))
-                           if st.dispatcher is not None else (0, 0))
+    st.metrics.watch_store(st.jobs.counts, lambda: (st.workers_health()["busy"], st.workers_health()["workers"]))
     if settings.admin_token:
         st.tokens.ensure("admin (SUTURE_ADMIN_TOKEN)", settings.admin_token, admin=True)
-    settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.artifacts_dir.exists():  # new: this user's only (an operator's shared mount stays as it is)
+        settings.artifacts_dir.mkdir(parents=True, mode=0o700)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -32,7 +32,17 @@ async def admin(caller: Annotated[Principal, Depends(principal)]) -> Principal:
     return caller
 
 
+async def maybe_principal(request: Request) -> Principal | None:
+    """The caller when a valid bearer token is given, else None (routes that also answer anonymously; read
+    from the header directly, so the OpenAPI schema does not declare them as needing a token)."""
+    scheme, _, secret = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return None
+    return await run_in_threadpool(state(request).tokens.authenticate, secret.strip())
+
+
 Caller = Annotated[Principal, Depends(principal)]
+MaybeCaller = Annotated[Principal | None, Depends(maybe_principal)]
 Admin = Annotated[Principal, Depends(admin)]
 State = Annotated[ServiceState, Depends(state)]
 

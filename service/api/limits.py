@@ -1,4 +1,9 @@
-"""Refuse request bodies above the configured size with 413 before reading them into memory."""
+"""Refuse request bodies above the configured size with 413 before reading them into memory.
+
+A body with a Content-Length is judged by it. A body without one (chunked) is read here, up to the limit,
+before the application sees it: an overflow found while the application reads would surface as the
+framework's 400 ("error parsing the body") instead of 413.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,28 @@ class BodySizeLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await self._refuse(send)
+        if declared is None and scope.get("method") in ("POST", "PUT", "PATCH"):
+            chunks, size = [], 0
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                size += len(message.get("body", b""))
+                if size > self.max_bytes:
+                    return await self._refuse(send)
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            body, replayed = b"".join(chunks), False
+
+            async def replay():
+                nonlocal replayed
+                if replayed:
+                    return await receive()
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            return await self.app(scope, replay, send)
         seen = 0
 
         async def counted_receive():

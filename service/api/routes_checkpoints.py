@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
 from suture.service.api.auth import Caller, State, sees
+from suture.service.jobs.outputs import output_dir
 from suture.service.schemas import CheckpointView, ErrorBody
 from suture.service.store.jobs import as_utc
 
@@ -22,7 +23,7 @@ ERRORS = {401: {"model": ErrorBody, "description": "missing or invalid token"},
 
 
 def _view(row, root: Path) -> CheckpointView | None:
-    directory = root / row.output_name
+    directory = output_dir(root, row.owner_id, row.output_name, row.id)
     if not directory.is_dir():
         return None
     files = sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
@@ -32,13 +33,15 @@ def _view(row, root: Path) -> CheckpointView | None:
 
 
 def _find(st, caller, name: str):
-    row = st.jobs.by_output(name)
+    row = st.jobs.by_output(name, caller.id)
+    if row is None and caller.admin:
+        row = st.jobs.by_output(name)
     if row is None or row.status != "succeeded" or not sees(caller, row.owner_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no checkpoint {name!r}")
     view = _view(row, st.settings.artifacts_dir)
     if view is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"checkpoint {name!r} has no files on this server")
-    return view
+    return view, output_dir(st.settings.artifacts_dir, row.owner_id, name, row.id)
 
 
 @router.get("", response_model=list[CheckpointView], responses={401: ERRORS[401]})
@@ -50,16 +53,16 @@ async def list_checkpoints(caller: Caller, st: State) -> list[CheckpointView]:
 
 @router.get("/{name}", response_model=CheckpointView, responses=ERRORS)
 async def get_checkpoint(name: str, caller: Caller, st: State) -> CheckpointView:
-    return await run_in_threadpool(_find, st, caller, name)
+    return (await run_in_threadpool(_find, st, caller, name))[0]
 
 
 @router.get("/{name}/files/{path:path}", response_class=FileResponse,
             responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}, "description": "the file"}})
 async def download_file(name: str, path: str, caller: Caller, st: State) -> FileResponse:
-    view = await run_in_threadpool(_find, st, caller, name)
+    view, directory = await run_in_threadpool(_find, st, caller, name)
     if path not in view.files:  # also rules out ../ escapes: only listed files are served
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"checkpoint {name!r} has no file {path!r}")
-    return FileResponse(st.settings.artifacts_dir / name / path, filename=Path(path).name)
+    return FileResponse(directory / path, filename=Path(path).name)
 
 
 @router.get("/{name}/archive", responses={**ERRORS, 200: {"content": {"application/gzip": {}},
@@ -67,8 +70,7 @@ async def download_file(name: str, path: str, caller: Caller, st: State) -> File
 async def download_archive(name: str, caller: Caller, st: State,
                            part: Literal["all", "checkpoint", "adapter"] = "all") -> StreamingResponse:
     """`part=checkpoint`: the merged model (stock `from_pretrained` loads it); `adapter`: the PEFT adapter."""
-    view = await run_in_threadpool(_find, st, caller, name)
-    root = st.settings.artifacts_dir / name
+    view, root = await run_in_threadpool(_find, st, caller, name)
     base = root if part == "all" else root / part
     if not base.is_dir():
         hint = " (submit the job with save_checkpoint: true)" if part == "checkpoint" else ""

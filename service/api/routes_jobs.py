@@ -44,7 +44,7 @@ def _check_refs(st, caller, body: JobCreate) -> None:
             raise HTTPException(status.HTTP_400_BAD_REQUEST,
                                 f"method: {body.method!r} edits with requests; submit it as an 'edit' job")
     if body.ledger_from is not None:
-        source = st.jobs.by_output(body.ledger_from)
+        source = st.jobs.by_output(body.ledger_from, caller.id)  # the caller's own outputs (names are per token)
         if source is None or not sees(caller, source.owner_id) or source.status != JobStatus.succeeded.value:
             raise HTTPException(status.HTTP_404_NOT_FOUND,
                                 f"ledger_from: no succeeded job output named {body.ledger_from!r}")

@@ -9,24 +9,36 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from suture.editor.errors import UnknownMethodError
 from suture.editor.registry import available_methods, get_method, method_load_errors
-from suture.service.api.auth import Caller, State
+from suture.service.api.auth import Caller, MaybeCaller, State
 from suture.service.schemas import CatalogView, ErrorBody, MethodCatalogView, MethodView, UnavailableMethod
 
 router = APIRouter(tags=["service"])
 
 
 @router.get("/healthz")
-async def healthz(st: State) -> dict:
-    """200 when the job store answers; `workers` says how many actors this replica drives."""
-    counts = await run_in_threadpool(st.jobs.counts)
-    dispatcher = st.dispatcher
-    return {"status": "ok", "jobs": counts,
-            "workers": len(dispatcher.pool.slots) if dispatcher is not None else 0}
+async def healthz(st: State, caller: MaybeCaller) -> dict:
+    """200 when the job store answers; `workers` says how many actors this replica drives and `ray` whether
+    its Ray answers ("ok", "down", "restarting", or "off" for an API-only replica). Job counts only for an
+    admin token."""
+    await run_in_threadpool(st.jobs.ping)
+    out = {"status": "ok", **st.workers_health()}
+    if caller is not None and caller.admin:
+        out["jobs"] = await run_in_threadpool(st.jobs.counts)
+    return out
 
 
-@router.get("/metrics", response_class=PlainTextResponse,
-            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
-async def metrics(st: State) -> Response:
+@router.get("/metrics", response_class=PlainTextResponse, responses={
+    200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+    401: {"model": ErrorBody, "description": "no valid token (unless the operator made /metrics public)"},
+    403: {"model": ErrorBody, "description": "not an admin token"}})
+async def metrics(st: State, caller: MaybeCaller) -> Response:
+    """Prometheus metrics; needs an admin token unless the operator set SUTURE_PUBLIC_METRICS=1."""
+    if not st.settings.public_metrics:
+        if caller is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not caller.admin:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs an admin token")
     body = await run_in_threadpool(generate_latest, st.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 

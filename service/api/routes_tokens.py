@@ -26,9 +26,19 @@ async def list_tokens(_: Admin, st: State) -> list[TokenView]:
 
 
 @router.delete("/{token_id}", response_model=TokenView,
-               responses={**ERRORS, 404: {"model": ErrorBody, "description": "no such token"}})
+               responses={**ERRORS, 404: {"model": ErrorBody, "description": "no such token"},
+                          409: {"model": ErrorBody, "description": "the environment's admin token"}})
 async def revoke_token(token_id: int, _: Admin, st: State) -> TokenView:
-    revoked = await run_in_threadpool(st.tokens.revoke, token_id) if 0 <= token_id < 2**31 else None
+    """Revoke a token and cancel its jobs (queued ones at once, running ones at their next check). The
+    environment's admin token (SUTURE_ADMIN_TOKEN) cannot be revoked here: change the variable instead."""
+    if not 0 <= token_id < 2**31:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no token {token_id}")
+    secret = st.settings.admin_token
+    if secret and await run_in_threadpool(st.tokens.is_secret, token_id, secret):
+        raise HTTPException(status.HTTP_409_CONFLICT, "this is the admin token of the server's environment "
+                                                      "(SUTURE_ADMIN_TOKEN); change that variable to retire it")
+    revoked = await run_in_threadpool(st.tokens.revoke, token_id)
     if revoked is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no token {token_id}")
+    await run_in_threadpool(st.jobs.cancel_owned, token_id)
     return revoked

@@ -19,7 +19,13 @@ class ServiceState:
     tokens: TokenStore
     catalog: ModelCatalog
     metrics: Metrics
-    dispatcher: object | None = None  # service.workers.Dispatcher when this replica runs jobs
+    supervisor: object | None = None  # service.workers.supervisor.Supervisor when this replica runs jobs
+
+    def workers_health(self) -> dict:
+        """{ray, workers, busy, ray_restarts}: the worker host's state, or "off" for an API-only replica."""
+        if self.supervisor is None:
+            return {"ray": "off", "workers": 0, "busy": 0}
+        return self.supervisor.health()
 
 
 def state(request: Request) -> ServiceState:

@@ -79,7 +79,7 @@ class JobStore:
                 existing = self._by_key(owner_id, idempotency_key)
                 if existing is not None:
                     return self._same_request(existing, digest), False
-            raise OutputNameTaken(f"output_name {body.output_name!r} is already used by another job") from None
+            raise OutputNameTaken(f"output_name {body.output_name!r} is already used by another of your jobs") from None
         return self.get(job_id), True
 
     def _by_key(self, owner_id: int, key: str):
@@ -122,6 +122,10 @@ class JobStore:
         next_cursor = rows[limit - 1].seq if len(rows) > limit else None
         return [to_view(r) for r in rows[:limit]], next_cursor
 
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             return dict(conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all())
@@ -138,9 +142,14 @@ class JobStore:
         with self.engine.connect() as conn:
             return conn.execute(query).all()
 
-    def by_output(self, name: str):
+    def by_output(self, name: str, owner_id: int | None = None):
+        """The job whose output is `name` among `owner_id`'s (names are per token); with None, the newest
+        of anyone's (admins)."""
+        query = select(jobs).where(jobs.c.output_name == name).order_by(jobs.c.seq.desc())
+        if owner_id is not None:
+            query = query.where(jobs.c.owner_id == owner_id)
         with self.engine.connect() as conn:
-            return conn.execute(select(jobs).where(jobs.c.output_name == name)).first()
+            return conn.execute(query).first()
 
     # --- state changes ----------------------------------------------------------------------------------
 
@@ -202,6 +211,17 @@ class JobStore:
         with self.engine.connect() as conn:
             return list(conn.execute(select(jobs.c.id).where(and_(
                 jobs.c.status == RUNNING, jobs.c.heartbeat_at < cutoff))).scalars())
+
+    def cancel_owned(self, owner_id: int) -> int:
+        """Cancel every unfinished job of `owner_id` (a revoked token): queued at once, running on request.
+        Returns how many were touched."""
+        with self.engine.begin() as conn:
+            queued = conn.execute(update(jobs).where(and_(jobs.c.owner_id == owner_id, jobs.c.status == QUEUED))
+                                  .values(status=JobStatus.cancelled.value, cancel_requested=True, finished_at=now(),
+                                          stage="cancelled", error="its token was revoked")).rowcount
+            running = conn.execute(update(jobs).where(and_(jobs.c.owner_id == owner_id, jobs.c.status == RUNNING))
+                                   .values(cancel_requested=True)).rowcount
+        return queued + running
 
     def cancel(self, job_id: str) -> JobView | None:
         """A queued job is cancelled at once; a running one is asked to stop at its next progress report."""

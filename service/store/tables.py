@@ -46,7 +46,7 @@ jobs = Table(
     Column("result", JSON),
     Column("error", Text),
     Column("worker", String(200)),  # which worker runs it (node/pid), for operators and fault tests
-    Column("output_name", String(64), unique=True),
+    Column("output_name", String(64)),  # unique per token (its area of the artifacts directory)
     Column("idempotency_key", String(200)),
     Column("request_hash", String(64)),
     Column("cancel_requested", Boolean, nullable=False, default=False),
@@ -55,4 +55,5 @@ jobs = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("heartbeat_at", DateTime(timezone=True)),  # the lease: refreshed while a run is alive
     UniqueConstraint("owner_id", "idempotency_key", name="uq_job_idempotency"),
+    UniqueConstraint("owner_id", "output_name", name="uq_job_output"),
 )

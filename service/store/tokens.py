@@ -46,9 +46,12 @@ class TokenStore:
         return TokenCreated(**_view(row).model_dump(), token=secret)
 
     def ensure(self, name: str, secret: str, admin: bool) -> None:
-        """Make `secret` a valid token (the admin token from the environment); idempotent."""
-        with self.engine.connect() as conn:
+        """Make `secret` a valid token (the admin token from the environment); idempotent. A revoked row of
+        it is restored: the environment decides whether it is valid (change the variable to retire it)."""
+        with self.engine.begin() as conn:
             found = conn.execute(select(tokens.c.id).where(tokens.c.token_hash == hash_token(secret))).first()
+            if found is not None:
+                conn.execute(update(tokens).where(tokens.c.id == found.id).values(revoked_at=None, admin=admin))
         if found is None:
             try:
                 self.create(name, admin=admin, secret=secret)
@@ -70,6 +73,10 @@ class TokenStore:
     def list(self) -> list[TokenView]:
         with self.engine.connect() as conn:
             return [_view(r) for r in conn.execute(select(tokens).order_by(tokens.c.id)).all()]
+
+    def is_secret(self, token_id: int, secret: str) -> bool:
+        row = self._row(token_id)
+        return row is not None and row.token_hash == hash_token(secret)
 
     def revoke(self, token_id: int) -> TokenView | None:
         with self.engine.begin() as conn:

@@ -17,6 +17,7 @@ from typing import Any
 from suture.editor.errors import SutureError
 from suture.editor.progress import cancellation_check
 from suture.service.jobs import JobCancelled, JobFailed, JobTimedOut, LoadedModels, ModelCatalog, RunContext, run_job
+from suture.service.jobs.outputs import owner_area
 from suture.service.schemas import JobCreate, JobStatus
 from suture.service.settings import ServiceSettings
 from suture.service.store import JobStore, make_engine
@@ -52,7 +53,7 @@ class EditWorker:
             return self._outcome(JobStatus.failed, error=f"job {job_id} vanished from the store")
         spec = JobCreate.model_validate(row.spec)
         limit = min(spec.time_limit or self.settings.job_time_limit, self.settings.job_time_limit)
-        ctx = RunContext(job_id=job_id, spec=spec, artifacts_dir=self.settings.artifacts_dir,
+        ctx = RunContext(job_id=job_id, spec=spec, artifacts_dir=owner_area(self.settings.artifacts_dir, row.owner_id),
                          data_dir=self.settings.data_dir, report=self._reporter(job_id),
                          check=self._checker(job_id, time.monotonic() + limit, limit),
                          allowed_dirs=self.settings.allowed_dirs, limits=self.settings.limits)

@@ -21,6 +21,7 @@ import time
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
+from suture.service.jobs.outputs import owner_area
 from suture.service.jobs.runner import discard_outputs
 from suture.service.schemas import JobStatus
 from suture.service.settings import ServiceSettings
@@ -103,7 +104,7 @@ class Dispatcher:
                 self.force_stop(slot, cancelled=cancel_due)
 
     def force_stop(self, slot: Slot, cancelled: bool) -> None:
-        job_id, output_name, limit = slot.job_id, slot.output_name, slot.time_limit
+        job_id, output_name, owner_id, limit = slot.job_id, slot.output_name, slot.owner_id, slot.time_limit
         log.warning("job %s did not stop by itself; killing worker %s", job_id, slot.name)
         slot.job_id = slot.ref = None
         with contextlib.suppress(Exception):
@@ -115,7 +116,7 @@ class Dispatcher:
             stopped = self.store.finish(job_id, JobStatus.failed, error="time limit exceeded: the job ran longer "
                                         f"than {limit:g} s (stopped by force)")
         if stopped and output_name:  # not when the run recorded its success just before the kill
-            discard_outputs(self.settings.artifacts_dir, output_name, job_id)
+            discard_outputs(owner_area(self.settings.artifacts_dir, owner_id), output_name, job_id)
         self.pool.replace(slot)
 
     def _leases(self) -> None:
@@ -155,6 +156,7 @@ class Dispatcher:
         asked = (row.spec or {}).get("time_limit") if row is not None else None
         slot.time_limit = min(asked or self.settings.job_time_limit, self.settings.job_time_limit)
         slot.output_name = row.output_name if row is not None else None
+        slot.owner_id = row.owner_id if row is not None else 0
         slot.started, slot.cancel_seen = time.monotonic(), None
         slot.job_id, slot.ref = job_id, slot.actor.run.remote(job_id)
         return True

@@ -26,6 +26,7 @@ class Slot:
     job_id: str | None = None
     ref: ray.ObjectRef | None = None
     output_name: str | None = None
+    owner_id: int = 0
     started: float = 0.0  # time.monotonic() when the job was sent
     time_limit: float = 0.0  # seconds the job may run
     cancel_seen: float | None = None  # when the dispatcher first saw its cancel flag
