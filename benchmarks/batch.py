@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     editor.context.templates(resolved.templates)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
-    result = editor.apply(cases, method="memit", progress=_progress, **hparams)
+    result = editor.apply(cases, method="memit", progress=_progress, keep_failed=True, **hparams)
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     post = score_cases(editor.handle, cases)

@@ -36,14 +36,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # Warm-up edit: one-off work (key statistics, corpus, context templates) is excluded from timings.
     started = time.perf_counter()
-    editor.apply([cases[0]], method=args.method, **hparams)
+    editor.apply([cases[0]], method=args.method, keep_failed=True, **hparams)
     editor.revert()
     warmup = time.perf_counter() - started
 
     seconds, post_cases, details = [], [], []
     for i, case in enumerate(cases):
         t0 = time.perf_counter()
-        result = editor.apply([case], method=args.method, **hparams)
+        result = editor.apply([case], method=args.method, keep_failed=True, **hparams)
         seconds.append(time.perf_counter() - t0)
         post_cases.append(score_cases(editor.handle, [case]).cases[0])
         details.append(result.details)

@@ -40,7 +40,7 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
     while applied < max(checkpoints):
         batch = cases[applied: applied + batch_size]
         started = time.perf_counter()
-        editor.apply(batch, method=method, **hparams)
+        editor.apply(batch, method=method, keep_failed=True, **hparams)
         seconds += time.perf_counter() - started
         applied += len(batch)
         if applied in checkpoints:

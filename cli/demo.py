@@ -159,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
         deltas = ", ".join(f"{d.module} (norm {d.norm:.3g})" for d in result.deltas)
         prob = result.details.get("target_prob")
         prob = f", target probability {prob[0]:.2f}" if isinstance(prob, list) and prob else ""
-        print(f"    done in {format_seconds(timer.seconds[f'edit {i}'])}: edit {result.id} changed {deltas}{prob}")
+        print(f"    done in {format_seconds(timer.seconds[f'edit {i}'])}: edit {result.id} changed {deltas}{prob}"
+              f", verdict: {result.status}")
 
     print(f"\n[4/6] Answers after the {n} edits (before -> after)")
     with timer("answers after"):
@@ -199,7 +200,9 @@ def run(args: argparse.Namespace) -> int:
 
         print("\n[6/6] The first edit again, as a job through the service (REST API, SQLite, a local Ray worker)")
         with timer("service job"):
-            service_ok = run_service_demo(args.model, DEMO_EDITS[0], args.method, hparams)
+            # The job keeps a failed edit exactly when the in-process edit above was kept failed ("partial").
+            kept = True if results and results[0].status == "partial" else None
+            service_ok = run_service_demo(args.model, DEMO_EDITS[0], args.method, hparams, keep_failed=kept)
 
     by_kind = {kind: [p for p in probes if p.kind == kind] for kind in ("rewrite", "paraphrase", "neighbor")}
     targets = {i: r.target_new for i, r in enumerate(requests)}

@@ -13,8 +13,10 @@ from typing import Any
 from suture.cli.common import format_seconds, short
 
 
-def run_service_demo(model: str, request: dict[str, Any], method: str, hparams: dict[str, Any]) -> bool:
-    """Serve, submit one edit job, follow it, download its adapter; True when it succeeded."""
+def run_service_demo(model: str, request: dict[str, Any], method: str, hparams: dict[str, Any],
+                     keep_failed: bool | None = None) -> bool:
+    """Serve, submit one edit job, follow it, download its adapter; True when it succeeded. `keep_failed`
+    is the job's: keep an edit whose request fails its verdict (the result then says "partial")."""
     from suture.editor.zoo import zoo_names
     from suture.service.client import SutureClient
     from suture.service.local import local_service
@@ -32,6 +34,8 @@ def run_service_demo(model: str, request: dict[str, Any], method: str, hparams: 
             print(f"  API on {url}, job store {settings.database_url}, a local Ray worker "
                   f"(ready in {format_seconds(time.perf_counter() - started)})")
             body = {"kind": "edit", "model": name, "method": method, "requests": [request], "hparams": hparams}
+            if keep_failed is not None:
+                body["keep_failed"] = keep_failed
             job = client.submit(body)
             print(f"  POST /v1/jobs -> 202, job {job['id']}; following /v1/jobs/{job['id']}/events")
             last_stage, done = None, job

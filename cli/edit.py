@@ -49,6 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="save the edited model here (save_pretrained layout plus suture.json); "
                              "DIR must not exist or be empty")
     add_hparams_argument(parser)
+    parser.add_argument("--keep-failed", action="store_true",
+                        help="keep the edit even when a request fails its post-edit verdict (its target is not "
+                             "the greedy answer); by default such an edit is rolled back and the command fails")
     parser.add_argument("--max-new-tokens", type=int, default=8, metavar="N",
                         help="tokens generated for the before/after answers (default: 8)")
     add_gate_arguments(parser)
@@ -133,9 +136,12 @@ def run(args: argparse.Namespace) -> int:
 
     units = len(requests) if method.one_request_at_a_time else 1
     with timer("edit"), edit_progress(units, desc=f"{args.method}") as progress:
-        result = editor.apply(requests, method=args.method, progress=progress, **hparams)
+        result = editor.apply(requests, method=args.method, progress=progress,
+                              keep_failed=True if args.keep_failed else None, **hparams)
     print(f"edit {result.id} ({result.method}) applied in {format_seconds(result.seconds)}: "
-          f"{len(result.deltas)} weight delta(s)")
+          f"{len(result.deltas)} weight delta(s), status {result.status}")
+    for verdict in result.failed:
+        print(f"  FAILED (kept: --keep-failed) {verdict.request}: {verdict.reason}")
     for delta in result.deltas:
         rank = "dense" if delta.rank is None else f"rank {delta.rank}"
         print(f"  {delta.module}.{delta.param}: {rank}, norm {delta.norm:.4g}")

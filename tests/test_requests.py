@@ -137,7 +137,7 @@ def test_from_counterfact_converts_a_rome_record():
     assert request == EditRequest(
         prompt="The mother tongue of {} is", subject="Danielle Darrieux", target_new="English",
         target_true="French", paraphrases=COUNTERFACT["paraphrase_prompts"],
-        neighbors=COUNTERFACT["neighborhood_prompts"], id="0",
+        neighbors=COUNTERFACT["neighborhood_prompts"], generation_prompts=COUNTERFACT["generation_prompts"], id="0",
     )
     assert request.text == "The mother tongue of Danielle Darrieux is"
 

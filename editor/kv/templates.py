@@ -29,9 +29,13 @@ class TemplateSpec(BaseModel):
     groups: list[tuple[int, int]] = Field(default_factory=lambda: [(10, 5)])
     top_k: int = 5
     seed: int = 0
+    # Also fit on chat-formatted contexts (models with a chat template): the edit prompt opens the
+    # assistant's reply after a user turn, as when a chat user asks for the fact and the model restates it.
+    chat: bool = False
 
     def key(self) -> str:
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        dumped = self.model_dump_json(exclude=None if self.chat else {"chat"})  # old keys stay valid
+        return hashlib.sha256(dumped.encode()).hexdigest()[:16]
 
 
 # A prompt that already puts this many tokens before its subject is edited in the bare "{}" template only:
@@ -64,6 +68,23 @@ def _sample(handle: ModelHandle, length: int, count: int, spec: TemplateSpec) ->
     return [" ".join(t.replace("{", " ").replace("}", " ").split()) + ". {}" for t in texts]
 
 
+# User turns of the chat contexts; the edit prompt then opens the assistant's reply.
+CHAT_USER_TURNS = ("Tell me a fact.", "Finish my sentence.")
+
+
+def chat_templates(tokenizer) -> list[str]:
+    """Chat-formatted contexts "<user turn><assistant header>{}" (none without a chat template). Braces of
+    the rendered template are removed so the only placeholder is the edit prompt's."""
+    if not getattr(tokenizer, "chat_template", None):
+        return []
+    out = []
+    for user in CHAT_USER_TURNS:
+        head = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                             add_generation_prompt=True)
+        out.append(head.replace("{", "").replace("}", "") + "{}")
+    return out
+
+
 def context_templates(handle: ModelHandle, spec: TemplateSpec) -> list[str]:
     """The templates for `spec`, sampled once per base model and cached on disk."""
     path = cache_dir("templates") / f"{handle.cache_key[:16]}-{spec.key()}.json"
@@ -73,6 +94,8 @@ def context_templates(handle: ModelHandle, spec: TemplateSpec) -> list[str]:
     for length, count in spec.groups:
         if count > 0:
             templates += _sample(handle, length, count, spec)
+    if spec.chat:
+        templates += chat_templates(handle.tokenizer)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # a run killed mid-write leaves no truncated cache
     tmp.write_text(json.dumps(templates, indent=1))
     tmp.replace(path)
