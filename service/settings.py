@@ -30,6 +30,8 @@ class ServiceSettings(BaseModel):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     dispatch: bool = Field(True, description="run queued jobs (off: an API-only replica)")
     worker_threads: int | None = Field(None, ge=1, description="torch threads per worker (default: its CPUs)")
+    worker_nice: int | None = Field(0, ge=-20, le=19, description="nice value of the worker processes (Ray "
+                                    "starts them at a raised one, e.g. 15); None leaves Ray's")
 
     @classmethod
     def from_env(cls, **overrides) -> ServiceSettings:
@@ -45,7 +47,8 @@ class ServiceSettings(BaseModel):
         numeric = {"workers": "SUTURE_WORKERS", "worker_cpus": "SUTURE_WORKER_CPUS",
                    "worker_gpus": "SUTURE_WORKER_GPUS", "max_attempts": "SUTURE_MAX_ATTEMPTS",
                    "lease_seconds": "SUTURE_LEASE_SECONDS", "max_body_bytes": "SUTURE_MAX_BODY_BYTES",
-                   "models_per_worker": "SUTURE_MODELS_PER_WORKER", "worker_threads": "SUTURE_WORKER_THREADS"}
+                   "models_per_worker": "SUTURE_MODELS_PER_WORKER", "worker_threads": "SUTURE_WORKER_THREADS",
+                   "worker_nice": "SUTURE_WORKER_NICE"}
         for field, name in numeric.items():
             if env.get(name):
                 values[field] = env[name]
