@@ -24,7 +24,10 @@ class RomeHParams(BaseModel):
     # leads in every template). This is what was benchmarked: until 2026-11-24 the test divided each
     # template's NLL by the number of templates, so the old setting 0.1 with 6 templates meant 0.6.
     objective: ValueObjective = Field(default_factory=lambda: ValueObjective(lr=1.0, early_stop_nll=0.6))
-    corpus: CorpusSpec = Field(default_factory=CorpusSpec)
+    # 128 sampled texts (about 16k tokens, ten per dimension of SmolLM2's keys): the read direction C⁻¹k*
+    # and the edits' scores had converged there (BENCHMARKS.md, "Key statistics"); MEMIT, whose
+    # covariance term carries thousands of edits, keeps CorpusSpec's 1,000.
+    corpus: CorpusSpec = Field(default_factory=lambda: CorpusSpec(n_samples=128))
     ridge: float = Field(1e-6, ge=0, description="added to C as ridge·mean(diag C)·I before solving")
     null_space: NullSpace | None = Field(None, description="AlphaEdit-style null-space projection")
     norm_anchor: NormAnchor | None = Field(None, description="NAS-style norm-anchored values")
