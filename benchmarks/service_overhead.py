@@ -50,8 +50,9 @@ def competing(n: int):
             spinner.wait()
 
 
-def job_body(model: str, request) -> dict:
-    return {"kind": "edit", "model": model, "method": "rome", "requests": [request.model_dump(mode="json")]}
+def job_body(model: str, request, hparams: dict | None = None) -> dict:
+    return {"kind": "edit", "model": model, "method": "rome", "requests": [request.model_dump(mode="json")],
+            "hparams": hparams or {}}
 
 
 def run_job(client, body: dict) -> float:
@@ -69,7 +70,8 @@ def latency(args, requests) -> dict:
     from suture.service.local import local_service
 
     editor = Editor.load(args.model)
-    editor.apply(requests[0], method="rome")  # warm: statistics and templates loaded
+    hparams = json.loads(args.hparams)
+    editor.apply(requests[0], method="rome", **hparams)  # warm: statistics and templates loaded
     editor.revert()
     direct, service = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,13 +79,13 @@ def latency(args, requests) -> dict:
         settings = service_settings(Path(tmp), workers=1, threads=args.threads, nice=nice)
         with local_service(settings) as url, SutureClient(url, settings.admin_token) as client, \
                 competing(args.compete):
-            run_job(client, job_body(args.model, requests[0]))  # warm: the worker loads the model
+            run_job(client, job_body(args.model, requests[0], hparams))  # warm: the worker loads the model
             for request in requests[1: args.repeats + 1]:
                 started = time.perf_counter()
-                editor.apply(request, method="rome")
+                editor.apply(request, method="rome", **hparams)
                 direct.append(time.perf_counter() - started)
                 editor.revert()
-                service.append(run_job(client, job_body(args.model, request)))
+                service.append(run_job(client, job_body(args.model, request, hparams)))
                 print(f"direct {direct[-1]:.2f} s, service {service[-1]:.2f} s", flush=True)
     d, s = statistics.median(direct), statistics.median(service)
     return {"direct_median_s": d, "service_median_s": s, "overhead_ratio": s / d, "direct": direct,
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput-jobs", type=int, default=12)
     parser.add_argument("--compete", type=int, default=0, help="CPU-bound processes running beside latency")
     parser.add_argument("--worker-nice", default="0", help="the workers' nice value, or 'ray' to keep Ray's")
+    parser.add_argument("--hparams", default="{}", help="JSON overrides of ROME's hyperparameters (latency)")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     if not ready(args):
