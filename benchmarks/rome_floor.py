@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         edit = time.perf_counter() - started
         editor.revert()
         steps = result.details["value_steps"]
+        steps = steps[0] if isinstance(steps, list) else steps  # one group: its steps
         step = step_seconds(handle, hp.layer, case, templates, hp.objective.kl_prompt)
         rows.append({"edit_s": edit, "steps": steps, "step_floor_s": step, "floor_s": steps * step,
                      "ratio": edit / (steps * step)})
