@@ -148,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"\n[3/6] Applying {n} edits with {args.method}, one apply() call each")
     print(f"  The first edit on a model whose key statistics are not cached yet samples a text corpus from the "
-          f"model and\n  measures them: several minutes on CPU, once; later runs read them from {suture_home()}.")
+          f"model\n  (128 texts, about 16k tokens, for ROME) and measures them, once; later runs read them from "
+          f"{suture_home()}.")
     results = []
     for i, request in enumerate(requests, 1):
         was = f" (was {request.target_true})" if request.target_true else ""

@@ -57,6 +57,8 @@ class ServiceSettings(BaseModel):
                                         "the job has to stop by itself before its worker is killed")
     public_metrics: bool = Field(False, description="serve /metrics without a token (for a scraper on a "
                                  "trusted network); off: /metrics needs an admin token")
+    worker_nice: int | None = Field(0, ge=-20, le=19, description="nice value of the worker processes (Ray "
+                                    "starts them at a raised one, e.g. 15); None leaves Ray's")
 
     @classmethod
     def from_env(cls, **overrides) -> ServiceSettings:
@@ -74,7 +76,8 @@ class ServiceSettings(BaseModel):
                    "lease_seconds": "SUTURE_LEASE_SECONDS", "max_body_bytes": "SUTURE_MAX_BODY_BYTES",
                    "models_per_worker": "SUTURE_MODELS_PER_WORKER", "worker_threads": "SUTURE_WORKER_THREADS",
                    "job_time_limit": "SUTURE_JOB_TIME_LIMIT", "cancel_grace_seconds": "SUTURE_CANCEL_GRACE_SECONDS",
-                   "public_metrics": "SUTURE_PUBLIC_METRICS"}
+                   "public_metrics": "SUTURE_PUBLIC_METRICS",
+                   "worker_nice": "SUTURE_WORKER_NICE"}
         for field, name in numeric.items():
             if env.get(name):
                 values[field] = env[name]

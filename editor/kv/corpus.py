@@ -21,6 +21,10 @@ from suture.editor.progress import check_cancelled, generation_stoppers
 SEEDS = ("The", "In", "A", "It", "This", "When", "He", "She", "We", "There", "According to", "After",
          "Many", "One", "As", "On", "For", "Although", "Today", "History")
 
+# Names the sampler in the corpus cache key: text sampled by an earlier sampler (other batches, so other
+# random draws) is not reused for a spec it no longer matches.
+SAMPLER = "b256"
+
 
 class CorpusSpec(BaseModel):
     """Where statistics text comes from: "model" (sampled from the base model) or a .txt/.jsonl/.json path."""
@@ -62,7 +66,10 @@ def read_text_file(path: Path) -> list[str]:
 
 
 @torch.no_grad()
-def sample_from_model(handle: ModelHandle, n: int, max_tokens: int, seed: int, batch_size: int = 50) -> list[str]:
+def sample_from_model(handle: ModelHandle, n: int, max_tokens: int, seed: int, batch_size: int = 256) -> list[str]:
+    """`n` texts of up to `max_tokens` new tokens sampled from the model (top-p 0.95, temperature 1) after
+    varied one-word openings. Batches are large because a decoding step costs little more for 256 rows
+    than for 50 on a CPU (BENCHMARKS.md, "Key statistics"); a batch ends once every row has ended its text."""
     tok = handle.tokenizer
     texts: list[str] = []
     state = torch.random.get_rng_state()
@@ -88,7 +95,7 @@ def load_corpus(handle: ModelHandle, spec: CorpusSpec) -> list[str]:
         if not texts:
             raise SutureError(f"corpus {spec.source} holds no text")
         return texts[: spec.n_samples]
-    name = f"{handle.cache_key[:16]}-n{spec.n_samples}-t{spec.max_tokens}-s{spec.seed}.json"
+    name = f"{handle.cache_key[:16]}-{SAMPLER}-n{spec.n_samples}-t{spec.max_tokens}-s{spec.seed}.json"
     path = cache_dir("corpora") / name
     if path.is_file():
         return json.loads(path.read_text())

@@ -24,7 +24,10 @@ class RomeHParams(BaseModel):
     # target token is the greedy choice). Until 2026-11-30 the test read the mean over target tokens, which
     # let an unlikely first token hide behind easy later ones (issue 13).
     objective: ValueObjective = Field(default_factory=lambda: ValueObjective(lr=1.0, early_stop_nll=0.6))
-    corpus: CorpusSpec = Field(default_factory=CorpusSpec)
+    # 128 sampled texts (about 16k tokens, ten per dimension of SmolLM2's keys): the read direction C⁻¹k*
+    # and the edits' scores had converged there (BENCHMARKS.md, "Key statistics"); MEMIT, whose
+    # covariance term carries thousands of edits, keeps CorpusSpec's 1,000.
+    corpus: CorpusSpec = Field(default_factory=lambda: CorpusSpec(n_samples=128))
     ridge: float = Field(1e-6, ge=0, description="added to C as ridge·mean(diag C)·I before solving")
     null_space: NullSpace | None = Field(None, description="AlphaEdit-style null-space projection")
     norm_anchor: NormAnchor | None = Field(None, description="NAS-style norm-anchored values")

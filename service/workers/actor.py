@@ -21,6 +21,7 @@ from suture.service.jobs.outputs import owner_area
 from suture.service.schemas import JobCreate, JobStatus
 from suture.service.settings import ServiceSettings
 from suture.service.store import JobStore, make_engine
+from suture.service.workers.priority import run_at_priority
 
 log = logging.getLogger("suture.worker")
 
@@ -35,16 +36,15 @@ class EditWorker:
 
     def __init__(self, settings_json: str):
         settings = ServiceSettings.model_validate_json(settings_json)
-        import torch
-
-        torch.set_num_threads(settings.worker_threads or max(1, int(settings.worker_cpus)))
+        threads = settings.worker_threads or max(1, int(settings.worker_cpus))
+        self.priority = run_at_priority(settings.worker_nice, threads)  # Ray starts workers niced
         self.settings = settings
         self.store = JobStore(make_engine(settings.database_url), settings.max_attempts)
         self.models = LoadedModels(ModelCatalog(settings.models), settings.models_per_worker)
         self.name = f"{socket.gethostname()}/pid{os.getpid()}"
 
     def identity(self) -> dict[str, Any]:
-        return {"name": self.name, "pid": os.getpid()}
+        return {"name": self.name, "pid": os.getpid(), **self.priority}
 
     def run(self, job_id: str) -> dict[str, Any]:
         """Run a job the dispatcher claimed for this worker; returns {status, result, error, loaded}."""

@@ -61,7 +61,8 @@ class WorkerPool:
     def _new_slot(self) -> Slot:
         actor = self._remote.remote(self.settings.model_dump_json())
         identity = ray.get(actor.identity.remote(), timeout=600)
-        log.info("worker %s ready", identity["name"])
+        log.info("worker %s ready (nice %s, %s torch threads)", identity["name"], identity.get("nice"),
+                 identity.get("threads"))
         return Slot(actor=actor, name=identity["name"])
 
     def replace(self, slot: Slot) -> Slot:
