@@ -33,8 +33,10 @@ def edit_body(n: int = 1, **extra) -> dict:
     subjects = ["Danielle Darrieux", "France", "Toko Yasuda", "Madrid", "London", "Berlin", "Rome", "Paris"]
     requests = [{"prompt": "The mother tongue of {} is", "subject": subjects[i % len(subjects)],
                  "target_new": ["English", "German", "Spanish", "Japanese"][i % 4]} for i in range(n)]
+    # A tiny random model cannot learn an edit, so its requests fail their post-edit verdicts; these tests
+    # exercise the service, so such edits are kept (keep_failed) unless a test asks for the default rollback.
     return {"kind": "edit", "model": "tiny", "method": "rome", "requests": requests, "hparams": TINY_HPARAMS,
-            **extra}
+            "keep_failed": True, **extra}
 
 
 class Server:
