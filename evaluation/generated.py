@@ -52,14 +52,19 @@ class GeneratedAnswer(BaseModel):
     base: str | None = None
 
 
-class GeneratedCase(BaseModel):
-    id: str | None
+class GeneratedMetrics(BaseModel):
+    """Fractions of generated answers judged right, per prompt kind (None where a case has no such prompt)."""
+
     efficacy: float
     paraphrase: float | None
     chat: float | None
     generation_prompts: float | None
     locality: float | None
     portability: float | None
+
+
+class GeneratedCase(GeneratedMetrics):
+    id: str | None
     answers: list[GeneratedAnswer]
 
 
@@ -85,16 +90,10 @@ class GeneratedFluency(BaseModel):
         return self.chat_edited_entropy / self.chat_base_entropy if self.chat_base_entropy > 0 else 1.0
 
 
-class GeneratedScores(BaseModel):
+class GeneratedScores(GeneratedMetrics):
     """Scores of generated answers (labelled "generated" wherever shown; teacher-forced ones are apart)."""
 
     kind: str = "generated"
-    efficacy: float
-    paraphrase: float | None
-    chat: float | None
-    generation_prompts: float | None
-    locality: float | None
-    portability: float | None
     fluency: GeneratedFluency | None
     cases: list[GeneratedCase]
     generations: int  # greedy generations run (edited and base)

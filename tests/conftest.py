@@ -32,3 +32,14 @@ def _library_default_on_real_models(monkeypatch, request):
         from suture.editor import verdicts
 
         monkeypatch.setattr(verdicts, "KEEP_FAILED_DEFAULT", False)
+
+
+@pytest.fixture(scope="module")
+def real_editor():
+    """SmolLM2-135M-Instruct from the zoo (converted once into the cache), on two threads, one per module."""
+    from suture.editor import Editor
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield Editor.load("smollm2-135m")
+    torch.set_num_threads(threads)

@@ -11,11 +11,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def smol():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield Editor.load("smollm2-135m")
-    torch.set_num_threads(threads)
+def smol(real_editor):
+    return real_editor
 
 
 @pytest.mark.parametrize(("prompt", "subject", "target"), [

@@ -4,7 +4,7 @@ machine, sample the statistics corpus once; CI runs them."""
 import pytest
 import torch
 
-from suture.editor import Editor, EditRequest
+from suture.editor import EditRequest
 from suture.evaluation import score_cases
 
 pytestmark = pytest.mark.slow
@@ -24,14 +24,6 @@ EDITS = [
                 neighbors=["Manchester City is a famous football club from the city of",
                            "Liverpool is a famous football club from the city of"]),
 ]
-
-
-@pytest.fixture(scope="module")
-def real_editor():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield Editor.load("smollm2-135m")
-    torch.set_num_threads(threads)
 
 
 def test_model_knows_the_facts_before_editing(real_editor):

@@ -8,7 +8,6 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from suture.editor import Editor
 from suture.methods.localize import attribute_heads
 from suture.methods.localize.last_token import last_token_head_means, last_token_logprobs
 from suture.methods.localize.layer_choice import choose_edit_layer
@@ -25,11 +24,8 @@ FACTS = [("The capital of France is", "Paris"), ("The capital of Japan is", "Tok
 
 
 @pytest.fixture(scope="module")
-def editor():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield Editor.load("smollm2-135m")
-    torch.set_num_threads(threads)
+def editor(real_editor):
+    return real_editor
 
 
 def test_steered_heads_save_and_reload_with_stock_transformers(editor, tmp_path):

@@ -18,14 +18,6 @@ pytestmark = pytest.mark.slow
 HP = {"corpus": {"n_samples": 100, "max_tokens": 64}}
 
 
-@pytest.fixture(scope="module")
-def real_editor():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield Editor.load("smollm2-135m")
-    torch.set_num_threads(threads)
-
-
 def _state(editor: Editor) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in editor.model.state_dict().items()}
 
