@@ -31,7 +31,9 @@ def save_tiny_model(directory: Path, family: str = "llama") -> Path:
 
 def edit_body(n: int = 1, **extra) -> dict:
     subjects = ["Danielle Darrieux", "France", "Toko Yasuda", "Madrid", "London", "Berlin", "Rome", "Paris"]
-    requests = [{"prompt": "The mother tongue of {} is", "subject": subjects[i % len(subjects)],
+    # every request distinct: the same edit twice in one job is refused (issue 14)
+    requests = [{"prompt": "The mother tongue of {} is",
+                 "subject": subjects[i % len(subjects)] + (f" {i // len(subjects) + 1}" if i >= len(subjects) else ""),
                  "target_new": ["English", "German", "Spanish", "Japanese"][i % 4]} for i in range(n)]
     # A tiny random model cannot learn an edit, so its requests fail their post-edit verdicts; these tests
     # exercise the service, so such edits are kept (keep_failed) unless a test asks for the default rollback.
