@@ -4,6 +4,7 @@ the ledger, reverts exactly and saves as a stock-loadable checkpoint."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections import defaultdict
 from typing import Annotated, Literal
 
@@ -36,13 +37,13 @@ class _Plan(BaseModel):
 
     heads: list[Head] = Field(description="(layer, head), in the order the search added them")
 
+    @abstractmethod
     def edits(self) -> list[tuple[str, dict]]:
         """(method name, hyperparameters) of the head edits realizing the plan, in the order to apply them."""
-        raise NotImplementedError
 
+    @abstractmethod
     def describe(self) -> str:
         """The heads and the change, for people: 'L3H1, L5H0 steered with alpha 2'."""
-        raise NotImplementedError
 
     def prefix(self, size: int) -> _Plan:
         """The same repair on the first `size` heads only (for curves over the set size)."""
