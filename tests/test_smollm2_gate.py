@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 from peft import PeftModel
-from test_smollm2 import EDITS, real_editor  # noqa: F401  (module fixture)
+from test_smollm2 import EDITS
 from transformers import AutoModelForCausalLM
 
 from suture.editor import GateFailedError
@@ -16,7 +16,7 @@ from suture.evaluation import GatePolicy
 pytestmark = pytest.mark.slow
 
 
-def test_gated_checkpoint_reloads_with_stock_transformers(real_editor, tmp_path):  # noqa: F811
+def test_gated_checkpoint_reloads_with_stock_transformers(real_editor, tmp_path):
     editor = real_editor
     with editor.weights.base_weights():
         base_fp = weights_fingerprint(editor.model)
@@ -48,7 +48,7 @@ def test_gated_checkpoint_reloads_with_stock_transformers(real_editor, tmp_path)
         editor.revert()
 
 
-def test_exported_adapter_reproduces_the_edit_through_peft(real_editor, tmp_path):  # noqa: F811
+def test_exported_adapter_reproduces_the_edit_through_peft(real_editor, tmp_path):
     editor = real_editor
     editor.apply([EDITS[1]], method="rome")
     try:
