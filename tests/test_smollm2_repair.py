@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from suture.editor.kv import CorpusSpec
 from suture.methods.localize import attribute_heads
 from suture.methods.localize.last_token import last_token_head_means, last_token_logprobs
 from suture.methods.localize.layer_choice import choose_edit_layer
@@ -87,7 +88,10 @@ def test_remapped_heads_fix_the_qa_failures_and_reload_with_stock_transformers(e
     attribution = attribute_heads(editor.handle, qa, plain, right=right.tolist(), wrong=wrong.tolist())
     keep = [p for p, _ in FACTS]  # facts it answers in both forms: their next token must not change
     plan = RemapPlan(heads=[(layer, head) for layer, head, _ in attribution.ranking("abs")[:9]],
-                     preservation=1.0, undesired=qa, desired=plain, keep=keep)  # default corpus
+                     preservation=1.0, undesired=qa, desired=plain, keep=keep,
+                     # ROME's 128-text corpus (sampled once for the other tests) rather than head-remap's
+                     # default 1,000: a fresh CI machine would spend a quarter of an hour sampling those.
+                     corpus=CorpusSpec(n_samples=128))
     before = {k: v.clone() for k, v in editor.model.state_dict().items()}
     kept_before = last_token_logprobs(editor.handle, keep).argmax(-1)
     added = apply_plan(editor, plan)

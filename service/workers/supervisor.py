@@ -121,7 +121,16 @@ class Supervisor:
     def _terminate(self, grace: float) -> None:
         if self.process is None:
             return
-        kill_group(self.process.pid, grace)
+        if grace > 0:
+            # SIGINT to the host alone: it stops its dispatcher and shuts down the Ray it started. Signalling
+            # the whole group instead left Ray's own processes lingering until the grace ran out (30 s at
+            # every stop of the service); what is left of the group afterwards is killed below. (SIGINT, not
+            # SIGTERM, which Ray's driver reports on stderr as if it were a crash.)
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(grace)
+        kill_group(self.process.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(5)
         self.process = None
