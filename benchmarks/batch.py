@@ -2,6 +2,7 @@
 
     python benchmarks/batch.py --data ../shared/data/counterfact_rome_format_1000.json --n 100
     python benchmarks/batch.py --data ../shared/data/counterfact_rome_format_1000.json --n 1000
+    python benchmarks/batch.py --data ... --offset 500 --n 100 --generated --answers answers.jsonl
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import resource
 import sys
 import time
 
-from bench_common import benchmark_parser, ready
+from bench_common import add_generated_options, benchmark_parser, generated_row, ready
 
 
 def _progress(stage: str, fraction: float) -> None:
@@ -21,9 +22,11 @@ def _progress(stage: str, fraction: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--offset", type=int, default=0, help="first record (records 500-599: issue 13's range)")
     parser.add_argument("--hparams", default="{}")
     parser.add_argument("--no-pre", action="store_true",
                         help="skip scoring the unedited model (BENCHMARKS.md has it for all 1,000 records)")
+    add_generated_options(parser)
     args = parser.parse_args(argv)
     if not ready(args):
         return 2
@@ -31,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from suture.evaluation import load_counterfact, score_cases
 
     editor = Editor.load(args.model)
-    cases = load_counterfact(args.data, limit=args.n)
+    cases = load_counterfact(args.data, limit=args.n, offset=args.offset)
     from suture.editor.conflicts import without_clashes
 
     cases, clashes = without_clashes(cases)  # one call cannot make two targets of one key true
@@ -51,11 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     post = score_cases(editor.handle, cases)
+    generated = generated_row(editor, cases, args) if args.generated else None
     print(json.dumps({
         "n": len(cases), "seconds": seconds, "seconds_per_edit": seconds / len(cases),
         "peak_rss_mb": peak_mb, "rss_before_mb": rss_before / 1024,
         "pre": pre and {"efficacy": pre.efficacy, "paraphrase": pre.paraphrase, "neighborhood": pre.neighborhood},
         "post": {"efficacy": post.efficacy, "paraphrase": post.paraphrase, "neighborhood": post.neighborhood},
+        "generated": generated, "offset": args.offset,
+        "verdicts_passed": sum(v.passed for v in result.verdicts) / max(1, len(result.verdicts)),
         "details": result.details, "threads": args.threads,
     }, indent=2))
     return 0

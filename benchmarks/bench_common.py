@@ -24,3 +24,32 @@ def ready(args: argparse.Namespace) -> bool:
 
     torch.set_num_threads(args.threads)
     return True
+
+
+def add_generated_options(parser: argparse.ArgumentParser) -> None:
+    """--generated (judge greedy answers too, evaluation/generated.py) and --answers (their JSONL)."""
+    parser.add_argument("--generated", action="store_true",
+                        help="also score greedy generations, judged (beside the teacher-forced scores)")
+    parser.add_argument("--generation", default="{}", help="JSON overrides of GenerationOptions")
+    parser.add_argument("--answers", help="with --generated: every generated answer, JSONL")
+
+
+def generated_row(editor, cases, args, base_cache: dict | None = None) -> dict:
+    """Generated scores of `cases` on the editor's current weights, as one flat dict of the benchmark's
+    row (the answers go to --answers, if given)."""
+    import json
+
+    from suture.evaluation.generated import GenerationOptions, evaluate_generated
+
+    options = GenerationOptions(**{"generation_prompts": 1, **json.loads(args.generation)})
+    scores = evaluate_generated(editor, cases, options, base_cache=base_cache)
+    if args.answers:
+        with Path(args.answers).open("a") as sink:
+            for case in scores.cases:
+                sink.write(json.dumps({"edits": len(cases), **case.model_dump()}) + "\n")
+    fluency = scores.fluency
+    return {"gen_efficacy": scores.efficacy, "gen_paraphrase": scores.paraphrase, "gen_chat": scores.chat,
+            "gen_generation_prompts": scores.generation_prompts, "gen_locality": scores.locality,
+            "gen_fluency_ratio": fluency.ratio if fluency else None,
+            "gen_chat_fluency_ratio": fluency.chat_ratio if fluency else None,
+            "gen_seconds_per_case": scores.seconds_per_case, "gen_generations": scores.generations}

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import benchmark_parser, ready
+from bench_common import add_generated_options, benchmark_parser, generated_row, ready
 
 VARIANTS = {
     "rome": ("rome", {}),
@@ -29,13 +29,14 @@ VARIANTS = {
 
 
 def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[int], extra: dict,
-                on_row=None) -> list[dict]:
+                on_row=None, generated_args=None) -> list[dict]:
     from suture.evaluation import score_cases
     from suture.evaluation.drift import measure_drift
 
     method, hparams = VARIANTS[variant]
     hparams = {**hparams, **extra.get(method, {})}
     rows, seconds, applied = [], 0.0, 0
+    base_cache: dict = {}  # the unedited model's answers, kept across checkpoints
     pre_neighborhood = score_cases(editor.handle, cases[: max(checkpoints)]).cases
     while applied < max(checkpoints):
         batch = cases[applied: applied + batch_size]
@@ -51,6 +52,8 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
                          "paraphrase": scores.paraphrase, "neighborhood": scores.neighborhood,
                          "neighborhood_pre": pre_ns, "drift_kl": drift.mean_kl,
                          "top1_agreement": drift.top1_agreement, "seconds_per_edit": seconds / applied})
+            if generated_args is not None:
+                rows[-1].update(generated_row(editor, cases[:applied], generated_args, base_cache))
             print(json.dumps(rows[-1]), flush=True)
             if on_row:
                 on_row(rows[-1])
@@ -84,11 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated; empty: only plot --include")
     parser.add_argument("--checkpoints", default="10,50,100,250,500")
     parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--offset", type=int, default=0, help="first record (records 500-599: issue 13's range)")
     parser.add_argument("--hparams", default="{}", help='per-method overrides, e.g. {"memit": {"layers": [3, 4]}}')
     parser.add_argument("--out")
     parser.add_argument("--plot")
     parser.add_argument("--include", action="append", default=[],
                         help="rows (--out JSON) of earlier runs to plot with this one; repeatable")
+    add_generated_options(parser)
     args = parser.parse_args(argv)
     earlier = [row for path in args.include for row in json.loads(Path(path).read_text())]
     if not args.variants:  # plot earlier runs only
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     checkpoints = sorted(int(c) for c in args.checkpoints.split(","))
     editor = Editor.load(args.model)
-    cases = load_counterfact(args.data, limit=max(checkpoints))
+    cases = load_counterfact(args.data, limit=max(checkpoints), offset=args.offset)
     rows: list[dict] = []
 
     def keep(row: dict) -> None:  # written as it comes, so a long run that is stopped keeps what it measured
@@ -110,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.out).write_text(json.dumps(rows, indent=1))
 
     for variant in args.variants.split(","):
-        run_variant(editor, cases, variant, args.batch_size, checkpoints, json.loads(args.hparams), on_row=keep)
+        run_variant(editor, cases, variant, args.batch_size, checkpoints, json.loads(args.hparams), on_row=keep,
+                    generated_args=args if args.generated else None)
     if args.plot:
         plot(earlier + rows, args.plot)
     return 0

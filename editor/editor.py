@@ -90,12 +90,15 @@ class Editor:
         applied = []
         details: dict[str, Any] = {}
         artifacts: dict[str, Any] = {}
+        hints: dict[int, str] = {}
         try:
             groups = [[r] for r in requests] if impl.one_request_at_a_time else [requests]
             for i, group in enumerate(groups):
                 out = impl.compute(self.context, group, resolved)
                 self.weights.apply(out.deltas)
                 applied += out.deltas
+                first = i if impl.one_request_at_a_time else 0
+                hints.update({first + j: text for j, text in out.hints.items()})
                 details = _merge_details(details, out.details, i)
                 artifacts = _merge_details(artifacts, out.artifacts, i)
         except BaseException:
@@ -105,7 +108,7 @@ class Editor:
             self.context.progress = None
         if noops:
             details["noop"] = noops
-        verdicts = settle_verdicts(self, requests, verify, keep_failed)  # may roll back and raise
+        verdicts = settle_verdicts(self, requests, verify, keep_failed, hints)  # may roll back and raise
         entry = LedgerEntry(method=method, hparams=resolved.model_dump(mode="json"), requests=requests,
                             deltas=applied, seconds=time.perf_counter() - started, details=details,
                             artifacts=artifacts, verdicts=verdicts)

@@ -28,6 +28,8 @@ class MethodOutput:
     # Tensors a method keeps with the ledger entry for later edits (e.g. the keys it wrote, which
     # null-space editing must preserve); reverting the entry drops them with it.
     artifacts: dict[str, Any] = field(default_factory=dict)
+    # Why a request may not take, by its index in the call: added to its verdict's reason if it fails.
+    hints: dict[int, str] = field(default_factory=dict)
 
 
 class EditMethod(ABC):

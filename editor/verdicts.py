@@ -100,15 +100,19 @@ def check_requests(handle, requests: list[EditRequest], max_new_tokens: int | No
 
 
 def settle_verdicts(editor, requests: list[EditRequest], verify: bool,
-                    keep_failed: bool | None) -> list[RequestVerdict]:
+                    keep_failed: bool | None, hints: dict[int, str] | None = None) -> list[RequestVerdict]:
     """What `Editor.apply` does once the deltas are in the weights: no requests or `verify=False`, no
     verdicts; a failed request rolls the edit back (the ledger without it) and raises, unless
-    `keep_failed` (None: `KEEP_FAILED_DEFAULT`)."""
+    `keep_failed` (None: `KEEP_FAILED_DEFAULT`). `hints` (by request index, from the method) explain
+    a failure and are added to that request's reason."""
     if not requests or not verify:
         return []
     if keep_failed is None:
         keep_failed = KEEP_FAILED_DEFAULT
     verdicts = check_requests(editor.handle, requests)
+    for i, verdict in enumerate(verdicts):
+        if not verdict.passed and (hints or {}).get(i):
+            verdict.reason = f"{verdict.reason}; {hints[i]}"
     failed = [v for v in verdicts if not v.passed]
     if failed and not keep_failed:
         editor._rebuild()  # the weights as the ledger says, without this edit

@@ -92,3 +92,20 @@ def test_requests_that_cannot_succeed_are_reported_failed_rolled_back_and_named(
     finally:
         real_editor.revert()
     assert _unchanged(real_editor, before)
+
+
+def test_a_subject_opening_the_prompt_where_the_key_collapses_is_explained(real_editor):
+    # At the first token of a text (no BOS) SmolLM2's MLP input at layer 4 has a tiny norm (0.8 against ~10
+    # in context), so a rank-one update keyed on the subject barely reaches the prompt as written.
+    request = EditRequest(prompt="{} is located in", subject="Rome", target_new="Brazil", target_true="Italy",
+                          id="opening")
+    result = real_editor.apply([request], method="rome", keep_failed=True, **HP)
+    try:
+        assert result.details["bare_key_reach"][0] < 0.25
+        verdict = result.verdicts[0]
+        if not verdict.passed:  # failed honestly, and says why
+            assert "opens the prompt" in verdict.reason, verdict.reason
+        else:  # or it really took
+            assert judge(_says(real_editor, request), "Brazil", "Italy") == "new"
+    finally:
+        real_editor.revert()

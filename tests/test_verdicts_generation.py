@@ -119,6 +119,23 @@ def test_failed_request_rolls_back_and_is_named():
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
 
 
+def test_a_methods_hint_is_added_to_a_failed_verdicts_reason(monkeypatch):
+    import suture.methods.rome.method as rome
+
+    monkeypatch.setattr(rome, "REACH_HINT", 2.0)  # always explain, whatever the tiny model's reach
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    with pytest.raises(EditRequestsFailedError) as info:
+        editor.apply([REQUEST], method="rome", keep_failed=False, **HP)
+    assert "update reads only" in info.value.verdicts[0].reason and "update reads only" in str(info.value)
+    assert "try another layer" in str(info.value)  # the subject does not open this prompt
+
+    result = editor.apply([REQUEST.model_copy(update={"prompt": "{} has the capital"})], method="rome",
+                          keep_failed=True, **HP)
+    assert "opens the prompt" in result.verdicts[0].reason
+    assert isinstance(result.details["bare_key_reach"][0], float)
+
+
 def test_keep_failed_marks_the_result_partial():
     model, tok = tiny_model("llama")
     editor = Editor.from_model(model, tok)

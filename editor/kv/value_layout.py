@@ -10,6 +10,7 @@ import torch
 
 from suture.editor.kv.templates import templates_for
 from suture.editor.kv.tokens import PromptBatch, build_batch, request_target_ids
+from suture.editor.kv.word_boundary import ends_in_word
 from suture.editor.prompt_template import PromptTemplate, parse_template
 from suture.editor.requests import EditRequest
 
@@ -25,16 +26,23 @@ class ValueLayout:
     target_ids: torch.Tensor
     target_request: torch.Tensor
     target_counts: torch.Tensor  # tokens per request target, for averaging
+    boundary_rows: torch.Tensor  # (row, position) after the last target token of a target that ends in a
+    boundary_cols: torch.Tensor  # word (word_boundary.py): the next token should not continue that word
+    boundary_request: torch.Tensor
 
     def to(self, device: torch.device) -> ValueLayout:
         return ValueLayout(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], kl_prompt: str,
-                 ) -> tuple[PromptBatch, ValueLayout]:
+                 word_boundary: bool = False) -> tuple[PromptBatch, ValueLayout]:
+    """The batch of every request's template rows and KL row, and where each loss term reads it. With
+    `word_boundary`, rows of a target that ends in a word carry the whole target, so that the position
+    after it can be read."""
     texts: list[PromptTemplate | str] = []
     subjects, suffixes, owner, is_kl = [], [], [], []
     targets = [request_target_ids(tokenizer, r) for r in requests]
+    bounded = [word_boundary and ends_in_word(r.target_new) for r in requests]
     bare = []
     for i, request in enumerate(requests):
         prompt = parse_template(request.prompt)
@@ -42,7 +50,7 @@ def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], k
         for template in templates_for(tokenizer, request, templates):
             texts.append(prompt.within(template))
             subjects.append(request.subject)
-            suffixes.append(targets[i][:-1])
+            suffixes.append(targets[i] if bounded[i] else targets[i][:-1])
             owner.append(i)
             is_kl.append(False)
     for i, request in enumerate(requests):
@@ -53,9 +61,14 @@ def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], k
         is_kl.append(True)
     batch = build_batch(tokenizer, texts, subjects, suffixes)
     rows, cols, ids, req = [], [], [], []
+    b_rows, b_cols, b_req = [], [], []
     for row, (i, kl) in enumerate(zip(owner, is_kl)):
         if kl:
             continue
+        if bounded[i]:
+            b_rows.append(row)
+            b_cols.append(int(batch.lengths[row]) - 1)  # the last target token predicts what follows it
+            b_req.append(i)
         prompt_len = int(batch.lengths[row]) - len(suffixes[row])
         for j, token in enumerate(targets[i]):
             rows.append(row)
@@ -71,4 +84,6 @@ def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], k
         target_rows=torch.tensor(rows), target_cols=torch.tensor(cols), target_ids=torch.tensor(ids),
         target_request=torch.tensor(req),
         target_counts=torch.bincount(torch.tensor(req), minlength=len(requests)),
+        boundary_rows=torch.tensor(b_rows, dtype=torch.long), boundary_cols=torch.tensor(b_cols, dtype=torch.long),
+        boundary_request=torch.tensor(b_req, dtype=torch.long),
     )

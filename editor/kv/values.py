@@ -33,6 +33,7 @@ from suture.editor.kv.readout import final_hidden
 from suture.editor.kv.suffix import SuffixRunner
 from suture.editor.kv.tokens import PromptBatch
 from suture.editor.kv.value_layout import ValueLayout, value_layout
+from suture.editor.kv.word_boundary import continuation_mask
 from suture.editor.progress import check_cancelled
 from suture.editor.prompt_template import parse_template
 from suture.editor.requests import EditRequest
@@ -56,6 +57,10 @@ class ValueObjective(BaseModel):
     # purpose: it scales with ‖δ‖/‖v₀‖², which never vanishes on models with small MLP outputs (Llama).
     early_stop_nll: float = Field(0.05, ge=0)
     kl_prompt: str = "{} is a"
+    # Also ask that the token after the target not continue its last word (word_boundary.py): without it
+    # " sit|com" came out as " sitcoms" and " ESP|N" as " ESPNCOPE". Adds -log(1 - P(continuation)) to
+    # the request's loss and to its stopping test.
+    word_boundary: bool = False
 
     @field_validator("kl_prompt")
     @classmethod
@@ -71,6 +76,7 @@ class ValueSolution:
     init_values: torch.Tensor  # [n, d_out] MLP output at the subject in the bare prompt, before the edit
     target_prob: torch.Tensor  # [n] mean probability of target_new tokens at the last step
     steps: int
+    bare_keys: torch.Tensor | None = None  # [n, d_in] the key at the subject in the prompt as written
 
 
 def _rank_one_hook(mlp_out, rows: torch.Tensor, lay: ValueLayout, delta: torch.Tensor, row_direction: torch.Tensor):
@@ -103,7 +109,7 @@ def optimize_values(
     """
     device = handle.device
     n = len(requests)
-    batch, lay = value_layout(handle.tokenizer, requests, templates, objective.kl_prompt)
+    batch, lay = value_layout(handle.tokenizer, requests, templates, objective.kl_prompt, objective.word_boundary)
     batch, lay = batch.to(device), lay.to(device)
     mlp_out = handle.model.get_submodule(handle.sites.mlp_out_path(layer))
     total_rows = batch.input_ids.shape[0]
@@ -148,6 +154,8 @@ def optimize_values(
     with torch.no_grad():
         kl_init = F.log_softmax(runner.logits_at(first_normed, lay.kl_rows, kl_cols), dim=-1)
 
+    continuing = None  # the vocabulary mask of word-continuing tokens, built on first use
+    boundary_counts = torch.bincount(lay.boundary_request, minlength=n).clamp_min(1)
     delta = torch.zeros(n, init_values.shape[1], device=device, requires_grad=True)
     optimizer = torch.optim.Adam([delta], lr=objective.lr)
     max_norm = objective.clamp_norm_factor * init_values.norm(dim=1)
@@ -176,6 +184,19 @@ def optimize_values(
         token_logp = F.log_softmax(logits, dim=-1).gather(1, lay.target_ids[present][:, None]).squeeze(1)
         # NLL per request: mean over its target tokens and templates.
         nll = torch.zeros(n, device=device).index_add_(0, t_req, -token_logp) / lay.target_counts
+        row_nll = torch.zeros(total_rows, device=device).scatter_reduce(
+            0, t_rows, -token_logp.detach(), "amax", include_self=False)
+        if len(lay.boundary_rows):
+            here = torch.nonzero(local[lay.boundary_rows] >= 0).flatten()
+            b_rows = lay.boundary_rows[here]
+            b_logits = runner.logits_at(normed, local[b_rows], lay.boundary_cols[here])
+            if continuing is None:
+                continuing = continuation_mask(handle.tokenizer, b_logits.shape[-1], device)
+            log_continue = torch.logsumexp(F.log_softmax(b_logits, dim=-1)[:, continuing], dim=-1)
+            boundary_nll = -torch.log(-torch.expm1(log_continue.clamp(max=-1e-6)))  # -log(1 - P(continue))
+            nll = nll + torch.zeros(n, device=device).index_add_(
+                0, lay.boundary_request[here], boundary_nll) / boundary_counts
+            row_nll = row_nll.scatter_reduce(0, b_rows, boundary_nll.detach(), "amax")
         kl_req = torch.nonzero(local[lay.kl_rows] >= 0).flatten()
         kl_logp = F.log_softmax(runner.logits_at(normed, local[lay.kl_rows[kl_req]], kl_cols[kl_req]), dim=-1)
         kl = torch.zeros(n, device=device).index_add_(  # KL(p_δ || p_orig)
@@ -191,8 +212,6 @@ def optimize_values(
         # can hide a bare prompt that still prefers the old answer.
         # Per token, not the mean: a target split into several tokens has easy later tokens that would
         # hide a first token that is still unlikely (the greedy answer would still be the old one).
-        row_nll = torch.zeros(total_rows, device=device).scatter_reduce(
-            0, t_rows, -token_logp.detach(), "amax", include_self=False)
         worst = torch.zeros(n, device=device).scatter_reduce(
             0, rewrite_owner, row_nll[lay.rewrite_rows], "amax", include_self=False)
         finished = active & (worst < objective.early_stop_nll)
@@ -213,4 +232,4 @@ def optimize_values(
             replayed = rows_all[keep]
             runner = replayer(batch.select(replayed))
     return ValueSolution(keys=keys.detach(), deltas=delta.detach(), init_values=init_values,
-                         target_prob=target_prob.detach(), steps=steps_done)
+                         target_prob=target_prob.detach(), steps=steps_done, bare_keys=keys_rows[lay.bare_rows])
