@@ -17,7 +17,7 @@ from suture.evaluation.report import DriftReport
 
 
 def default_reference_texts() -> list[str]:
-    text = resources.files("evaluation").joinpath("data/reference.txt").read_text(encoding="utf-8")
+    text = resources.files(__package__).joinpath("data/reference.txt").read_text(encoding="utf-8")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 

@@ -104,3 +104,13 @@ def test_installs_beside_the_pypi_editor_distribution(wheel, tmp_path):
     done = subprocess.run([str(python), "-c", "import editor; print(editor.__file__)"], capture_output=True,
                           text=True, cwd=tmp_path)
     assert done.stdout.strip() == editor_file
+
+
+def test_package_data_is_found_from_any_directory(tmp_path):
+    """The drift reference text is read through the `suture` package, not a top-level `evaluation` that
+    only the repository root can import (the sequential benchmark, run from benchmarks/, failed on it)."""
+    probe = "from suture.evaluation.drift import default_reference_texts as t; print(len(t()))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) > 0
