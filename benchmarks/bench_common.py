@@ -34,9 +34,9 @@ def add_generated_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--answers", help="with --generated: every generated answer, JSONL")
 
 
-def generated_row(editor, cases, args, base_cache: dict | None = None) -> dict:
+def generated_row(editor, cases, args, base_cache: dict | None = None, edits: int | None = None) -> dict:
     """Generated scores of `cases` on the editor's current weights, as one flat dict of the benchmark's
-    row (the answers go to --answers, if given)."""
+    row (the answers go to --answers, if given, tagged with `edits`: how many edits the model holds)."""
     import json
 
     from suture.evaluation.generated import GenerationOptions, evaluate_generated
@@ -46,10 +46,11 @@ def generated_row(editor, cases, args, base_cache: dict | None = None) -> dict:
     if args.answers:
         with Path(args.answers).open("a") as sink:
             for case in scores.cases:
-                sink.write(json.dumps({"edits": len(cases), **case.model_dump()}) + "\n")
+                sink.write(json.dumps({"edits": edits or len(cases), **case.model_dump()}) + "\n")
     fluency = scores.fluency
     return {"gen_efficacy": scores.efficacy, "gen_paraphrase": scores.paraphrase, "gen_chat": scores.chat,
             "gen_generation_prompts": scores.generation_prompts, "gen_locality": scores.locality,
             "gen_fluency_ratio": fluency.ratio if fluency else None,
             "gen_chat_fluency_ratio": fluency.chat_ratio if fluency else None,
-            "gen_seconds_per_case": scores.seconds_per_case, "gen_generations": scores.generations}
+            "gen_seconds_per_case": scores.seconds_per_case, "gen_generations": scores.generations,
+            "gen_cases": len(cases)}

@@ -6,12 +6,17 @@ all edits so far at checkpoints.
 
 Variants: rome, memit, memit+null (null-space preservation), memit+anchor (norm anchoring),
 rome+anchor, rome+null. At each checkpoint: Efficacy / Paraphrase / Neighborhood over every edit applied so far,
-drift (mean KL and top-1 agreement to the unedited model on reference text), seconds per edit.
+drift (mean KL and top-1 agreement to the unedited model on reference text), growth of the edited weights
+(largest ‖W‖/‖W₀‖ - 1 and ‖W - W₀‖/‖W₀‖ over them), seconds per edit (mean over all edits so far, and mean
+and median over the edits since the previous checkpoint: whether an edit gets slower as the ledger grows),
+and with --generated the generated metrics (over a seeded sample of the edits so far with --generated-sample).
 """
 
 from __future__ import annotations
 
 import json
+import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,35 +35,52 @@ VARIANTS = {
 
 def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[int], extra: dict,
                 on_row=None, generated_args=None) -> list[dict]:
-    from suture.evaluation import score_cases
+    from suture.evaluation import norm_growth, score_cases
     from suture.evaluation.drift import measure_drift
 
     method, hparams = VARIANTS[variant]
     hparams = {**hparams, **extra.get(method, {})}
-    rows, seconds, applied = [], 0.0, 0
+    rows, times, applied, last = [], [], 0, 0
     base_cache: dict = {}  # the unedited model's answers, kept across checkpoints
     pre_neighborhood = score_cases(editor.handle, cases[: max(checkpoints)]).cases
     while applied < max(checkpoints):
         batch = cases[applied: applied + batch_size]
         started = time.perf_counter()
         editor.apply(batch, method=method, keep_failed=True, **hparams)
-        seconds += time.perf_counter() - started
+        times += [(time.perf_counter() - started) / len(batch)] * len(batch)
         applied += len(batch)
         if applied in checkpoints:
             scores = score_cases(editor.handle, cases[:applied])
             drift = measure_drift(editor)
+            growth = norm_growth(editor)
+            window = times[last:applied]
             pre_ns = sum(c.neighborhood for c in pre_neighborhood[:applied]) / applied
             rows.append({"variant": variant, "edits": applied, "efficacy": scores.efficacy,
                          "paraphrase": scores.paraphrase, "neighborhood": scores.neighborhood,
                          "neighborhood_pre": pre_ns, "drift_kl": drift.mean_kl,
-                         "top1_agreement": drift.top1_agreement, "seconds_per_edit": seconds / applied})
+                         "top1_agreement": drift.top1_agreement,
+                         "norm_growth_max": max((g.growth for g in growth), default=0.0),
+                         "weight_change_max": max((g.relative_change or 0.0 for g in growth), default=0.0),
+                         "seconds_per_edit": sum(times) / applied,
+                         "seconds_per_edit_window": sum(window) / len(window),
+                         "seconds_per_edit_window_median": statistics.median(window)})
             if generated_args is not None:
-                rows[-1].update(generated_row(editor, cases[:applied], generated_args, base_cache))
+                judged = generated_sample(cases[:applied], generated_args.generated_sample)
+                rows[-1].update(generated_row(editor, judged, generated_args, base_cache, edits=applied))
             print(json.dumps(rows[-1]), flush=True)
             if on_row:
                 on_row(rows[-1])
+            last = applied
     editor.revert(len(editor.ledger))
     return rows
+
+
+def generated_sample(cases: list, size: int | None) -> list:
+    """At most `size` of `cases`, the same ones for the same list (seeded), in their order: generated
+    evaluation costs seconds per case, too much for every edit at 1,000."""
+    if size is None or len(cases) <= size:
+        return cases
+    return [cases[i] for i in sorted(random.Random(0).sample(range(len(cases)), size))]
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -94,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--include", action="append", default=[],
                         help="rows (--out JSON) of earlier runs to plot with this one; repeatable")
     add_generated_options(parser)
+    parser.add_argument("--generated-sample", type=int,
+                        help="with --generated: judge at most this many of the edits so far (seeded sample)")
     args = parser.parse_args(argv)
     earlier = [row for path in args.include for row in json.loads(Path(path).read_text())]
     if not args.variants:  # plot earlier runs only

@@ -23,6 +23,9 @@ class EditContext:
     weights: WeightBook
     progress: Progress | None = None
     history: Callable[[], list] = list  # the editor's ledger entries so far, oldest first
+    # Values methods derive from statistics or from the ledger and keep between edits (null-space projectors,
+    # running sums of earlier keys); each key names what its value was computed from.
+    memo: dict = field(default_factory=dict)
     _templates: dict[str, list[str]] = field(default_factory=dict)
     _mom2: dict[tuple, torch.Tensor] = field(default_factory=dict)
 

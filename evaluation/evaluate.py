@@ -91,7 +91,8 @@ def norm_growth(editor: Editor) -> list[NormGrowth]:
         current = getattr(editor.model.get_submodule(module_path), name)
         base = editor.weights.base_value(key)
         out.append(NormGrowth(module=key, base_norm=float(base.float().norm()),
-                              edited_norm=float(current.float().norm())))
+                              edited_norm=float(current.float().norm()),
+                              change_norm=float((current.float() - base.float()).norm())))
     return out
 
 

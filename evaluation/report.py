@@ -37,9 +37,18 @@ class FluencyReport(BaseModel):
 
 
 class NormGrowth(BaseModel):
+    """Frobenius norms of one edited weight: before, after, and of the change itself."""
+
     module: str
     base_norm: float
     edited_norm: float
+    change_norm: float | None = None  # ‖W - W₀‖: a rotation changes W without growing it
+
+    @property
+    def relative_change(self) -> float | None:
+        if self.change_norm is None or self.base_norm == 0:  # a created parameter has no base size
+            return None
+        return self.change_norm / self.base_norm
 
     @property
     def growth(self) -> float:

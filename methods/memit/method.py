@@ -17,8 +17,9 @@ from suture.editor.handle import ModelHandle
 from suture.editor.kv import compute_keys, optimize_values
 from suture.editor.kv.keys import output_at_subject
 from suture.methods.memit.hparams import MemitHParams, default_layers
-from suture.methods.shared.least_squares import memit_factors, null_space_factors, null_space_projector
+from suture.methods.shared.least_squares import memit_factors, null_space_factors
 from suture.methods.shared.norm_anchor import anchor_deltas, anchor_norm
+from suture.methods.shared.preserved_keys import cached_projector, earlier_keys_gram
 
 
 def _chunks(items: list, size: int):
@@ -98,7 +99,5 @@ class Memit(EditMethod):
     def _factors(self, ctx: EditContext, layer: int, keys, share, mom2, hparams: MemitHParams):
         if hparams.null_space is None:
             return memit_factors(keys, share, mom2, hparams.mom2_weight_per_dim * mom2.shape[0])
-        projector = null_space_projector(mom2, hparams.null_space.threshold, hparams.null_space.energy)
-        earlier = [a[layer] for a in ctx.artifacts("keys") if layer in a]
-        previous = torch.cat(earlier).to(keys.device) if earlier else None
-        return null_space_factors(keys, share, projector, previous, hparams.null_space)
+        projector = cached_projector(ctx, layer, mom2, hparams.null_space)
+        return null_space_factors(keys, share, projector, earlier_keys_gram(ctx, layer), hparams.null_space)

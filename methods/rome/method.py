@@ -12,8 +12,9 @@ from suture.editor.errors import InvalidHyperparametersError
 from suture.editor.handle import ModelHandle
 from suture.editor.kv import optimize_values
 from suture.methods.rome.hparams import RomeHParams, default_layer
-from suture.methods.shared.least_squares import null_space_directions, null_space_projector
+from suture.methods.shared.least_squares import null_space_directions
 from suture.methods.shared.norm_anchor import anchor_deltas, anchor_norm
+from suture.methods.shared.preserved_keys import cached_projector, earlier_keys_gram
 from suture.methods.shared.rank_one import rank_one_factors, read_directions
 
 # Below this share of its value, ũ·k in the prompt as written, an edit rarely takes there (measured on
@@ -68,10 +69,9 @@ class Rome(EditMethod):
             if hparams.null_space is None:
                 directions["u"] = read_directions(keys, mom2, hparams.ridge)
             else:
-                earlier = [a[layer] for a in ctx.artifacts("keys") if layer in a]
-                previous = torch.cat(earlier).to(keys.device) if earlier else None
-                projector = null_space_projector(mom2, hparams.null_space.threshold, hparams.null_space.energy)
-                directions["u"] = null_space_directions(keys, projector, previous, hparams.null_space)
+                projector = cached_projector(ctx, layer, mom2, hparams.null_space)
+                directions["u"] = null_space_directions(keys, projector, earlier_keys_gram(ctx, layer),
+                                                        hparams.null_space)
             return directions["u"]
 
         solution = optimize_values(handle, layer, requests, templates, hparams.objective,

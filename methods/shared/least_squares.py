@@ -4,7 +4,7 @@ MEMIT: for keys K [d_in, n] and residuals R [d_out, n] the update minimizing ‖
 preserved keys (covariance C, weight λ) is Δ = R Kᵀ (λC + KKᵀ)⁻¹.
 
 AlphaEdit: project onto the null space of the preserved keys' covariance, P = U₀U₀ᵀ over C's smallest
-eigenvectors, so that Δ k = 0 for preserved keys k; keys of earlier edits K_p are carried so later
+eigenvectors, so that Δ k = 0 for preserved keys k; keys of earlier edits K_p are carried (as K_pK_pᵀ) so later
 edits do not overwrite them: Δ = R Kᵀ P (P(KKᵀ + K_pK_pᵀ) + αI)⁻ᵀ.
 
 Both are returned as low-rank factors (rank ≤ n).
@@ -57,29 +57,31 @@ def memit_factors(keys: torch.Tensor, residuals: torch.Tensor, mom2: torch.Tenso
 
 
 def null_space_factors(keys: torch.Tensor, residuals: torch.Tensor, projector: torch.Tensor,
-                       previous: torch.Tensor | None, space: NullSpace):
-    """(left, right) of AlphaEdit's update; `previous` [m, d_in] are the keys earlier edits wrote."""
+                       earlier_gram: torch.Tensor | None, space: NullSpace):
+    """(left, right) of AlphaEdit's update; `earlier_gram` [d_in, d_in] is K_pK_pᵀ over the keys earlier edits
+    wrote (methods/shared/preserved_keys.py keeps it as a running sum)."""
     k = keys.double().T
     gram = k @ k.T
-    if previous is not None and previous.numel():
-        p = previous.double().T
-        gram = gram + p @ p.T
-    system = projector @ gram + space.l2 * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-    right = _solve(system, projector @ k).T  # [n, d_in]: Δ = R (M⁻¹ P K)ᵀ
+    if earlier_gram is not None:
+        gram = gram + earlier_gram.to(gram.device)
+    p = projector.to(gram.device)
+    system = p @ gram + space.l2 * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    right = _solve(system, p @ k).T  # [n, d_in]: Δ = R (M⁻¹ P K)ᵀ
     return residuals.T.float(), right.float()
 
 
-def null_space_directions(keys: torch.Tensor, projector: torch.Tensor, previous: torch.Tensor | None,
+def null_space_directions(keys: torch.Tensor, projector: torch.Tensor, earlier_gram: torch.Tensor | None,
                           space: NullSpace) -> torch.Tensor:
     """Rank-one read directions ũ [n, d_in] for one-key-at-a-time methods: ũ ∝ (P(kkᵀ + K_pK_pᵀ) + αI)⁻¹Pk,
-    scaled so ũ·k = 1 (the edited key then maps exactly to its target)."""
+    scaled so ũ·k = 1 (the edited key then maps exactly to its target); `earlier_gram` is K_pK_pᵀ or None."""
     out = []
     for key in keys.double():
         gram = key[:, None] @ key[None, :]
-        if previous is not None and previous.numel():
-            gram = gram + previous.double().T @ previous.double()
-        system = projector @ gram + space.l2 * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-        u = _solve(system, projector @ key)
+        if earlier_gram is not None:
+            gram = gram + earlier_gram.to(gram.device)
+        p = projector.to(gram.device)
+        system = p @ gram + space.l2 * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        u = _solve(system, p @ key)
         denom = torch.dot(u, key)
         if denom.abs() < 1e-12:
             raise EditFailedError("the key has no component in the null space: null-space editing cannot write it")

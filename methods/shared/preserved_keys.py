@@ -1,0 +1,51 @@
+"""What null-space editing (AlphaEdit, Fang et al. 2025, arXiv 2410.02355) preserves, computed once per
+editor instead of once per edit, so that the time of an edit does not grow with the number of earlier edits:
+
+- the projector onto the null space of the key covariance C (an eigendecomposition of a d_in x d_in
+  matrix, about a second for SmolLM2's 1,536 dimensions), kept per covariance and threshold;
+- K_p K_pᵀ over the keys every earlier edit wrote at a layer, kept as a running sum that adds only the
+  entries appended since the last call, and summed again from the ledger when the ledger is not an
+  extension of what was summed (after a revert).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from suture.editor import EditContext
+from suture.methods.shared.least_squares import NullSpace, null_space_projector
+
+
+def cached_projector(ctx: EditContext, layer: int, mom2: torch.Tensor, space: NullSpace) -> torch.Tensor:
+    """`null_space_projector(mom2, ...)` [d_in, d_in], float64, computed once per covariance tensor."""
+    key = ("null_space_projector", layer, space.threshold, space.energy)
+    held = ctx.memo.get(key)
+    if held is None or held[0] is not mom2:  # the context keeps one tensor per covariance: identity is enough
+        held = (mom2, null_space_projector(mom2, space.threshold, space.energy))
+        ctx.memo[key] = held
+    return held[1]
+
+
+def _written_keys(ctx: EditContext, layer: int) -> list[tuple[tuple[str, int], torch.Tensor]]:
+    """(entry id, group index) and keys [n, d_in] of every earlier ledger entry that kept keys at `layer`."""
+    out = []
+    for entry in ctx.history():
+        kept = entry.artifacts.get("keys")
+        groups = kept if isinstance(kept, list) else [kept] if kept is not None else []
+        out += [((entry.id, i), group[layer]) for i, group in enumerate(groups) if layer in group]
+    return out
+
+
+def earlier_keys_gram(ctx: EditContext, layer: int) -> torch.Tensor | None:
+    """K_p K_pᵀ [d_in, d_in] (float64) over the keys earlier edits wrote at `layer`, or None if there are none."""
+    written = _written_keys(ctx, layer)
+    ids = [ident for ident, _ in written]
+    key = ("earlier_keys_gram", layer)
+    summed_ids, gram = ctx.memo.get(key, ([], None))
+    if ids[: len(summed_ids)] != summed_ids:  # an entry was reverted or changed: sum again from the ledger
+        summed_ids, gram = [], None
+    for _, keys in written[len(summed_ids):]:
+        k = keys.double()
+        gram = k.T @ k if gram is None else gram + k.T.to(gram.device) @ k.to(gram.device)
+    ctx.memo[key] = (ids, gram)
+    return gram

@@ -1,0 +1,40 @@
+"""benchmarks/sequential.py's checkpoint rows on a tiny model: every reported field is there, the window
+s/edit covers only the edits since the previous checkpoint, and the generated sample is bounded."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+from test_memit import BASE, OBJECTIVE, REQUESTS
+from tiny import tiny_model
+
+from suture.editor import Editor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sequential = pytest.importorskip("sequential")
+
+
+def test_rows_report_growth_window_time_and_a_bounded_generated_sample(tmp_path):
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    cases = [r.model_copy(update={"target_true": r.target_true or "Paris", "paraphrases": [r.text],
+                                  "neighbors": ["The capital of Spain is"]}) for r in REQUESTS]
+    args = argparse.Namespace(generation='{"answer_tokens": 2, "neighbor_tokens": 2, "generation_prompts": 0}',
+                              answers=str(tmp_path / "answers.jsonl"), generated_sample=2)
+    rows = sequential.run_variant(editor, cases, "memit+null", 1, [1, 3],
+                                  {"memit": {"layers": [1, 2], "objective": OBJECTIVE, **BASE}},
+                                  generated_args=args)
+    assert [r["edits"] for r in rows] == [1, 3]
+    for row in rows:
+        assert row["norm_growth_max"] > -1 and row["weight_change_max"] > 0
+        assert row["seconds_per_edit_window"] > 0 and row["seconds_per_edit_window_median"] > 0
+    assert [r["gen_cases"] for r in rows] == [1, 2]  # three edits so far, a sample of two judged
+    assert not editor.ledger  # the variant reverts what it applied
+
+
+def test_generated_sample_is_seeded_and_ordered():
+    items = list(range(50))
+    first = sequential.generated_sample(items, 10)
+    assert first == sequential.generated_sample(items, 10) == sorted(first) and len(first) == 10
+    assert sequential.generated_sample(items, None) == items == sequential.generated_sample(items, 50)
