@@ -17,15 +17,15 @@ REQUESTS = [
 TEMPLATES = ["{}", "Because the weather was nice. {}", "You can find the answer. {}"]
 
 
-@pytest.mark.parametrize(("family", "through_update", "word_boundary"),
-                         [("llama", False, False), ("llama", True, False), ("gemma3_text", False, False),
-                          ("llama", True, True)])
-def test_requests_together_equal_requests_apart(family, through_update, word_boundary):
+@pytest.mark.parametrize(("family", "through_update", "word_boundary", "echo_factor"),
+                         [("llama", False, False, 0.0), ("llama", True, False, 0.0), ("gemma3_text", False, False, 0.0),
+                          ("llama", True, True, 0.0), ("llama", True, True, 1.0), ("llama", False, False, 1.0)])
+def test_requests_together_equal_requests_apart(family, through_update, word_boundary, echo_factor):
     model, tok = tiny_model(family)
     handle = Editor.from_model(model, tok).handle
     # A threshold the requests cross at different steps, so some settle while others go on.
     objective = ValueObjective(lr=0.01, steps=12, early_stop_nll=6.0, weight_decay=0.0, clamp_norm_factor=1000.0,
-                               word_boundary=word_boundary)
+                               word_boundary=word_boundary, echo_factor=echo_factor)
     direction = (lambda keys: keys / keys.pow(2).sum(1, keepdim=True)) if through_update else None
     together = optimize_values(handle, 1, REQUESTS, TEMPLATES, objective, read_direction=direction)
     apart = [optimize_values(handle, 1, [r], TEMPLATES, objective, read_direction=direction) for r in REQUESTS]

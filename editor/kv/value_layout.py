@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from suture.editor.kv.echo import echo_row
 from suture.editor.kv.templates import templates_for
 from suture.editor.kv.tokens import PromptBatch, build_batch, request_target_ids
 from suture.editor.kv.word_boundary import ends_in_word
@@ -29,16 +30,20 @@ class ValueLayout:
     boundary_rows: torch.Tensor  # (row, position) after the last target token of a target that ends in a
     boundary_cols: torch.Tensor  # word (word_boundary.py): the next token should not continue that word
     boundary_request: torch.Tensor
+    echo_rows: torch.Tensor  # (row, position) predicting each token of the subject copied after the prompt
+    echo_cols: torch.Tensor  # (echo.py): an edit should not garble the subject when the model restates it
+    echo_request: torch.Tensor
 
     def to(self, device: torch.device) -> ValueLayout:
         return ValueLayout(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], kl_prompt: str,
-                 word_boundary: bool = False) -> tuple[PromptBatch, ValueLayout]:
+                 word_boundary: bool = False, echo: bool = False) -> tuple[PromptBatch, ValueLayout]:
     """The batch of every request's template rows and KL row, and where each loss term reads it. With
     `word_boundary`, rows of a target that ends in a word carry the whole target, so that the position
-    after it can be read."""
+    after it can be read. With `echo`, one more row per request: its prompt, a line break and the subject
+    again (echo.py)."""
     texts: list[PromptTemplate | str] = []
     subjects, suffixes, owner, is_kl = [], [], [], []
     targets = [request_target_ids(tokenizer, r) for r in requests]
@@ -59,7 +64,23 @@ def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], k
         suffixes.append([])
         owner.append(i)
         is_kl.append(True)
+    echo_first = len(texts)
+    if echo:
+        for i, request in enumerate(requests):
+            template, copy = echo_row(tokenizer, parse_template(request.prompt), request.subject)
+            texts.append(template)
+            subjects.append(request.subject)
+            suffixes.append(copy)
+            owner.append(i)
+            is_kl.append(True)  # read by no target term
     batch = build_batch(tokenizer, texts, subjects, suffixes)
+    e_rows, e_cols, e_req = [], [], []
+    for row in range(echo_first, len(texts)):
+        start = int(batch.lengths[row]) - len(suffixes[row])
+        for j in range(len(suffixes[row])):
+            e_rows.append(row)
+            e_cols.append(start - 1 + j)  # the position whose next-token distribution predicts copy token j
+            e_req.append(owner[row])
     rows, cols, ids, req = [], [], [], []
     b_rows, b_cols, b_req = [], [], []
     for row, (i, kl) in enumerate(zip(owner, is_kl)):
@@ -80,10 +101,12 @@ def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], k
     return batch, ValueLayout(
         request_of_row=owner_t,
         rewrite_rows=torch.nonzero(~is_kl_t).flatten(), bare_rows=torch.tensor(bare),
-        kl_rows=torch.nonzero(is_kl_t).flatten(),
+        kl_rows=torch.nonzero(is_kl_t).flatten()[: len(requests)],
         target_rows=torch.tensor(rows), target_cols=torch.tensor(cols), target_ids=torch.tensor(ids),
         target_request=torch.tensor(req),
         target_counts=torch.bincount(torch.tensor(req), minlength=len(requests)),
         boundary_rows=torch.tensor(b_rows, dtype=torch.long), boundary_cols=torch.tensor(b_cols, dtype=torch.long),
         boundary_request=torch.tensor(b_req, dtype=torch.long),
+        echo_rows=torch.tensor(e_rows, dtype=torch.long), echo_cols=torch.tensor(e_cols, dtype=torch.long),
+        echo_request=torch.tensor(e_req, dtype=torch.long),
     )

@@ -5,6 +5,7 @@ context template, and optimized so that the model predicts the new target:
 
     loss = NLL(target_new | template + prompt)                       (averaged over templates)
          + kl_factor · KL(p_δ || p_orig) at the subject of "{} is a"  (keeps the subject's essence)
+         + echo_factor · KL(p_δ || p_orig) over the subject restated after the prompt (echo.py; off by default)
          + weight_decay · ‖δ‖ / ‖v₀‖²
 
 with ‖δ‖ clamped to clamp_norm_factor · ‖v₀‖ and early stopping once the target NLL is small. Each step
@@ -61,6 +62,9 @@ class ValueObjective(BaseModel):
     # " sit|com" came out as " sitcoms" and " ESP|N" as " ESPNCOPE". Adds -log(1 - P(continuation)) to
     # the request's loss and to its stopping test.
     word_boundary: bool = False
+    # Keep the model able to restate the subject (echo.py): KL(p_δ || p_orig) at each token of the subject
+    # copied after the prompt, mean over the copy's tokens, times this factor; 0 leaves the rows out.
+    echo_factor: float = Field(0.0, ge=0)
 
     @field_validator("kl_prompt")
     @classmethod
@@ -109,7 +113,8 @@ def optimize_values(
     """
     device = handle.device
     n = len(requests)
-    batch, lay = value_layout(handle.tokenizer, requests, templates, objective.kl_prompt, objective.word_boundary)
+    batch, lay = value_layout(handle.tokenizer, requests, templates, objective.kl_prompt, objective.word_boundary,
+                              echo=objective.echo_factor > 0)
     batch, lay = batch.to(device), lay.to(device)
     mlp_out = handle.model.get_submodule(handle.sites.mlp_out_path(layer))
     total_rows = batch.input_ids.shape[0]
@@ -153,6 +158,8 @@ def optimize_values(
     kl_cols = batch.subject_last[lay.kl_rows]  # KL rows are in request order
     with torch.no_grad():
         kl_init = F.log_softmax(runner.logits_at(first_normed, lay.kl_rows, kl_cols), dim=-1)
+        echo_init = F.log_softmax(runner.logits_at(first_normed, lay.echo_rows, lay.echo_cols), dim=-1)
+    echo_counts = torch.bincount(lay.echo_request, minlength=n).clamp_min(1)
 
     continuing = None  # the vocabulary mask of word-continuing tokens, built on first use
     boundary_counts = torch.bincount(lay.boundary_request, minlength=n).clamp_min(1)
@@ -201,8 +208,14 @@ def optimize_values(
         kl_logp = F.log_softmax(runner.logits_at(normed, local[lay.kl_rows[kl_req]], kl_cols[kl_req]), dim=-1)
         kl = torch.zeros(n, device=device).index_add_(  # KL(p_δ || p_orig)
             0, kl_req, F.kl_div(kl_init[kl_req], kl_logp, log_target=True, reduction="none").sum(-1))
+        echo = torch.zeros(n, device=device)  # mean KL over the subject's copy (echo.py)
+        if len(lay.echo_rows):
+            here = torch.nonzero(local[lay.echo_rows] >= 0).flatten()
+            e_logp = F.log_softmax(runner.logits_at(normed, local[lay.echo_rows[here]], lay.echo_cols[here]), dim=-1)
+            echo_kl = F.kl_div(echo_init[here], e_logp, log_target=True, reduction="none").sum(-1)
+            echo = echo.index_add(0, lay.echo_request[here], echo_kl) / echo_counts
         decay = objective.weight_decay * delta.norm(dim=1) / init_values.norm(dim=1).pow(2)
-        per_request = (nll + objective.kl_factor * kl + decay) * active
+        per_request = (nll + objective.kl_factor * kl + objective.echo_factor * echo + decay) * active
         with torch.no_grad():
             prob = torch.zeros(n, device=device).index_add_(0, t_req, token_logp.exp()) / lay.target_counts
             target_prob = torch.where(active, prob, target_prob)
