@@ -76,3 +76,17 @@ def test_the_echo_term_keeps_the_copy_closer_to_the_unedited_model(through_updat
     with_echo = optimize_values(handle, 1, [request], ["{}"], ValueObjective(**base, echo_factor=10.0),
                                 read_direction=direction)
     assert echo_kl(with_echo) < echo_kl(without)
+
+
+def test_with_a_chat_template_the_prompt_is_the_user_turn_and_the_copy_opens_the_reply():
+    shared = tiny_model("llama")[1]  # a copy: the tiny tokenizer is shared between tests
+    tok = shared.__class__(tokenizer_object=shared.backend_tokenizer, eos_token="<|endoftext|>",
+                           pad_token="<|endoftext|>", bos_token="<|endoftext|>")
+    tok.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+    template, copy = echo_row(tok, parse_template("The capital of {} is"), "Italy")
+    text = template.fill("Italy").text
+    assert text == "user: The capital of Italy is\nassistant:"
+    assert tok.decode(copy).strip() == "Italy"
+    batch, lay = value_layout(tok, REQUESTS[:1], TEMPLATES, "{} is a", echo=True)
+    row = int(lay.echo_rows[0])
+    assert tok.decode(batch.input_ids[row, : int(batch.subject_last[row]) + 1]).endswith("The capital of Italy")
