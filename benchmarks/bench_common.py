@@ -50,6 +50,7 @@ def generated_row(editor, cases, args, base_cache: dict | None = None, edits: in
     fluency = scores.fluency
     return {"gen_efficacy": scores.efficacy, "gen_paraphrase": scores.paraphrase, "gen_chat": scores.chat,
             "gen_generation_prompts": scores.generation_prompts, "gen_locality": scores.locality,
+            "gen_subject_kept": scores.subject_kept,
             "gen_fluency_ratio": fluency.ratio if fluency else None,
             "gen_chat_fluency_ratio": fluency.chat_ratio if fluency else None,
             "gen_seconds_per_case": scores.seconds_per_case, "gen_generations": scores.generations,

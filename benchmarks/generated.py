@@ -20,7 +20,7 @@ from pathlib import Path
 from bench_common import benchmark_parser, ready
 
 KEYS_TF = ("efficacy", "paraphrase", "neighborhood")
-KEYS_GEN = ("efficacy", "paraphrase", "chat", "generation_prompts", "locality")
+KEYS_GEN = ("efficacy", "paraphrase", "chat", "generation_prompts", "locality", "subject_kept")
 
 
 def summarize(path: Path) -> dict:
@@ -33,7 +33,7 @@ def summarize(path: Path) -> dict:
 
     out = {"n": len(rows),
            "teacher_forced": {k: mean([r["tf"][k] for r in rows]) for k in KEYS_TF},
-           "generated": {k: mean([r["gen"][k] for r in rows]) for k in KEYS_GEN},
+           "generated": {k: mean([r["gen"].get(k) for r in rows]) for k in KEYS_GEN},
            "verdict_passed": mean([r.get("verdict_passed") for r in rows]),
            "fluency": {k: mean([r["gen"]["fluency"][k] for r in rows if r["gen"]["fluency"]])
                        for k in ("base_entropy", "edited_entropy", "base_repetition", "edited_repetition",

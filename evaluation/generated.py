@@ -15,7 +15,9 @@ of the old one? (Yang et al. 2025, "The Mirage of Model Editing", arXiv 2502.111
 - fluency: weighted bi/tri-gram entropy (ROME's measure) and trigram repetition of longer generations
   (the generation prompts, else the rewrite prompt) and of the chat replies, on the edited and the base
   weights;
-- portability: zsRE portability questions whose answer names the portability answer.
+- portability: zsRE portability questions whose answer names the portability answer;
+- subject_kept: of the chat replies and generation-prompt answers in which the base model restates the
+  subject, the share in which the edited model restates it too (word for word, normalized).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from suture.editor import Editor, EditRequest
 from suture.editor.generation import generate_greedy
-from suture.editor.judge import judge, normalize
+from suture.editor.judge import find_mention, judge, normalize
 
 CHAT_INSTRUCTION = "Complete the sentence: {}"
 
@@ -61,6 +63,10 @@ class GeneratedMetrics(BaseModel):
     generation_prompts: float | None
     locality: float | None
     portability: float | None
+    # Of the longer answers (chat reply, generation prompts) in which the base model restates the subject,
+    # the share in which the edited model restates it too: an edit can garble the name it was keyed on
+    # ("Maria Altmann" -> "Marla Alt Text"), and a garbled name can even contain the new target by accident.
+    subject_kept: float | None = None
 
 
 class GeneratedCase(GeneratedMetrics):
@@ -120,6 +126,14 @@ def chat_prompt(tokenizer, request: EditRequest, instruction: str = CHAT_INSTRUC
         return None
     messages = [{"role": "user", "content": instruction.replace("{}", request.text)}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def subject_restated(pairs: list[tuple[str, str]], subject: str) -> list[float]:
+    """For each (base, edited) answer pair whose base answer names `subject` (a whole-word match after
+    `normalize`), 1.0 if the edited answer names it too, else 0.0; pairs whose base answer does not are
+    left out."""
+    return [float(find_mention(edited, subject) is not None) for base, edited in pairs
+            if find_mention(base, subject) is not None]
 
 
 def _mean(values: list[float]) -> float | None:
@@ -210,7 +224,9 @@ def evaluate_generated(editor: Editor, cases: list[EditRequest], options: Genera
             port_hits.append(float(v == "new"))
             answers.append(GeneratedAnswer(prompt=prompt, text=text, judged=v))
         gen_hits = []
+        start = cursor["fluency"]
         flu = take("fluency", len(gen_prompts[i] or [case.text]))
+        restated = list(zip(base["fluency"][start: start + len(flu)], flu))
         for prompt, text in zip(gen_prompts[i], flu):
             v = judge(text, case.target_new, case.target_true)
             gen_hits.append(float(v == "new"))
@@ -221,10 +237,12 @@ def evaluate_generated(editor: Editor, cases: list[EditRequest], options: Genera
             v = judge(text, case.target_new, case.target_true)
             chat_hit = float(v == "new")
             answers.append(GeneratedAnswer(prompt=chats[i] or "", text=text, judged=v, base=base["chat"][i]))
+            restated.append((base["chat"][i], text))
+        kept = subject_restated(restated, case.subject)
         results.append(GeneratedCase(
             id=case.id, efficacy=float(verdict == "new"), paraphrase=_mean(para_hits), chat=chat_hit,
             generation_prompts=_mean(gen_hits), locality=_mean(local), portability=_mean(port_hits),
-            answers=answers))
+            subject_kept=_mean(kept), answers=answers))
 
     def mean_of(texts: list[str], prompts: list[str], measure) -> float:
         return sum(measure(p + t) for p, t in zip(prompts, texts)) / max(1, len(texts))
@@ -244,5 +262,6 @@ def evaluate_generated(editor: Editor, cases: list[EditRequest], options: Genera
     return GeneratedScores(
         efficacy=over("efficacy") or 0.0, paraphrase=over("paraphrase"), chat=over("chat"),
         generation_prompts=over("generation_prompts"), locality=over("locality"),
-        portability=over("portability"), fluency=fluency, cases=results, generations=count,
+        portability=over("portability"), subject_kept=over("subject_kept"), fluency=fluency, cases=results,
+        generations=count,
         seconds=time.perf_counter() - started)

@@ -171,6 +171,8 @@ def generated_section(report: EvaluationReport) -> str:
         _row("Generation prompts", "", _fmt(gen.generation_prompts), hint="free text about the subject names it"),
         _row("Locality (generated)", "", _fmt(gen.locality), hint="neighbor answers equal the base model's"),
         _row("Portability (generated)", "", _fmt(gen.portability), hint="one-hop questions"),
+        _row("Subject kept (generated)", "", _fmt(gen.subject_kept),
+             hint="longer answers restate the subject as the base model's do"),
     ]
     if gen.fluency is not None:
         f = gen.fluency

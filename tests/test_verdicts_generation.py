@@ -230,3 +230,12 @@ def test_service_edit_job_reports_verdicts_and_fails_or_marks_partial(tmp_path):
     with models.checkout("tiny") as editor:
         result = run_job(editor, context(edit_body(1, output_name="partial", keep_failed=True), "partial"))
     assert result["status"] == "partial" and result["verdicts"][0]["passed"] is False
+
+
+def test_subject_restated_counts_only_answers_whose_base_restates_the_subject():
+    from suture.evaluation.generated import subject_restated
+
+    pairs = [("Maria Altmann originated from Vienna.", "Marla Alt Text: Marla Alt Text"),
+             ("maria  altmann, who was born", "MARIA ALTMANN was born in Rome"),
+             ("She originated from Vienna.", "Maria Altmann originated from Rome.")]
+    assert subject_restated(pairs, "Maria Altmann") == [0.0, 1.0]
