@@ -33,6 +33,9 @@ class GatePolicy(BaseModel):
     max_fluency_drop: float | None = Field(
         None, ge=0, le=1, description="relative drop of the generations' n-gram entropy (and of the chat "
         "replies') below the base model's, e.g. 0.05")
+    min_generated_subject_kept: float | None = Field(
+        None, ge=0, le=1, description="of the longer answers where the base model restates the subject, the "
+        "share where the edited model restates it too (an edit can garble the name it was keyed on)")
     options: EvaluationOptions = Field(default_factory=EvaluationOptions)
 
     def check(self, report: EvaluationReport) -> list[str]:
@@ -64,7 +67,8 @@ class GatePolicy(BaseModel):
                   "min_generated_paraphrase": self.min_generated_paraphrase,
                   "min_generated_chat": self.min_generated_chat,
                   "min_generated_locality": self.min_generated_locality,
-                  "max_fluency_drop": self.max_fluency_drop}
+                  "max_fluency_drop": self.max_fluency_drop,
+                  "min_generated_subject_kept": self.min_generated_subject_kept}
         gen = report.generated
         if gen is None:  # a generated threshold with generation switched off must not pass silently
             failures += [f"{name}: generated answers were not measured (options.generation is false)"
@@ -76,6 +80,9 @@ class GatePolicy(BaseModel):
             failures.append("min_generated_chat: not measured (the model has no chat template)")
         at_least("min_generated_chat", gen.chat, self.min_generated_chat)
         at_least("min_generated_locality", gen.locality, self.min_generated_locality)
+        if self.min_generated_subject_kept is not None and gen.subject_kept is None:
+            failures.append("min_generated_subject_kept: not measured (no base answer restated a subject)")
+        at_least("min_generated_subject_kept", gen.subject_kept, self.min_generated_subject_kept)
         if gen.fluency is not None:
             at_most("max_fluency_drop", 1 - gen.fluency.ratio, self.max_fluency_drop)
             if gen.fluency.chat_ratio is not None:

@@ -206,6 +206,11 @@ def test_gate_thresholds_on_generated_metrics():
     if report.generated.efficacy < 1.0:
         assert any(f.startswith("min_generated_efficacy:") for f in failures)
     assert any(f.startswith("min_generated_chat:") and "no chat template" in f for f in failures)
+    strict = GatePolicy(min_efficacy=0.0, min_paraphrase=0.0, max_neighborhood_drop=1.0,
+                        min_generated_efficacy=None, min_generated_subject_kept=1.0).check(report)
+    kept = report.generated.subject_kept
+    named = [f for f in strict if f.startswith("min_generated_subject_kept:")]
+    assert (kept is None and "not measured" in named[0]) or (kept is not None and bool(named) == (kept < 1.0))
     unmeasured = evaluate(editor, options=options.model_copy(update={"generation": False}))
     assert any("generated answers were not measured" in f for f in policy.check(unmeasured))
     manifest_policy = policy.decide_on(report).policy
