@@ -90,3 +90,19 @@ def test_with_a_chat_template_the_prompt_is_the_user_turn_and_the_copy_opens_the
     batch, lay = value_layout(tok, REQUESTS[:1], TEMPLATES, "{} is a", echo=True)
     row = int(lay.echo_rows[0])
     assert tok.decode(batch.input_ids[row, : int(batch.subject_last[row]) + 1]).endswith("The capital of Italy")
+
+
+def test_echo_rows_replayed_apart_give_the_padded_replays_values(monkeypatch):
+    import suture.editor.kv.values as values
+    from suture.editor.kv.suffix import SuffixRunner
+
+    model, tok = tiny_model("llama")
+    handle = Editor.from_model(model, tok).handle
+    objective = ValueObjective(lr=0.05, steps=6, early_stop_nll=0.0, weight_decay=0.0, clamp_norm_factor=1000.0,
+                               echo_factor=1.0)
+    direction = lambda keys: keys / keys.pow(2).sum(1, keepdim=True)  # noqa: E731
+    grouped = optimize_values(handle, 1, REQUESTS, TEMPLATES, objective, read_direction=direction)
+    monkeypatch.setattr(values, "GroupedSuffixRunner", lambda handle, start, batch, groups: SuffixRunner(
+        handle, start, batch))  # every row padded to the longest, one replay
+    padded = optimize_values(handle, 1, REQUESTS, TEMPLATES, objective, read_direction=direction)
+    torch.testing.assert_close(grouped.deltas, padded.deltas, rtol=1e-4, atol=1e-4)

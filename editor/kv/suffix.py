@@ -74,3 +74,36 @@ class SuffixRunner:
         return logits_at(self.handle, normed, rows, cols)
 
 
+
+    def run_hooked(self, hook_of_rows) -> torch.Tensor:
+        """`run` with the hook `hook_of_rows(rows)` registers (rows: every row, in batch order) active."""
+        with hooks(hook_of_rows(torch.arange(self.start_hidden.shape[0], device=self.start_hidden.device))):
+            return self.run()
+
+
+class GroupedSuffixRunner:
+    """SuffixRunners over groups of a batch's rows, each group trimmed to its own longest row and run apart,
+    so that short rows are not padded to a much longer one (the value objective's chat echo row is about 50
+    tokens beside context-template rows of about 20; padded together, the replay costs about twice as much)."""
+
+    def __init__(self, handle: ModelHandle, start: int, batch: PromptBatch, groups: list[torch.Tensor]):
+        self.handle = handle
+        self.groups = [group for group in groups if len(group)]
+        self.runners = [SuffixRunner(handle, start, batch.select(group)) for group in self.groups]
+        self.shape = tuple(batch.input_ids.shape)
+
+    def run_hooked(self, hook_of_rows) -> torch.Tensor:
+        """Final-norm hidden states [rows, length, d] (zero past each group's width); `hook_of_rows(rows)`
+        registers the hook active while the group of batch rows `rows` runs."""
+        out = None
+        for group, runner in zip(self.groups, self.runners):
+            with hooks(hook_of_rows(group)):
+                normed = runner.run()
+            if out is None:
+                out = normed.new_zeros(*self.shape, normed.shape[-1])
+            cols = torch.arange(normed.shape[1], device=group.device)
+            out = out.index_put((group[:, None], cols[None, :]), normed)
+        return out
+
+    def logits_at(self, normed: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return logits_at(self.handle, normed, rows, cols)

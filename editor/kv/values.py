@@ -31,8 +31,7 @@ from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import capture_input, capture_output, hooks
 from suture.editor.kv.prefix_replay import PrefixReplay
 from suture.editor.kv.readout import final_hidden
-from suture.editor.kv.suffix import SuffixRunner
-from suture.editor.kv.tokens import PromptBatch
+from suture.editor.kv.suffix import GroupedSuffixRunner, SuffixRunner
 from suture.editor.kv.value_layout import ValueLayout, value_layout
 from suture.editor.kv.word_boundary import continuation_mask
 from suture.editor.progress import check_cancelled
@@ -127,13 +126,22 @@ def optimize_values(
     long_prefix = int(batch.subject_last.max()) > REPLAY_MARGIN
     margin = REPLAY_MARGIN if read_direction is not None else 0
 
-    def replayer(rows_batch: PromptBatch):
+    echo_row = torch.zeros(total_rows, dtype=torch.bool, device=device)
+    echo_row[lay.echo_rows] = True
+
+    def replayer(rows: torch.Tensor):
+        """The runner of the batch rows `rows` (in that order). Echo rows (echo.py) are much longer than the
+        others: replayed through the rank-one update, they run apart rather than pad every row to theirs."""
+        rows_batch = batch if len(rows) == total_rows else batch.select(rows)
         if read_direction is None or long_prefix:
             return PrefixReplay(handle, layer, rows_batch, margin=margin)
+        if bool(echo_row[rows].any()):
+            local = torch.arange(len(rows), device=device)
+            return GroupedSuffixRunner(handle, layer, rows_batch, [local[~echo_row[rows]], local[echo_row[rows]]])
         return SuffixRunner(handle, layer, rows_batch)
 
     if long_prefix:  # one pass over each row, no padding to the longest row, no second pass for the caches
-        runner = replayer(batch)
+        runner = replayer(rows_all)
         keys_rows, outs_rows, first_normed = runner.first_pass()
     else:
         # One full pass: keys and initial outputs at the subject's last token, the unedited output distribution.
@@ -145,8 +153,8 @@ def optimize_values(
             else:
                 runner = SuffixRunner(handle, layer, batch)
                 first_normed = runner.final_hidden
-        if read_direction is None:
-            runner = replayer(batch)
+        if read_direction is None or bool(echo_row.any()):
+            runner = replayer(rows_all)
         keys_rows = key_sink[0][rows_all, batch.subject_last].float()  # [rows, d_in]
         outs_rows = out_sink[0][rows_all, batch.subject_last].float()
     rewrite_owner = lay.request_of_row[lay.rewrite_rows]
@@ -181,8 +189,8 @@ def optimize_values(
             normed = runner.run_rank_one(lambda rows, replayed=replayed: row_direction[replayed[rows]],
                                          lambda rows, replayed=replayed: delta[lay.request_of_row[replayed[rows]]])
         else:
-            with hooks(_rank_one_hook(mlp_out, replayed, lay, delta, row_direction)):
-                normed = runner.run()
+            normed = runner.run_hooked(lambda rows, replayed=replayed: _rank_one_hook(
+                mlp_out, replayed[rows], lay, delta, row_direction))
         local = torch.full((total_rows,), -1, dtype=torch.long, device=device)
         local[replayed] = torch.arange(len(replayed), device=device)
         present = local[lay.target_rows] >= 0
@@ -243,6 +251,6 @@ def optimize_values(
         keep = active[lay.request_of_row]
         if int(keep.sum()) <= 0.75 * len(replayed):  # re-recording costs one pass; worth it once rows drop
             replayed = rows_all[keep]
-            runner = replayer(batch.select(replayed))
+            runner = replayer(replayed)
     return ValueSolution(keys=keys.detach(), deltas=delta.detach(), init_values=init_values,
                          target_prob=target_prob.detach(), steps=steps_done, bare_keys=keys_rows[lay.bare_rows])
