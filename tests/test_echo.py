@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tiny import tiny_model
+from value_probe import row_logits, through_update_direction
 
 from suture.editor import Editor, EditRequest
 from suture.editor.kv import ValueObjective, optimize_values
@@ -44,7 +45,7 @@ def test_the_layout_reads_each_copied_token_only_when_asked():
 def test_the_echo_term_keeps_the_copy_closer_to_the_unedited_model(through_update):
     model, tok = tiny_model("llama")
     handle = Editor.from_model(model, tok).handle
-    direction = (lambda keys: keys / keys.pow(2).sum(1, keepdim=True)) if through_update else None
+    direction = through_update_direction if through_update else None
     base = dict(lr=0.05, steps=15, early_stop_nll=0.0, weight_decay=0.0, clamp_norm_factor=1000.0)
     request = REQUESTS[1]
     batch, lay = value_layout(tok, [request], ["{}"], "{} is a", echo=True)
@@ -52,22 +53,7 @@ def test_the_echo_term_keeps_the_copy_closer_to_the_unedited_model(through_updat
     mlp_out = model.get_submodule(handle.sites.mlp_out_path(1))
 
     def copy_logprobs(solution=None) -> torch.Tensor:
-        def write(_module, args, out):
-            if through_update:
-                return out + (args[0].float() @ direction(solution.keys).T * solution.deltas).to(out.dtype)
-            out = out.clone()
-            out[0, int(batch.subject_last[row])] += solution.deltas[0].to(out.dtype)
-            return out
-
-        hook = mlp_out.register_forward_hook(write) if solution is not None else None
-        try:
-            with torch.no_grad():
-                logits = model(input_ids=batch.input_ids[row:row + 1],
-                               attention_mask=batch.attention_mask[row:row + 1]).logits
-        finally:
-            if hook:
-                hook.remove()
-        return F.log_softmax(logits[0, lay.echo_cols].float(), -1)
+        return F.log_softmax(row_logits(model, mlp_out, batch, row, solution, direction)[lay.echo_cols], -1)
 
     def echo_kl(solution) -> float:
         return float(F.kl_div(copy_logprobs(), copy_logprobs(solution), log_target=True, reduction="sum"))
@@ -100,7 +86,7 @@ def test_echo_rows_replayed_apart_give_the_padded_replays_values(monkeypatch):
     handle = Editor.from_model(model, tok).handle
     objective = ValueObjective(lr=0.05, steps=6, early_stop_nll=0.0, weight_decay=0.0, clamp_norm_factor=1000.0,
                                echo_factor=1.0)
-    direction = lambda keys: keys / keys.pow(2).sum(1, keepdim=True)  # noqa: E731
+    direction = through_update_direction
     grouped = optimize_values(handle, 1, REQUESTS, TEMPLATES, objective, read_direction=direction)
     monkeypatch.setattr(values, "GroupedSuffixRunner", lambda handle, start, batch, groups: SuffixRunner(
         handle, start, batch))  # every row padded to the longest, one replay

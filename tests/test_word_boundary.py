@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tiny import tiny_model
+from value_probe import row_logits, through_update_direction
 
 from suture.editor import Editor, EditRequest
 from suture.editor.kv import ValueObjective, optimize_values
@@ -51,7 +52,7 @@ def test_the_layout_reads_the_position_after_the_target_only_when_asked():
 def test_the_boundary_term_lowers_the_chance_of_continuing_the_word(through_update):
     model, tok = tiny_model("llama")
     handle = Editor.from_model(model, tok).handle
-    direction = (lambda keys: keys / keys.pow(2).sum(1, keepdim=True)) if through_update else None
+    direction = through_update_direction if through_update else None
     base = dict(lr=0.05, steps=15, early_stop_nll=0.0, weight_decay=0.0, clamp_norm_factor=1000.0)
 
     batch, lay = value_layout(tok, [REQUEST], ["{}"], "{} is a", word_boundary=True)
@@ -59,20 +60,7 @@ def test_the_boundary_term_lowers_the_chance_of_continuing_the_word(through_upda
 
     def continuing_after_target(solution) -> float:
         """P(a word-continuing token) after the target, on the model with the solution's δ written."""
-        def write(_module, args, out):
-            if through_update:  # W x + (ũ·x) δ at every token
-                return out + (args[0].float() @ direction(solution.keys).T * solution.deltas).to(out.dtype)
-            out = out.clone()  # δ at the subject's last token
-            out[0, int(batch.subject_last[0])] += solution.deltas[0].to(out.dtype)
-            return out
-
-        hook = mlp_out.register_forward_hook(write)
-        try:
-            with torch.no_grad():
-                logits = model(input_ids=batch.input_ids[:1], attention_mask=batch.attention_mask[:1]).logits
-        finally:
-            hook.remove()
-        probs = F.softmax(logits[0, int(lay.boundary_cols[0])].float(), -1)
+        probs = F.softmax(row_logits(model, mlp_out, batch, 0, solution, direction)[int(lay.boundary_cols[0])], -1)
         return float(probs[continuation_mask(tok, probs.shape[-1])].sum())
 
     without = optimize_values(handle, 1, [REQUEST], ["{}"], ValueObjective(**base), read_direction=direction)

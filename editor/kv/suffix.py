@@ -73,8 +73,6 @@ class SuffixRunner:
         """Logits only at the (row, position) pairs a loss reads."""
         return logits_at(self.handle, normed, rows, cols)
 
-
-
     def run_hooked(self, hook_of_rows) -> torch.Tensor:
         """`run` with the hook `hook_of_rows(rows)` registers (rows: every row, in batch order) active."""
         with hooks(hook_of_rows(torch.arange(self.start_hidden.shape[0], device=self.start_hidden.device))):

@@ -42,10 +42,10 @@ def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], k
                  word_boundary: bool = False, echo: bool = False) -> tuple[PromptBatch, ValueLayout]:
     """The batch of every request's template rows and KL row, and where each loss term reads it. With
     `word_boundary`, rows of a target that ends in a word carry the whole target, so that the position
-    after it can be read. With `echo`, one more row per request: its prompt, a line break and the subject
-    again (echo.py)."""
+    after it can be read. With `echo`, one more row per request: its prompt as a chat turn (or followed by a
+    line break) and the subject again (echo.py)."""
     texts: list[PromptTemplate | str] = []
-    subjects, suffixes, owner, is_kl = [], [], [], []
+    subjects, suffixes, owner, kind = [], [], [], []  # kind: "rewrite", "kl" or "echo"
     targets = [request_target_ids(tokenizer, r) for r in requests]
     bounded = [word_boundary and ends_in_word(r.target_new) for r in requests]
     bare = []
@@ -57,13 +57,13 @@ def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], k
             subjects.append(request.subject)
             suffixes.append(targets[i] if bounded[i] else targets[i][:-1])
             owner.append(i)
-            is_kl.append(False)
+            kind.append("rewrite")
     for i, request in enumerate(requests):
         texts.append(kl_prompt)
         subjects.append(request.subject)
         suffixes.append([])
         owner.append(i)
-        is_kl.append(True)
+        kind.append("kl")
     echo_first = len(texts)
     if echo:
         for i, request in enumerate(requests):
@@ -72,7 +72,7 @@ def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], k
             subjects.append(request.subject)
             suffixes.append(copy)
             owner.append(i)
-            is_kl.append(True)  # read by no target term
+            kind.append("echo")
     batch = build_batch(tokenizer, texts, subjects, suffixes)
     e_rows, e_cols, e_req = [], [], []
     for row in range(echo_first, len(texts)):
@@ -83,8 +83,8 @@ def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], k
             e_req.append(owner[row])
     rows, cols, ids, req = [], [], [], []
     b_rows, b_cols, b_req = [], [], []
-    for row, (i, kl) in enumerate(zip(owner, is_kl)):
-        if kl:
+    for row, (i, row_kind) in enumerate(zip(owner, kind)):
+        if row_kind != "rewrite":
             continue
         if bounded[i]:
             b_rows.append(row)
@@ -97,11 +97,11 @@ def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], k
             ids.append(token)
             req.append(i)
     owner_t = torch.tensor(owner)
-    is_kl_t = torch.tensor(is_kl)
+    of_kind = lambda name: torch.tensor([k == name for k in kind])  # noqa: E731
     return batch, ValueLayout(
         request_of_row=owner_t,
-        rewrite_rows=torch.nonzero(~is_kl_t).flatten(), bare_rows=torch.tensor(bare),
-        kl_rows=torch.nonzero(is_kl_t).flatten()[: len(requests)],
+        rewrite_rows=torch.nonzero(of_kind("rewrite")).flatten(), bare_rows=torch.tensor(bare),
+        kl_rows=torch.nonzero(of_kind("kl")).flatten(),
         target_rows=torch.tensor(rows), target_cols=torch.tensor(cols), target_ids=torch.tensor(ids),
         target_request=torch.tensor(req),
         target_counts=torch.bincount(torch.tensor(req), minlength=len(requests)),

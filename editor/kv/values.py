@@ -5,7 +5,7 @@ context template, and optimized so that the model predicts the new target:
 
     loss = NLL(target_new | template + prompt)                       (averaged over templates)
          + kl_factor · KL(p_δ || p_orig) at the subject of "{} is a"  (keeps the subject's essence)
-         + echo_factor · KL(p_δ || p_orig) over the subject restated after the prompt (echo.py; off by default)
+         + echo_factor · KL(p_δ || p_orig) over the subject restated after the prompt (echo.py; ROME sets it)
          + weight_decay · ‖δ‖ / ‖v₀‖²
 
 with ‖δ‖ clamped to clamp_norm_factor · ‖v₀‖ and early stopping once the target NLL is small. Each step
