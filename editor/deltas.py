@@ -120,10 +120,13 @@ class WeightBook:
     @torch.no_grad()
     def apply(self, deltas: Iterable[WeightDelta]) -> None:
         for delta in deltas:
+            change = delta.materialize()
+            if not torch.isfinite(change).all():  # a NaN written into a weight silently ruins every answer
+                raise InvalidDeltaError(f"{delta.key}: the change holds NaN or infinite values; not written")
             param = self._param(delta)
             if delta.key not in self._base:
                 self._base[delta.key] = param.detach().clone()
-            param.add_(delta.materialize().to(device=param.device, dtype=param.dtype))
+            param.add_(change.to(device=param.device, dtype=param.dtype))
 
     @torch.no_grad()
     def rebuild(self, deltas: Iterable[WeightDelta]) -> None:

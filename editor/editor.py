@@ -18,6 +18,7 @@ from suture.editor.deltas import WeightBook
 from suture.editor.errors import GateFailedError, NothingToRevertError
 from suture.editor.gate import Gate
 from suture.editor.handle import ModelHandle, load_model
+from suture.editor.kv.shared_keys import key_groups
 from suture.editor.ledger import EditResult, LedgerEntry
 from suture.editor.lengths import refuse_overlong
 from suture.editor.noop import split_noops
@@ -82,6 +83,7 @@ class Editor:
             requests = []
         resolved = impl.resolve_hparams(self.handle, hparams)
         started = time.perf_counter()
+        asked = requests
         requests, noops = split_noops(self.handle, requests, force or not impl.takes_requests)
         if noops and not requests:  # nothing to change: no weights written, no ledger entry
             return EditResult(id=uuid.uuid4().hex[:12], method=method, hparams=resolved.model_dump(mode="json"),
@@ -92,13 +94,14 @@ class Editor:
         artifacts: dict[str, Any] = {}
         hints: dict[int, str] = {}
         try:
-            groups = [[r] for r in requests] if impl.one_request_at_a_time else [requests]
-            for i, group in enumerate(groups):
-                out = impl.compute(self.context, group, resolved)
+            # One key can hold one value: a one-at-a-time method sees requests that share their key together
+            # (editor/kv/shared_keys.py), and writes one value for all of them.
+            groups = key_groups(requests) if impl.one_request_at_a_time else [list(range(len(requests)))]
+            for i, positions in enumerate(groups):
+                out = impl.compute(self.context, [requests[p] for p in positions], resolved)
                 self.weights.apply(out.deltas)
                 applied += out.deltas
-                first = i if impl.one_request_at_a_time else 0
-                hints.update({first + j: text for j, text in out.hints.items()})
+                hints.update({positions[j]: text for j, text in out.hints.items()})
                 details = _merge_details(details, out.details, i)
                 artifacts = _merge_details(artifacts, out.artifacts, i)
         except BaseException:
@@ -108,7 +111,14 @@ class Editor:
             self.context.progress = None
         if noops:
             details["noop"] = noops
-        verdicts = settle_verdicts(self, requests, verify, keep_failed, hints)  # may roll back and raise
+        try:  # may roll back and raise
+            verdicts, broken = settle_verdicts(self, requests, verify, keep_failed, hints,
+                                               noops=[asked[n["request"]] for n in noops])
+        except BaseException:
+            self._rebuild()  # a check that could not run leaves no unchecked edit in the weights
+            raise
+        if broken:  # kept with keep_failed: the result is partial and says which no-op broke
+            details["noop_broken"] = [v.model_dump(mode="json") for v in broken]
         entry = LedgerEntry(method=method, hparams=resolved.model_dump(mode="json"), requests=requests,
                             deltas=applied, seconds=time.perf_counter() - started, details=details,
                             artifacts=artifacts, verdicts=verdicts)
@@ -123,6 +133,12 @@ class Editor:
         del self.ledger[-n:]
         self._rebuild()
         return [EditResult.from_entry(e) for e in reversed(undone)]
+
+    def reset(self) -> None:
+        """Back to the loaded weights bit for bit: every edit reverted, and any change that is in the
+        weights but not in the ledger (an edit stopped by an error) undone as well."""
+        self.ledger.clear()
+        self._rebuild()
 
     def _rebuild(self) -> None:
         self.weights.rebuild(d for entry in self.ledger for d in entry.deltas)

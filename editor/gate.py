@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 class GateDecision(BaseModel):
     passed: bool
     failures: list[str] = []  # one line per failed threshold: name, measured value, limit
+    not_measured: list[str] = []  # default thresholds with nothing to judge (they decided nothing)
     report: dict[str, Any] = {}  # the evaluation the decision was made on, stored in the manifest
     policy: dict[str, Any] = {}
 

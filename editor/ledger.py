@@ -68,6 +68,8 @@ def _status(entry: LedgerEntry) -> str:
         return "succeeded"
     if not entry.verdicts:
         return "unverified"
+    if entry.details.get("noop_broken"):  # a request the model already answered no longer is
+        return "partial"
     return "succeeded" if all(v.passed for v in entry.verdicts) else "partial"
 
 

@@ -3,6 +3,7 @@ entry-point group through which installed packages (ours included) make their me
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -32,6 +33,19 @@ class MethodOutput:
     hints: dict[int, str] = field(default_factory=dict)
 
 
+def non_finite_field(value: Any, loc: str = "") -> str | None:
+    """The dotted location of the first NaN or infinite float in validated hyperparameters (a model's
+    `model_dump()`), else None. Pydantic turns the strings "NaN" and "1e400" into such floats."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return loc or "(root)"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list | tuple) else ()
+    for key, item in items:
+        where = non_finite_field(item, f"{loc}.{key}" if loc else str(key))
+        if where is not None:
+            return where
+    return None
+
+
 class EditMethod(ABC):
     """A way of turning edit requests into weight deltas.
 
@@ -59,6 +73,9 @@ class EditMethod(ABC):
             problems = "; ".join(
                 f"hyperparameter '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
             raise InvalidHyperparametersError(f"{self.name}: {problems}") from None
+        where = non_finite_field(hparams.model_dump())
+        if where is not None:  # no method means a NaN or an infinity
+            raise InvalidHyperparametersError(f"{self.name}: hyperparameter '{where}': must be a finite number")
         self.check_hparams(handle, hparams)
         return hparams
 

@@ -99,22 +99,43 @@ def check_requests(handle, requests: list[EditRequest], max_new_tokens: int | No
     return verdicts
 
 
-def settle_verdicts(editor, requests: list[EditRequest], verify: bool,
-                    keep_failed: bool | None, hints: dict[int, str] | None = None) -> list[RequestVerdict]:
+def settle_verdicts(editor, requests: list[EditRequest], verify: bool, keep_failed: bool | None,
+                    hints: dict[int, str] | None = None, noops: list[EditRequest] | None = None,
+                    ) -> tuple[list[RequestVerdict], list[RequestVerdict]]:
     """What `Editor.apply` does once the deltas are in the weights: no requests or `verify=False`, no
     verdicts; a failed request rolls the edit back (the ledger without it) and raises, unless
     `keep_failed` (None: `KEEP_FAILED_DEFAULT`). `hints` (by request index, from the method) explain
-    a failure and are added to that request's reason."""
+    a failure and are added to that request's reason. `noops`, the requests left out because the model
+    already gave their target, are checked again the same way (the model must still give it): the edit of
+    the others can break them. Returns (verdicts of `requests`, failed verdicts of broken no-ops)."""
     if not requests or not verify:
-        return []
+        return [], []
     if keep_failed is None:
         keep_failed = KEEP_FAILED_DEFAULT
     verdicts = check_requests(editor.handle, requests)
     for i, verdict in enumerate(verdicts):
         if not verdict.passed and (hints or {}).get(i):
             verdict.reason = f"{verdict.reason}; {hints[i]}"
-    failed = [v for v in verdicts if not v.passed]
+    broken = _broken_noops(editor.handle, noops or [])
+    failed = [v for v in verdicts if not v.passed] + broken
     if failed and not keep_failed:
         editor._rebuild()  # the weights as the ledger says, without this edit
         raise EditRequestsFailedError(failed)
+    return verdicts, broken
+
+
+def _broken_noops(handle, noops: list[EditRequest]) -> list[RequestVerdict]:
+    """Failed verdicts of the no-ops whose target the edited model no longer gives (the rule they were
+    left out by, `editor/noop.py`), with the full measurement."""
+    if not noops:
+        return []
+    from suture.editor.noop import find_noops  # noop.py generates; imported here to keep this module light
+
+    still = {n["request"] for n in find_noops(handle, noops)}
+    lost = [r for i, r in enumerate(noops) if i not in still]
+    verdicts = check_requests(handle, lost) if lost else []
+    for verdict in verdicts:
+        verdict.passed = False
+        verdict.reason = ("the model gave this target before the edit (left out as a no-op) and no longer does: "
+                          + (verdict.reason or "its greedy answer changed"))
     return verdicts

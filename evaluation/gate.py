@@ -39,20 +39,42 @@ class GatePolicy(BaseModel):
     options: EvaluationOptions = Field(default_factory=EvaluationOptions)
 
     def check(self, report: EvaluationReport) -> list[str]:
-        """One line per failed threshold, naming it, the measured value and by how much it missed."""
-        failures = []
+        """One line per failed threshold, naming it, the measured value and by how much it missed. A
+        threshold the caller set explicitly that had nothing to judge (no request has paraphrases, say)
+        fails as "not measured"; a default one is listed by `not_measured` instead."""
+        return self._judge(report)[0]
+
+    def not_measured(self, report: EvaluationReport) -> list[str]:
+        """Default thresholds that had nothing to judge in `report` and so decided nothing."""
+        return self._judge(report)[1]
+
+    def _judge(self, report: EvaluationReport) -> tuple[list[str], list[str]]:
+        failures: list[str] = []
+        unjudged: list[str] = []
+
+        def unmeasured(name: str, value: float | None, limit: float | None, vacuous: bool = False) -> bool:
+            if limit is None or value is not None:
+                return False
+            if vacuous:  # a limit no value can miss (a minimum of 0) accepts no value as well
+                return True
+            base = name.split(" ")[0]
+            (failures if base in self.model_fields_set else unjudged).append(
+                f"{name}: not measured (no request had prompts of this kind)")
+            return True
 
         def at_least(name: str, value: float | None, limit: float | None) -> None:
-            if limit is not None and value is not None and value < limit:
+            if not unmeasured(name, value, limit, limit is not None and limit <= 0) and limit is not None \
+                    and value < limit:
                 failures.append(f"{name}: {value:.4f} < {limit:.4f} (short by {limit - value:.4f})")
 
-        def at_most(name: str, value: float | None, limit: float | None) -> None:
-            if limit is not None and value is not None and value > limit:
+        def at_most(name: str, value: float | None, limit: float | None, ceiling: float | None = None) -> None:
+            vacuous = limit is not None and ceiling is not None and limit >= ceiling
+            if not unmeasured(name, value, limit, vacuous) and limit is not None and value > limit:
                 failures.append(f"{name}: {value:.4f} > {limit:.4f} (over by {value - limit:.4f})")
 
         at_least("min_efficacy", report.post.efficacy, self.min_efficacy)
         at_least("min_paraphrase", report.post.paraphrase, self.min_paraphrase)
-        at_most("max_neighborhood_drop", report.neighborhood_drop, self.max_neighborhood_drop)
+        at_most("max_neighborhood_drop", report.neighborhood_drop, self.max_neighborhood_drop, ceiling=1.0)
         if report.drift is not None:
             at_most("max_drift_kl", report.drift.mean_kl, self.max_drift_kl)
             at_least("min_top1_agreement", report.drift.top1_agreement, self.min_top1_agreement)
@@ -60,7 +82,7 @@ class GatePolicy(BaseModel):
             failures.append("max_drift_kl: drift was not measured (options.drift is false)")
         at_most("max_norm_growth", report.max_norm_growth, self.max_norm_growth)
         self._check_generated(report, at_least, at_most, failures)
-        return failures
+        return failures, unjudged
 
     def _check_generated(self, report: EvaluationReport, at_least, at_most, failures: list[str]) -> None:
         limits = {"min_generated_efficacy": self.min_generated_efficacy,
@@ -78,20 +100,22 @@ class GatePolicy(BaseModel):
         at_least("min_generated_paraphrase", gen.paraphrase, self.min_generated_paraphrase)
         if self.min_generated_chat is not None and gen.chat is None:
             failures.append("min_generated_chat: not measured (the model has no chat template)")
-        at_least("min_generated_chat", gen.chat, self.min_generated_chat)
+        else:
+            at_least("min_generated_chat", gen.chat, self.min_generated_chat)
         at_least("min_generated_locality", gen.locality, self.min_generated_locality)
         if self.min_generated_subject_kept is not None and gen.subject_kept is None:
             failures.append("min_generated_subject_kept: not measured (no base answer restated a subject)")
-        at_least("min_generated_subject_kept", gen.subject_kept, self.min_generated_subject_kept)
+        else:
+            at_least("min_generated_subject_kept", gen.subject_kept, self.min_generated_subject_kept)
         if gen.fluency is not None:
             at_most("max_fluency_drop", 1 - gen.fluency.ratio, self.max_fluency_drop)
             if gen.fluency.chat_ratio is not None:
                 at_most("max_fluency_drop (chat)", 1 - gen.fluency.chat_ratio, self.max_fluency_drop)
 
     def decide_on(self, report: EvaluationReport) -> GateDecision:
-        failures = self.check(report)
-        return GateDecision(passed=not failures, failures=failures, report=report.model_dump(mode="json"),
-                            policy=self.model_dump(mode="json"))
+        failures, unjudged = self._judge(report)
+        return GateDecision(passed=not failures, failures=failures, not_measured=unjudged,
+                            report=report.model_dump(mode="json"), policy=self.model_dump(mode="json"))
 
     def decide(self, editor: Editor) -> GateDecision:
         return self.decide_on(evaluate(editor, options=self.options))

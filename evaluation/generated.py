@@ -37,13 +37,13 @@ CHAT_INSTRUCTION = "Complete the sentence: {}"
 class GenerationOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    answer_tokens: int = Field(24, ge=1, description="budget of a rewrite/paraphrase answer (sentence stop)")
-    neighbor_tokens: int = Field(12, ge=1, description="budget of a neighbor answer (sentence stop)")
+    answer_tokens: int = Field(24, ge=1, le=4096, description="budget of a rewrite/paraphrase answer (sentence stop)")
+    neighbor_tokens: int = Field(12, ge=1, le=4096, description="budget of a neighbor answer (sentence stop)")
     chat: bool = Field(True, description="ask the fact through the chat template, if the model has one")
     chat_instruction: str = Field(CHAT_INSTRUCTION, description="user turn; '{}' is the rewrite prompt")
-    chat_tokens: int = Field(32, ge=1, description="budget of a chat reply (stops at end of turn)")
+    chat_tokens: int = Field(32, ge=1, le=4096, description="budget of a chat reply (stops at end of turn)")
     generation_prompts: int = Field(3, ge=0, description="distinct CounterFact generation prompts per case")
-    fluency_tokens: int = Field(48, ge=1)
+    fluency_tokens: int = Field(48, ge=1, le=4096)
     batch_size: int = Field(32, ge=1)
 
 

@@ -71,8 +71,7 @@ def summary_table(report: EvaluationReport) -> str:
              _change(pre.paraphrase, post.paraphrase, True), "the same on paraphrases"),
         _row("Neighborhood", _fmt(pre.neighborhood), _fmt(post.neighborhood),
              _change(pre.neighborhood, post.neighborhood, True), "P(true) > P(new) on neighbors"),
-        _row("Neighborhood drop", "", _fmt(None if pre.neighborhood is None or post.neighborhood is None
-                                           else report.neighborhood_drop)),
+        _row("Neighborhood drop", "", _fmt(report.neighborhood_drop)),
     ]
     if report.drift is not None:
         d = report.drift

@@ -90,9 +90,10 @@ class EvaluationReport(BaseModel):
     seconds: float = 0.0
 
     @property
-    def neighborhood_drop(self) -> float:
+    def neighborhood_drop(self) -> float | None:
+        """Pre-edit minus post-edit Neighborhood score; None when no case has neighbor prompts."""
         if self.pre.neighborhood is None or self.post.neighborhood is None:
-            return 0.0
+            return None
         return self.pre.neighborhood - self.post.neighborhood
 
     @property

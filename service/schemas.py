@@ -121,8 +121,14 @@ class JobCreate(BaseModel):
             raise ValueError("evaluate jobs need 'requests', 'dataset' or 'ledger_from'")
         if self.kind is not JobKind.evaluate and self.ledger_from is not None:
             raise ValueError("'ledger_from' is only for evaluate jobs")
-        if self.kind is JobKind.evaluate and self.method is not None:
-            raise ValueError("evaluate jobs take no 'method'")
+        if self.kind is JobKind.evaluate:
+            edit_only = [name for name, given in (("method", self.method is not None), ("gate", self.gate is not None),
+                                                  ("hparams", bool(self.hparams)),
+                                                  ("save_checkpoint", self.save_checkpoint),
+                                                  ("keep_failed", self.keep_failed is not None)) if given]
+            if edit_only:  # an evaluate job writes no outputs, so a gate there would decide nothing
+                raise ValueError(f"evaluate jobs take no {', '.join(repr(n) for n in edit_only)}: they only "
+                                 "report scores; put these on the edit job")
         if self.kind is JobKind.edit and self.requests:
             refuse = [c.message(self.requests) for c in find_clashes(self.requests)]
             if refuse:  # one edit cannot make both true; duplicates are refused, not merged

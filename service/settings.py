@@ -28,6 +28,8 @@ class JobLimits(BaseModel):
     max_templates: int = Field(64, ge=1, description="context prefixes over all template groups")
     max_template_tokens: int = Field(64, ge=1, description="tokens of one generated context prefix")
     max_batch_size: int = Field(256, ge=1, description="batch_size / chunk_size of any method or evaluation")
+    max_generated_tokens: int = Field(256, ge=1, description="token budget of any generated answer, chat reply "
+                                      "or fluency text (generation options' *_tokens)")
     max_file_bytes: int = Field(64 * 1024 * 1024, ge=1, description="size of a dataset or corpus file a job reads")
 
 

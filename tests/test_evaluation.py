@@ -169,3 +169,17 @@ def test_crash_mid_write_leaves_no_complete_looking_directory(edited, tmp_path, 
     with pytest.raises(OSError, match="disk full"):
         edited.save(tmp_path / "out")
     assert not list(tmp_path.iterdir())
+
+
+def test_thresholds_with_nothing_to_judge_never_pass_silently(edited):
+    """REQUEST has no paraphrases: a min_paraphrase the caller set fails as not measured; the default one
+    decides nothing and says so."""
+    request = REQUEST.model_copy(update={"paraphrases": [], "neighbors": []})
+    report = evaluate(edited, cases=[request], options=EvaluationOptions(drift=False, generation=False))
+    assert report.post.paraphrase is None
+    policy = GatePolicy(min_efficacy=0.0, max_drift_kl=100.0, min_generated_efficacy=None)
+    assert not any(f.startswith("min_paraphrase") for f in policy.check(report))
+    assert any(n.startswith("min_paraphrase: not measured") for n in policy.not_measured(report))
+    assert any(n.startswith("max_neighborhood_drop: not measured") for n in policy.not_measured(report))
+    strict = GatePolicy(min_efficacy=0.0, max_drift_kl=100.0, min_generated_efficacy=None, min_paraphrase=0.5)
+    assert any(f.startswith("min_paraphrase: not measured") for f in strict.check(report))

@@ -541,7 +541,7 @@ def test_rank_one_replay_over_a_cache_equals_the_full_replay():
     rows = torch.arange(batch.input_ids.shape[0])
     with torch.no_grad():
         suffix = SuffixRunner(handle, 1, batch)
-        with hooks_of(_rank_one_hook(mlp_out, rows, lay, delta, direction)):
+        with hooks_of(_rank_one_hook(mlp_out, rows, lay.request_of_row, delta, direction)):
             exact = suffix.run()
         prefix = PrefixReplay(handle, 1, batch, margin=10_000)
         replayed = prefix.run_rank_one(lambda r: direction[r], lambda r: delta[lay.request_of_row[r]])

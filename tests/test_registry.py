@@ -187,3 +187,100 @@ def test_asking_for_a_broken_method_says_why():
             get_method("from-a-broken-plugin")
     finally:
         del registry._LOAD_ERRORS["from-a-broken-plugin"]
+
+
+@register_method
+class NonFiniteMethod(EditMethod):
+    """Writes a NaN into one MLP output projection: what a diverged optimization or a 'NaN' factor gives."""
+
+    name = "test-non-finite"
+    hparams_model = ScaleHParams
+
+    def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: ScaleHParams) -> MethodOutput:
+        path = ctx.handle.sites.mlp_out_path(hparams.layer)
+        change = torch.zeros_like(ctx.handle.model.get_submodule(path).weight)
+        change[0, 0] = float("nan")
+        return MethodOutput([WeightDelta(module=path, dense=change)])
+
+
+@pytest.mark.parametrize("value", ["NaN", "inf", "-Infinity", "1e400", float("nan")])
+def test_non_finite_hyperparameters_are_refused_naming_the_field(value):
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    with pytest.raises(InvalidHyperparametersError, match="hyperparameter 'factor'"):
+        editor.apply([REQUEST], method="test-scale", factor=value, force=True)
+    assert not editor.ledger
+
+
+def test_a_non_finite_change_is_never_written():
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    before = snapshot(model)
+    with pytest.raises(Exception, match="NaN or infinite"):
+        editor.apply([REQUEST], method="test-non-finite", force=True)
+    assert not editor.ledger
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_an_error_while_checking_the_verdicts_rolls_the_edit_back(monkeypatch):
+    """Anything that stops the post-edit check (out of memory, a tokenizer error) leaves the weights as
+    the ledger says: an edit nobody checked must not stay in a model that later jobs reuse."""
+    import suture.editor.verdicts as verdicts
+
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    before = snapshot(model)
+
+    def out_of_memory(*_args, **_kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(verdicts, "check_requests", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        editor.apply([REQUEST], method="test-scale", force=True)
+    assert not editor.ledger
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_reset_also_undoes_a_change_outside_the_ledger():
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    before = snapshot(model)
+    editor.apply([REQUEST], method="test-scale", force=True)
+    path = editor.handle.sites.mlp_out_path(1)
+    editor.weights.apply([WeightDelta(module=path, dense=torch.ones_like(model.get_submodule(path).weight))])
+    editor.reset()
+    assert not editor.ledger
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@register_method
+class ScrambleMethod(EditMethod):
+    """Adds large noise to one MLP output projection: an edit that changes the model's other answers."""
+
+    name = "test-scramble"
+    hparams_model = ScaleHParams
+
+    def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: ScaleHParams) -> MethodOutput:
+        path = ctx.handle.sites.mlp_out_path(hparams.layer)
+        weight = ctx.handle.model.get_submodule(path).weight
+        noise = torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)) * 50 * weight.abs().max()
+        return MethodOutput([WeightDelta(module=path, dense=noise.to(weight.dtype))])
+
+
+def test_a_no_op_the_edit_breaks_fails_it():
+    """A request left out because the model already says its target is checked again after the others'
+    edit: broken, it is named (rolled back by default, 'partial' with keep_failed)."""
+    from suture.editor.noop import greedy_answers
+    from suture.editor.verdicts import EditRequestsFailedError
+
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    said = greedy_answers(editor.handle, [REQUEST])[0].split()[0]
+    already = EditRequest(prompt="The capital of {} is", subject="Italy", target_new=said)
+    other = EditRequest(prompt="The mother tongue of {} is", subject="Danielle Darrieux", target_new="French")
+    with pytest.raises(EditRequestsFailedError, match="before the edit"):
+        editor.apply([already, other], method="test-scramble", keep_failed=False)
+    assert not editor.ledger
+    kept = editor.apply([already, other], method="test-scramble", keep_failed=True)
+    assert kept.status == "partial" and kept.details["noop"][0]["request"] == 0
+    assert kept.details["noop_broken"][0]["request"] == already.label

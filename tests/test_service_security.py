@@ -172,6 +172,14 @@ def test_the_worker_confines_again_at_run_time(model_dir, home):
     ({**edit_body(1), "gate": {"options": {"reference_texts": ["t"] * 1000}}}, "gate.options.reference_texts"),
     ({"kind": "repair", "model": "tiny", "method": "head-steer", "hparams": {
         "layer": 1, "heads": [0], "desired": ["a"] * 900, "undesired": ["b"]}}, "hparams.desired"),
+    # a negative count must not let the sum hide a huge one; numbers sent as strings are numbers
+    (with_hparams(templates={"groups": [[10, 1000], [10, -990]]}), "hparams.templates.groups"),
+    (with_hparams(templates={"groups": [[-5, 3]]}), "hparams.templates.groups"),
+    (with_hparams(corpus={"n_samples": "100000000"}), "hparams.corpus.n_samples"),
+    # generation budgets of the evaluation and the gate
+    ({"kind": "evaluate", "model": "tiny", "requests": edit_body(1)["requests"],
+      "evaluation": {"generation_options": {"fluency_tokens": 10**12}}}, "fluency_tokens"),
+    ({**edit_body(1), "gate": {"options": {"generation_options": {"chat_tokens": 100_000}}}}, "chat_tokens"),
 ])
 def test_over_limit_requests_are_422_naming_the_field(client, body, field):
     assert field in field_of(client.post("/v1/jobs", json=body, headers=AUTH))
@@ -446,3 +454,20 @@ def test_a_job_that_misses_its_stop_has_its_worker_killed_and_leaves_nothing(tmp
     assert finished.status == ("cancelled" if why == "cancel" else "failed")
     assert "stopped by force" in finished.error and (why != "time limit" or "time limit" in finished.error)
     assert not staging.exists()
+
+
+@pytest.mark.parametrize("extra", [{"gate": {"min_efficacy": 1.0}}, {"save_checkpoint": True},
+                                   {"keep_failed": True}, {"hparams": {"layer": 1}}])
+def test_evaluate_jobs_refuse_what_only_an_edit_job_uses(client, extra):
+    """A gate on an evaluate job would decide nothing (nothing is written): refused, not ignored."""
+    body = {"kind": "evaluate", "model": "tiny", "requests": edit_body(1)["requests"], **extra}
+    answer = client.post("/v1/jobs", json=body, headers=AUTH)
+    assert answer.status_code == 422 and next(iter(extra)) in answer.text
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-inf", "1e400"])
+def test_non_finite_hyperparameters_sent_as_strings_are_422(client, value):
+    body = {"kind": "repair", "model": "tiny", "method": "head-scale",
+            "hparams": {"layer": 0, "heads": [0], "factor": value}}
+    answer = client.post("/v1/jobs", json=body, headers=AUTH)
+    assert answer.status_code == 422 and "factor" in answer.text

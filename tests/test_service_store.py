@@ -106,6 +106,23 @@ def test_a_dead_run_is_retried_then_failed_with_the_reason(stores):
     assert failed.status is JobStatus.failed and "worker w2 died" in failed.error and "2 attempt" in failed.error
 
 
+def test_a_run_whose_job_was_claimed_again_can_neither_report_nor_finish_it(stores):
+    """w1's lease expired and w2 claimed the job again: w1, still running, must not write over w2's run."""
+    jobs, _, owner, _ = stores
+    job, _ = jobs.submit(owner, body())
+    jobs.claim(job.id, "w1")
+    first = jobs.get(job.id).attempts
+    assert jobs.progress(job.id, 0.1, "value", attempt=first)
+    jobs.retry_or_fail(job.id, "lease expired")
+    jobs.claim(job.id, "w2")
+    second = jobs.get(job.id).attempts
+    assert not jobs.progress(job.id, 0.9, "late", attempt=first)
+    assert not jobs.finish(job.id, JobStatus.succeeded, result={"stale": True}, attempt=first)
+    assert jobs.progress(job.id, 0.5, "value", attempt=second)
+    assert jobs.finish(job.id, JobStatus.succeeded, result={"ok": 1}, attempt=second)
+    assert jobs.get(job.id).result == {"ok": 1}
+
+
 def test_cancel_queued_at_once_and_running_on_request(stores):
     jobs, _, owner, _ = stores
     queued, _ = jobs.submit(owner, body())

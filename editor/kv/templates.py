@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from typing import Annotated
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,8 +27,9 @@ class TemplateSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    groups: list[tuple[int, int]] = Field(default_factory=lambda: [(10, 5)])
-    top_k: int = 5
+    groups: list[tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=0)]]] = Field(
+        default_factory=lambda: [(10, 5)], description="(tokens per prefix >= 1, number of prefixes >= 0)")
+    top_k: int = Field(5, ge=1)
     seed: int = 0
     # Also fit on chat-formatted contexts (models with a chat template): the edit prompt opens the
     # assistant's reply after a user turn, as when a chat user asks for the fact and the model restates it.

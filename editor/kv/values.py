@@ -15,7 +15,8 @@ the rest (prefix_replay.py); through the rank-one update, blocks l.. over their 
 
 Requests in one call are optimized together, each with its own δ, loss and stopping test, so this equals
 optimizing them apart; a request that has met the test keeps its δ and, once enough have, its rows leave
-the replayed batch.
+the replayed batch. Requests that share their key (shared_keys.py: same subject, same text before it)
+share one δ, optimized on the sum of their losses until all of them pass.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import capture_input, capture_output, hooks
 from suture.editor.kv.prefix_replay import PrefixReplay
 from suture.editor.kv.readout import final_hidden
+from suture.editor.kv.shared_keys import value_slots
 from suture.editor.kv.suffix import GroupedSuffixRunner, SuffixRunner
-from suture.editor.kv.value_layout import ValueLayout, value_layout
+from suture.editor.kv.value_layout import value_layout
 from suture.editor.kv.word_boundary import continuation_mask
 from suture.editor.progress import check_cancelled
 from suture.editor.prompt_template import parse_template
@@ -82,9 +84,10 @@ class ValueSolution:
     bare_keys: torch.Tensor | None = None  # [n, d_in] the key at the subject in the prompt as written
 
 
-def _rank_one_hook(mlp_out, rows: torch.Tensor, lay: ValueLayout, delta: torch.Tensor, row_direction: torch.Tensor):
+def _rank_one_hook(mlp_out, rows: torch.Tensor, row_slot: torch.Tensor, delta: torch.Tensor,
+                   row_direction: torch.Tensor):
     """The edited layer itself on the replayed `rows` (indices into the full batch): W x + (ũ·x) δ at every token."""
-    owner, direction = lay.request_of_row[rows], row_direction[rows]
+    owner, direction = row_slot[rows], row_direction[rows]
 
     def as_rank_one_update(_module, args, output):
         coeff = torch.einsum("rtd,rd->rt", args[0].float(), direction)
@@ -102,7 +105,7 @@ def optimize_values(
     progress: Callable[[int, float], None] | None = None,
     read_direction: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> ValueSolution:
-    """Optimize one δ per request.
+    """Optimize one δ per request (one per key: requests that share their key share it).
 
     Without `read_direction`, δ is added at the subject's last token only (ROME's objective). With it,
     the optimization runs through the exact rank-one update the method will make: `read_direction(keys)`
@@ -162,6 +165,11 @@ def optimize_values(
     keys /= torch.bincount(rewrite_owner, minlength=n).unsqueeze(1)
     # Each request's bare "{}" template is the first row of its block: its output is ROME's v₀.
     init_values = outs_rows[lay.bare_rows]
+    slot = torch.tensor(value_slots(requests), device=device)  # [n] the δ each request writes
+    n_slots = int(slot.max()) + 1
+    row_slot = slot[lay.request_of_row]
+    slot_first = torch.full((n_slots,), n, device=device).scatter_reduce(
+        0, slot, torch.arange(n, device=device), "amin")  # the first request of each slot
 
     kl_cols = batch.subject_last[lay.kl_rows]  # KL rows are in request order
     with torch.no_grad():
@@ -171,12 +179,13 @@ def optimize_values(
 
     continuing = None  # the vocabulary mask of word-continuing tokens, built on first use
     boundary_counts = torch.bincount(lay.boundary_request, minlength=n).clamp_min(1)
-    delta = torch.zeros(n, init_values.shape[1], device=device, requires_grad=True)
+    delta = torch.zeros(n_slots, init_values.shape[1], device=device, requires_grad=True)
     optimizer = torch.optim.Adam([delta], lr=objective.lr)
-    max_norm = objective.clamp_norm_factor * init_values.norm(dim=1)
+    max_norm = objective.clamp_norm_factor * init_values[slot_first].norm(dim=1)
     row_direction = None if read_direction is None else read_direction(keys).float()[lay.request_of_row]
-    active = torch.ones(n, dtype=torch.bool, device=device)
-    settled = torch.zeros_like(init_values)  # δ of requests that met the stopping test, kept from then on
+    active = torch.ones(n, dtype=torch.bool, device=device)  # requests whose slot still optimizes
+    slot_active = torch.ones(n_slots, dtype=torch.bool, device=device)
+    settled = torch.zeros(n_slots, init_values.shape[1], device=device)  # δ of slots that met the test
     target_prob = torch.zeros(n, device=device)
     replayed = rows_all  # rows of the full batch the runner replays, in the runner's order
     steps_done = 0
@@ -184,13 +193,13 @@ def optimize_values(
         check_cancelled()
         steps_done = step + 1
         if read_direction is None:
-            normed = runner.run(lambda rows, replayed=replayed: delta[lay.request_of_row[replayed[rows]]])
+            normed = runner.run(lambda rows, replayed=replayed: delta[row_slot[replayed[rows]]])
         elif long_prefix:
             normed = runner.run_rank_one(lambda rows, replayed=replayed: row_direction[replayed[rows]],
-                                         lambda rows, replayed=replayed: delta[lay.request_of_row[replayed[rows]]])
+                                         lambda rows, replayed=replayed: delta[row_slot[replayed[rows]]])
         else:
             normed = runner.run_hooked(lambda rows, replayed=replayed: _rank_one_hook(
-                mlp_out, replayed[rows], lay, delta, row_direction))
+                mlp_out, replayed[rows], row_slot, delta, row_direction))
         local = torch.full((total_rows,), -1, dtype=torch.long, device=device)
         local[replayed] = torch.arange(len(replayed), device=device)
         present = local[lay.target_rows] >= 0
@@ -222,7 +231,7 @@ def optimize_values(
             e_logp = F.log_softmax(runner.logits_at(normed, local[lay.echo_rows[here]], lay.echo_cols[here]), dim=-1)
             echo_kl = F.kl_div(echo_init[here], e_logp, log_target=True, reduction="none").sum(-1)
             echo = echo.index_add(0, lay.echo_request[here], echo_kl) / echo_counts
-        decay = objective.weight_decay * delta.norm(dim=1) / init_values.norm(dim=1).pow(2)
+        decay = objective.weight_decay * delta[slot].norm(dim=1) / init_values.norm(dim=1).pow(2)
         per_request = (nll + objective.kl_factor * kl + objective.echo_factor * echo + decay) * active
         with torch.no_grad():
             prob = torch.zeros(n, device=device).index_add_(0, t_req, token_logp.exp()) / lay.target_counts
@@ -235,9 +244,12 @@ def optimize_values(
         # hide a first token that is still unlikely (the greedy answer would still be the old one).
         worst = torch.zeros(n, device=device).scatter_reduce(
             0, rewrite_owner, row_nll[lay.rewrite_rows], "amax", include_self=False)
-        finished = active & (worst < objective.early_stop_nll)
+        failing = (worst >= objective.early_stop_nll).float()
+        unfinished = torch.zeros(n_slots, device=device).index_add_(0, slot, failing)
+        finished = slot_active & (unfinished == 0)  # a shared δ stops when every request of it passes
         settled[finished] = delta.detach()[finished]
-        active = active & ~finished
+        slot_active = slot_active & ~finished
+        active = slot_active[slot]
         if not bool(active.any()) or step == objective.steps - 1:
             break  # every returned δ is one whose loss was measured
         optimizer.zero_grad()
@@ -247,10 +259,10 @@ def optimize_values(
             norms = delta.norm(dim=1)
             scale = torch.where(norms > max_norm, max_norm / norms.clamp_min(1e-12), torch.ones_like(norms))
             delta.mul_(scale[:, None])
-            delta[~active] = settled[~active]
+            delta[~slot_active] = settled[~slot_active]
         keep = active[lay.request_of_row]
         if int(keep.sum()) <= 0.75 * len(replayed):  # re-recording costs one pass; worth it once rows drop
             replayed = rows_all[keep]
             runner = replayer(replayed)
-    return ValueSolution(keys=keys.detach(), deltas=delta.detach(), init_values=init_values,
+    return ValueSolution(keys=keys.detach(), deltas=delta.detach()[slot], init_values=init_values,
                          target_prob=target_prob.detach(), steps=steps_done, bare_keys=keys_rows[lay.bare_rows])

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from suture.editor.errors import InvalidHyperparametersError, SutureError
 from suture.editor.kv.corpus import CorpusSpec
-from suture.editor.registry import EditMethod, _deep_merge
+from suture.editor.registry import EditMethod, _deep_merge, non_finite_field
 from suture.editor.sites import site_map_for
 from suture.service.jobs.catalog import ModelCatalog
 from suture.service.jobs.files import FileRefused, confined_file, data_roots
@@ -133,6 +133,9 @@ def check_hparams(method: EditMethod, overrides: dict[str, Any], handle: ConfigH
         hparams = method.hparams_model.model_validate(_deep_merge(defaults, overrides))
     except ValidationError as exc:
         raise _from_validation(exc) from None
+    where = non_finite_field(hparams.model_dump())
+    if where is not None:  # "NaN" and "1e400" sent as strings validate to floats
+        raise Inadmissible(_loc(tuple(where.split("."))), "must be a finite number", "finite_number")
     try:
         method.check_hparams(handle, hparams)
     except InvalidHyperparametersError as exc:
@@ -172,7 +175,23 @@ def corpus_sources(model: type[BaseModel], data: Any, loc: tuple = ()) -> list[t
 # --- limits -------------------------------------------------------------------------------------------------
 
 _NUMERIC = {"n_samples": "max_corpus_samples", "max_tokens": "max_corpus_tokens", "steps": "max_steps",
-            "batch_size": "max_batch_size", "chunk_size": "max_batch_size", "fluency_prompts": "max_prompts"}
+            "batch_size": "max_batch_size", "chunk_size": "max_batch_size", "fluency_prompts": "max_prompts",
+            "answer_tokens": "max_generated_tokens", "neighbor_tokens": "max_generated_tokens",
+            "chat_tokens": "max_generated_tokens", "fluency_tokens": "max_generated_tokens"}
+
+
+def _number(value: Any) -> float | None:
+    """`value` as the number a method will see: pydantic also accepts numbers sent as strings ("1e9")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
 
 
 def check_bounds(data: Any, field: str, limits: JobLimits) -> None:
@@ -181,7 +200,8 @@ def check_bounds(data: Any, field: str, limits: JobLimits) -> None:
         for key, value in data.items():
             where = f"{field}.{key}"
             limit = _NUMERIC.get(key)
-            if limit is not None and isinstance(value, int | float) and value > getattr(limits, limit):
+            number = _number(value)
+            if limit is not None and number is not None and number > getattr(limits, limit):
                 raise Inadmissible(where, f"{value} is above this server's maximum {getattr(limits, limit)} "
                                           f"(limits.{limit})", "less_than_equal")
             if key == "groups" and isinstance(value, list):
@@ -199,8 +219,11 @@ def check_bounds(data: Any, field: str, limits: JobLimits) -> None:
 
 
 def _check_groups(groups: list, field: str, limits: JobLimits) -> None:
-    pairs = [g for g in groups if isinstance(g, list | tuple) and len(g) == 2
-             and all(isinstance(x, int) for x in g)]
+    pairs = [(_number(g[0]), _number(g[1])) for g in groups if isinstance(g, list | tuple) and len(g) == 2]
+    pairs = [(length, count) for length, count in pairs if length is not None and count is not None]
+    for i, (length, count) in enumerate(pairs):  # a negative count would let the sum hide a huge one
+        if length < 1 or count < 0:
+            raise Inadmissible(f"{field}.{i}", "a group is (tokens >= 1, prefixes >= 0)", "greater_than_equal")
     if sum(count for _, count in pairs) > limits.max_templates:
         raise Inadmissible(field, f"{sum(c for _, c in pairs)} context prefixes in all; this server takes at most "
                                   f"{limits.max_templates} (limits.max_templates)", "less_than_equal")

@@ -29,8 +29,7 @@ class LoadedModels:
         try:
             yield editor
         finally:
-            if editor.ledger:
-                editor.revert(len(editor.ledger))  # if this raises, the model is dropped, not reused
+            editor.reset()  # also what an error left outside the ledger; if this raises, the model is dropped
             self._editors[name] = editor  # most recently used last
             while len(self._editors) > self.capacity:
                 self._editors.popitem(last=False)

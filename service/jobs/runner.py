@@ -71,6 +71,7 @@ class RunContext:
         return data_roots(self.data_dir, self.allowed_dirs)
     verdicts: list[dict[str, Any]] | None = None  # per-request verdicts of the edit, once applied
     status: str | None = None  # "succeeded" or "partial" (keep_failed) once applied
+    noops: dict[str, Any] = field(default_factory=dict)  # "noop" / "noop_broken" of the edit's details
 
 
 class _Decided:
@@ -139,11 +140,13 @@ def run_job(editor: Editor, ctx: RunContext) -> dict[str, Any]:
         _apply(editor, ctx, cases, timings)
         if ctx.verdicts is not None:
             result["verdicts"], result["status"] = ctx.verdicts, ctx.status
+        result.update(ctx.noops)  # requests not edited because the model already said them
         report, decision = _gate(editor, ctx, cases, timings)
     if report is not None:
         result["report"] = _summary(report)
     if decision is not None:
-        result["gate"] = {"passed": decision.passed, "failures": decision.failures}
+        result["gate"] = {"passed": decision.passed, "failures": decision.failures,
+                          "not_measured": decision.not_measured}
         if not decision.passed:
             raise JobFailed("gate failed: " + "; ".join(decision.failures), result)
     ctx.report(0.95, "writing outputs")
@@ -188,6 +191,9 @@ def _apply(editor: Editor, ctx: RunContext, cases: list[EditRequest] | None, tim
     if applied.verdicts:
         ctx.verdicts = [v.model_dump(mode="json") for v in applied.verdicts]
         ctx.status = applied.status
+    for name in ("noop", "noop_broken"):  # requests left out as already answered, and any the edit broke
+        if applied.details.get(name):
+            ctx.noops[name] = applied.details[name]
 
 
 def _gate(editor: Editor, ctx: RunContext, cases: list[EditRequest] | None, timings: dict[str, float]):

@@ -163,8 +163,15 @@ class JobStore:
         return self._update(job_id, jobs.c.status == QUEUED, status=RUNNING, worker=worker, started_at=now(),
                             heartbeat_at=now(), attempts=jobs.c.attempts + 1, stage="starting", error=None)
 
-    def progress(self, job_id: str, fraction: float, stage: str | None) -> bool:
-        return self._update(job_id, jobs.c.status == RUNNING, progress=fraction, stage=stage, heartbeat_at=now())
+    @staticmethod
+    def _running(attempt: int | None):
+        """Running, and (given `attempt`, the run's `attempts` at its claim) still that run: a run whose lease
+        expired and whose job was claimed again must neither report nor finish it."""
+        return jobs.c.status == RUNNING if attempt is None else and_(jobs.c.status == RUNNING,
+                                                                     jobs.c.attempts == attempt)
+
+    def progress(self, job_id: str, fraction: float, stage: str | None, attempt: int | None = None) -> bool:
+        return self._update(job_id, self._running(attempt), progress=fraction, stage=stage, heartbeat_at=now())
 
     def heartbeat(self, job_ids: list[str]) -> None:
         if job_ids:
@@ -184,12 +191,13 @@ class JobStore:
             return set(conn.execute(select(jobs.c.id).where(and_(jobs.c.id.in_(job_ids),
                                                                  jobs.c.cancel_requested.is_(True)))).scalars())
 
-    def finish(self, job_id: str, status: JobStatus, result: dict | None = None, error: str | None = None) -> bool:
+    def finish(self, job_id: str, status: JobStatus, result: dict | None = None, error: str | None = None,
+               attempt: int | None = None) -> bool:
         values: dict[str, Any] = dict(status=status.value, result=result, error=error, finished_at=now(),
                                       stage=status.value)
         if status is JobStatus.succeeded:
             values["progress"] = 1.0
-        return self._update(job_id, jobs.c.status == RUNNING, **values)
+        return self._update(job_id, self._running(attempt), **values)
 
     def retry_or_fail(self, job_id: str, reason: str) -> JobStatus | None:
         """A run died (worker lost, lease expired): queue it again, or fail it once attempts are used up."""

@@ -7,12 +7,15 @@ it is gone; the dispatcher's own write is then a no-op (state changes are condit
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import time
 import traceback
 from typing import Any
+
+from pydantic import ValidationError
 
 from suture.editor.errors import SutureError
 from suture.editor.progress import cancellation_check
@@ -51,36 +54,42 @@ class EditWorker:
         row = self.store.row(job_id)
         if row is None:
             return self._outcome(JobStatus.failed, error=f"job {job_id} vanished from the store")
-        spec = JobCreate.model_validate(row.spec)
+        attempt = row.attempts  # this run's claim: a later claim of the same job makes it stale
+        try:
+            spec = JobCreate.model_validate(row.spec)
+        except ValidationError as exc:  # stored before a stricter schema: definite, not a dead worker
+            return self._finish(job_id, JobStatus.failed, error=f"the stored job no longer validates: {exc}",
+                                attempt=attempt)
         limit = min(spec.time_limit or self.settings.job_time_limit, self.settings.job_time_limit)
         ctx = RunContext(job_id=job_id, spec=spec, artifacts_dir=owner_area(self.settings.artifacts_dir, row.owner_id),
-                         data_dir=self.settings.data_dir, report=self._reporter(job_id),
+                         data_dir=self.settings.data_dir, report=self._reporter(job_id, attempt),
                          check=self._checker(job_id, time.monotonic() + limit, limit),
                          allowed_dirs=self.settings.allowed_dirs, limits=self.settings.limits)
+        finish = functools.partial(self._finish, attempt=attempt)
         try:
             with cancellation_check(ctx.check):
                 ctx.report(0.0, "loading model")
                 with self.models.checkout(spec.model) as editor:
                     ctx.check()
                     result = run_job(editor, ctx)
-            return self._finish(job_id, JobStatus.succeeded, result=result)
+            return finish(job_id, JobStatus.succeeded, result=result)
         except LostLease:
             return self._outcome(JobStatus.queued, error="lost the lease; the job runs elsewhere")
         except JobTimedOut as exc:
-            return self._finish(job_id, JobStatus.failed, error=str(exc))
+            return finish(job_id, JobStatus.failed, error=str(exc))
         except JobCancelled:
-            return self._finish(job_id, JobStatus.cancelled, error="cancelled on request")
+            return finish(job_id, JobStatus.cancelled, error="cancelled on request")
         except JobFailed as exc:
-            return self._finish(job_id, JobStatus.failed, result=exc.result, error=str(exc))
+            return finish(job_id, JobStatus.failed, result=exc.result, error=str(exc))
         except SutureError as exc:  # suture's own verdict on the input: definite, not retried
-            return self._finish(job_id, JobStatus.failed, error=f"{type(exc).__name__}: {exc}")
+            return finish(job_id, JobStatus.failed, error=f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # anything else may be transient (memory, a device, a file system): retry
             log.error("job %s failed:\n%s", job_id, traceback.format_exc())
             reason = f"internal error: {type(exc).__name__}: {exc}"
             status = self.store.retry_or_fail(job_id, reason) or JobStatus.failed
             return self._outcome(status, error=reason)
 
-    def _reporter(self, job_id: str):
+    def _reporter(self, job_id: str, attempt: int | None = None):
         last = {"at": 0.0, "stage": None}
 
         def report(fraction: float, stage: str) -> None:
@@ -88,7 +97,7 @@ class EditWorker:
             if stage == last["stage"] and now - last["at"] < self.PROGRESS_INTERVAL:
                 return
             last.update(at=now, stage=stage)
-            if not self.store.progress(job_id, fraction, stage[:200]):
+            if not self.store.progress(job_id, fraction, stage[:200], attempt=attempt):
                 raise LostLease(job_id)
             if self.store.cancel_requested(job_id):
                 raise JobCancelled(job_id)
@@ -111,8 +120,10 @@ class EditWorker:
 
         return check
 
-    def _finish(self, job_id: str, status: JobStatus, result: dict | None = None, error: str | None = None):
-        self.store.finish(job_id, status, result=result, error=error)
+    def _finish(self, job_id: str, status: JobStatus, result: dict | None = None, error: str | None = None,
+                attempt: int | None = None):
+        if not self.store.finish(job_id, status, result=result, error=error, attempt=attempt):
+            return self._outcome(JobStatus.queued, error="lost the lease; the job runs elsewhere")
         return self._outcome(status, result, error)
 
     def _outcome(self, status: JobStatus, result: dict | None = None, error: str | None = None) -> dict[str, Any]:
