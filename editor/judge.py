@@ -13,6 +13,10 @@
 mention of the old one, "old" when the old one comes first (or alone), and "neither" otherwise. This is
 the measure of "The Mirage of Model Editing" (Yang et al. 2025, arXiv 2502.11177) and EasyEdit's WILD
 evaluation: what a user reads, not a teacher-forced score.
+
+`stutters(text, target)` says whether the first mention is followed at once by the target again
+("midfielder midfielder midfielder"): an edit that over-writes its value names the target and then cannot
+stop. The judge still counts such an answer as naming it; the per-request verdict fails it.
 """
 
 from __future__ import annotations
@@ -83,3 +87,14 @@ def names_new(text: str, target_new: str, target_true: str | None = None) -> boo
     return judge(text, target_new, target_true) == "new"
 
 
+
+
+def stutters(text: str, target: str) -> bool:
+    """True when `target`'s first mention in `text` is followed directly (punctuation and spaces aside)
+    by `target` again, as in " midfielder midfielder midfielder"."""
+    at = find_mention(text, target)
+    if at is None:
+        return False
+    needle = normalize(target)
+    rest = normalize(text)[at + len(needle):].lstrip()
+    return bool(rest) and find_mention(rest, target) == 0

@@ -7,7 +7,8 @@ generation:
   choice after the prompt and the target tokens before it, so the whole target is the greedy answer; each
   token is tested on its own, not the mean NLL, so an unlikely first token cannot hide behind easy ones;
 - the greedy continuation, cut at its natural end (editor/generation.py), names the new target before any
-  mention of the old one (editor/judge.py), so a target that the model extends into another word fails.
+  mention of the old one (editor/judge.py), so a target that the model extends into another word fails,
+  and does not repeat the target right after it (a degenerate "midfielder midfielder midfielder").
 
 `Editor.apply` rolls an edit back when a request fails and raises `EditRequestsFailedError` naming each
 failed request with what was measured, unless asked to keep partial results.
@@ -20,7 +21,7 @@ from pydantic import BaseModel
 
 from suture.editor.errors import SutureError
 from suture.editor.generation import generate_greedy
-from suture.editor.judge import judge
+from suture.editor.judge import judge, stutters
 from suture.editor.kv.tokens import request_target_ids
 from suture.editor.requests import EditRequest
 
@@ -92,6 +93,9 @@ def check_requests(handle, requests: list[EditRequest], max_new_tokens: int | No
         if judged != "new":
             reasons.append(f"greedy answer {gen.text!r} does not name {r.target_new!r}"
                            + (" (names the old target first)" if judged == "old" else ""))
+        elif stutters(gen.text, r.target_new):
+            reasons.append(f"greedy answer {gen.text!r} repeats {r.target_new.strip()!r} over and over "
+                           "(a degenerate edit: the value is too strong for this prompt)")
         verdicts.append(RequestVerdict(
             request=r.label, passed=not reasons, reason="; ".join(reasons),
             target_tokens=[tok.decode([x]) for x in t], token_probs=pr, token_greedy=gr,

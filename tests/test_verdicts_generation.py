@@ -9,7 +9,7 @@ from tiny import tiny_model
 
 from suture.editor import Editor, EditRequest, EditRequestsFailedError
 from suture.editor.generation import cut_at_stop, generate_greedy
-from suture.editor.judge import find_mention, judge, normalize
+from suture.editor.judge import find_mention, judge, normalize, stutters
 from suture.editor.kv.spelling import is_spaceless_char, target_separator
 from suture.editor.kv.tokens import encode_target, request_target_ids
 from suture.editor.verdicts import check_requests
@@ -96,13 +96,42 @@ def test_generate_greedy_batched_equals_one_by_one():
 
 # --- verdicts --------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize(("text", "target", "expected"), [
+    (" midfielder midfielder midfielder midfield", "midfielder", True),
+    (" of midfielder, midfielder.", "midfielder", True),
+    (" New York New York, the city", "New York", True),
+    ("作者是小明小明小明", "小明", True),
+    (" midfielder, who played for Manchester United as a midfielder", "midfielder", False),
+    (" New York, New Jersey and Boston", "New York", False),
+    (" Apple and Apple's Macintosh", "Apple", False),
+    (" Paris", "Paris", False),
+    (" Rome", "Paris", False),
+])
+def test_stutters_is_the_target_again_right_after_itself(text, target, expected):
+    assert stutters(text, target) is expected
+
+
+def test_a_stuttering_answer_fails_its_verdict(monkeypatch):
+    """" London London London" names the target, and no user would call it a working edit."""
+    import suture.editor.verdicts as verdicts
+
+    class Said:
+        text = " London London London London"
+
+    monkeypatch.setattr(verdicts, "generate_greedy", lambda handle, texts, **_: [Said() for _ in texts])
+    model, tok = tiny_model("llama")
+    (verdict,) = check_requests(Editor.from_model(model, tok).handle, [REQUEST])
+    assert verdict.judged == "new" and not verdict.passed and "repeats 'London'" in verdict.reason
+
+
 def test_verdict_numbers_are_per_token():
     model, tok = tiny_model("llama")
     editor = Editor.from_model(model, tok)
     (verdict,) = check_requests(editor.handle, [REQUEST])
     assert len(verdict.token_probs) == len(verdict.target_tokens) == len(verdict.token_greedy)
     assert verdict.min_token_prob == min(verdict.token_probs)
-    assert verdict.passed == (all(verdict.token_greedy) and verdict.judged == "new")
+    assert verdict.passed == (all(verdict.token_greedy) and verdict.judged == "new"
+                              and not stutters(verdict.generated, REQUEST.target_new))
     if not verdict.passed:
         assert verdict.reason
 
