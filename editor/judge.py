@@ -14,9 +14,9 @@ mention of the old one, "old" when the old one comes first (or alone), and "neit
 the measure of "The Mirage of Model Editing" (Yang et al. 2025, arXiv 2502.11177) and EasyEdit's WILD
 evaluation: what a user reads, not a teacher-forced score.
 
-`stutters(text, target)` says whether the first mention is followed at once by the target again
-("midfielder midfielder midfielder"): an edit that over-writes its value names the target and then cannot
-stop. The judge still counts such an answer as naming it; the per-request verdict fails it.
+`stutters(text, target)` says whether the answer cannot stop saying the target ("midfielder midfielder",
+"Aleppo, Aleppo, Aleppo"): an edit whose value is too strong names the target and then repeats it. The
+judge still counts such an answer as naming it; the per-request verdict fails it.
 """
 
 from __future__ import annotations
@@ -89,12 +89,30 @@ def names_new(text: str, target_new: str, target_true: str | None = None) -> boo
 
 
 
+
+def _fold(text: str) -> str:
+    """`normalize` without the punctuation step: case, accents and whitespace runs only."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def _run_length(hay: str, needle: str) -> int:
+    """How many times `needle` occurs in a row from its first mention in `hay`, with only spaces between."""
+    at = find_mention(hay, needle)
+    if at is None or not needle:
+        return 0
+    count, position = 1, at + len(needle)
+    while True:
+        rest = hay[position:]
+        gap = len(rest) - len(rest.lstrip())
+        if find_mention(rest[gap:], needle) != 0 or not rest[gap:].startswith(needle):
+            return count
+        count, position = count + 1, position + gap + len(needle)
+
+
 def stutters(text: str, target: str) -> bool:
-    """True when `target`'s first mention in `text` is followed directly (punctuation and spaces aside)
-    by `target` again, as in " midfielder midfielder midfielder"."""
-    at = find_mention(text, target)
-    if at is None:
-        return False
-    needle = normalize(target)
-    rest = normalize(text)[at + len(needle):].lstrip()
-    return bool(rest) and find_mention(rest, target) == 0
+    """True when an answer cannot stop saying `target`: said twice in a row with nothing but spaces
+    between (" midfielder midfielder", "小明小明"), or three times in a row with punctuation between
+    (" Aleppo, Aleppo, Aleppo"). Twice with punctuation (" London, London, UK") is left alone."""
+    return _run_length(_fold(text), _fold(target)) >= 2 or _run_length(normalize(text), normalize(target)) >= 3

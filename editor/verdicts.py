@@ -8,7 +8,7 @@ generation:
   token is tested on its own, not the mean NLL, so an unlikely first token cannot hide behind easy ones;
 - the greedy continuation, cut at its natural end (editor/generation.py), names the new target before any
   mention of the old one (editor/judge.py), so a target that the model extends into another word fails,
-  and does not repeat the target right after it (a degenerate "midfielder midfielder midfielder").
+  and does not keep repeating it (a degenerate "midfielder midfielder midfielder", judge.stutters).
 
 `Editor.apply` rolls an edit back when a request fails and raises `EditRequestsFailedError` naming each
 failed request with what was measured, unless asked to keep partial results.
@@ -94,7 +94,7 @@ def check_requests(handle, requests: list[EditRequest], max_new_tokens: int | No
             reasons.append(f"greedy answer {gen.text!r} does not name {r.target_new!r}"
                            + (" (names the old target first)" if judged == "old" else ""))
         elif stutters(gen.text, r.target_new):
-            reasons.append(f"greedy answer {gen.text!r} repeats {r.target_new.strip()!r} over and over "
+            reasons.append(f"greedy answer {gen.text!r} repeats {r.target_new.strip()!r} without stopping "
                            "(a degenerate edit: the value is too strong for this prompt)")
         verdicts.append(RequestVerdict(
             request=r.label, passed=not reasons, reason="; ".join(reasons),

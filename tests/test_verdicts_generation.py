@@ -98,10 +98,13 @@ def test_generate_greedy_batched_equals_one_by_one():
 
 @pytest.mark.parametrize(("text", "target", "expected"), [
     (" midfielder midfielder midfielder midfield", "midfielder", True),
-    (" of midfielder, midfielder.", "midfielder", True),
+    (" of Midfielder  midfielder.", "midfielder", True),
+    (" Aleppo, Aleppo, Aleppo, Aleppo", "Aleppo", True),
     (" New York New York, the city", "New York", True),
-    ("作者是小明小明小明", "小明", True),
+    ("作者是小明小明", "小明", True),
+    (" London, London, UK, in 1891.", "London", False),
     (" midfielder, who played for Manchester United as a midfielder", "midfielder", False),
+    (" midfielders midfielder", "midfielder", False),
     (" New York, New Jersey and Boston", "New York", False),
     (" Apple and Apple's Macintosh", "Apple", False),
     (" Paris", "Paris", False),
@@ -121,7 +124,7 @@ def test_a_stuttering_answer_fails_its_verdict(monkeypatch):
     monkeypatch.setattr(verdicts, "generate_greedy", lambda handle, texts, **_: [Said() for _ in texts])
     model, tok = tiny_model("llama")
     (verdict,) = check_requests(Editor.from_model(model, tok).handle, [REQUEST])
-    assert verdict.judged == "new" and not verdict.passed and "repeats 'London'" in verdict.reason
+    assert verdict.judged == "new" and not verdict.passed and "repeats 'London' without stopping" in verdict.reason
 
 
 def test_verdict_numbers_are_per_token():

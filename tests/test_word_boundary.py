@@ -67,27 +67,3 @@ def test_the_boundary_term_lowers_the_chance_of_continuing_the_word(through_upda
     with_boundary = optimize_values(handle, 1, [REQUEST], ["{}"], ValueObjective(**base, word_boundary=True),
                                     read_direction=direction)
     assert continuing_after_target(with_boundary) < continuing_after_target(without)
-
-
-@pytest.mark.parametrize("through_update", [False, True])
-def test_the_repeat_guard_lowers_the_chance_of_saying_the_target_again(through_update):
-    """" midfielder midfielder midfielder": with `repeat_guard` the position after the target also pushes
-    down the target's own first token."""
-    model, tok = tiny_model("llama")
-    handle = Editor.from_model(model, tok).handle
-    direction = through_update_direction if through_update else None
-    base = dict(lr=0.05, steps=15, early_stop_nll=0.0, weight_decay=0.0, clamp_norm_factor=1000.0,
-                word_boundary=True)
-    batch, lay = value_layout(tok, [REQUEST], ["{}"], "{} is a", word_boundary=True)
-    mlp_out = model.get_submodule(handle.sites.mlp_out_path(1))
-    first = int(lay.boundary_first[0])
-    assert first == int(lay.target_ids[0])
-
-    def again_after_target(solution) -> float:
-        logits = row_logits(model, mlp_out, batch, 0, solution, direction)[int(lay.boundary_cols[0])]
-        return float(F.softmax(logits, -1)[first])
-
-    plain = optimize_values(handle, 1, [REQUEST], ["{}"], ValueObjective(**base), read_direction=direction)
-    guarded = optimize_values(handle, 1, [REQUEST], ["{}"], ValueObjective(**base, repeat_guard=True),
-                              read_direction=direction)
-    assert again_after_target(guarded) < again_after_target(plain)

@@ -30,7 +30,6 @@ class ValueLayout:
     boundary_rows: torch.Tensor  # (row, position) after the last target token of a target that ends in a
     boundary_cols: torch.Tensor  # word (word_boundary.py): the next token should not continue that word
     boundary_request: torch.Tensor
-    boundary_first: torch.Tensor  # the target's first token at each boundary: the target said again
     echo_rows: torch.Tensor  # (row, position) predicting each token of the subject copied after the prompt
     echo_cols: torch.Tensor  # (echo.py): an edit should not garble the subject when the model restates it
     echo_request: torch.Tensor
@@ -83,7 +82,7 @@ def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], k
             e_cols.append(start - 1 + j)  # the position whose next-token distribution predicts copy token j
             e_req.append(owner[row])
     rows, cols, ids, req = [], [], [], []
-    b_rows, b_cols, b_req, b_first = [], [], [], []
+    b_rows, b_cols, b_req = [], [], []
     for row, (i, row_kind) in enumerate(zip(owner, kind)):
         if row_kind != "rewrite":
             continue
@@ -91,7 +90,6 @@ def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], k
             b_rows.append(row)
             b_cols.append(int(batch.lengths[row]) - 1)  # the last target token predicts what follows it
             b_req.append(i)
-            b_first.append(targets[i][0])
         prompt_len = int(batch.lengths[row]) - len(suffixes[row])
         for j, token in enumerate(targets[i]):
             rows.append(row)
@@ -108,7 +106,7 @@ def value_layout(tokenizer, requests: list[EditRequest], templates: list[str], k
         target_request=torch.tensor(req),
         target_counts=torch.bincount(torch.tensor(req), minlength=len(requests)),
         boundary_rows=torch.tensor(b_rows, dtype=torch.long), boundary_cols=torch.tensor(b_cols, dtype=torch.long),
-        boundary_request=torch.tensor(b_req, dtype=torch.long), boundary_first=torch.tensor(b_first, dtype=torch.long),
+        boundary_request=torch.tensor(b_req, dtype=torch.long),
         echo_rows=torch.tensor(e_rows, dtype=torch.long), echo_cols=torch.tensor(e_cols, dtype=torch.long),
         echo_request=torch.tensor(e_req, dtype=torch.long),
     )

@@ -63,9 +63,6 @@ class ValueObjective(BaseModel):
     # " sit|com" came out as " sitcoms" and " ESP|N" as " ESPNCOPE". Adds -log(1 - P(continuation)) to
     # the request's loss and to its stopping test.
     word_boundary: bool = False
-    # With word_boundary: also push down the target's own first token right after the target, so the edited
-    # model does not say it again and again (" midfielder midfielder midfielder", which the verdict fails).
-    repeat_guard: bool = False
     # Keep the model able to restate the subject (echo.py): KL(p_δ || p_orig) at each token of the subject
     # copied after the prompt, mean over the copy's tokens, times this factor; 0 leaves the rows out.
     echo_factor: float = Field(0.0, ge=0)
@@ -219,12 +216,7 @@ def optimize_values(
             b_logits = runner.logits_at(normed, local[b_rows], lay.boundary_cols[here])
             if continuing is None:
                 continuing = continuation_mask(handle.tokenizer, b_logits.shape[-1], device)
-            b_logp = F.log_softmax(b_logits, dim=-1)
-            log_continue = torch.logsumexp(b_logp[:, continuing], dim=-1)
-            if objective.repeat_guard:  # P(continue the word) + P(start the target again), disjoint sets
-                first = lay.boundary_first[here]
-                log_again = b_logp.gather(1, first[:, None]).squeeze(1)
-                log_continue = torch.where(continuing[first], log_continue, torch.logaddexp(log_continue, log_again))
+            log_continue = torch.logsumexp(F.log_softmax(b_logits, dim=-1)[:, continuing], dim=-1)
             boundary_nll = -torch.log(-torch.expm1(log_continue.clamp(max=-1e-6)))  # -log(1 - P(continue))
             nll = nll + torch.zeros(n, device=device).index_add_(
                 0, lay.boundary_request[here], boundary_nll) / boundary_counts
