@@ -189,18 +189,34 @@ def test_asking_for_a_broken_method_says_why():
         del registry._LOAD_ERRORS["from-a-broken-plugin"]
 
 
-@register_method
-class NonFiniteMethod(EditMethod):
-    """Writes a NaN into one MLP output projection: what a diverged optimization or a 'NaN' factor gives."""
+def register_dense_change(name: str, change) -> None:
+    """Register a method `name` that adds `change(weight)` to one MLP output projection."""
 
-    name = "test-non-finite"
-    hparams_model = ScaleHParams
+    class DenseChange(EditMethod):
+        hparams_model = ScaleHParams
 
-    def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: ScaleHParams) -> MethodOutput:
-        path = ctx.handle.sites.mlp_out_path(hparams.layer)
-        change = torch.zeros_like(ctx.handle.model.get_submodule(path).weight)
-        change[0, 0] = float("nan")
-        return MethodOutput([WeightDelta(module=path, dense=change)])
+        def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: ScaleHParams) -> MethodOutput:
+            path = ctx.handle.sites.mlp_out_path(hparams.layer)
+            weight = ctx.handle.model.get_submodule(path).weight.detach()
+            return MethodOutput([WeightDelta(module=path, dense=change(weight))])
+
+    DenseChange.name = name
+    register_method(DenseChange)
+
+
+def _with_a_nan(weight: torch.Tensor) -> torch.Tensor:
+    change = torch.zeros_like(weight)
+    change[0, 0] = float("nan")  # what a diverged optimization or a 'NaN' factor gives
+    return change
+
+
+def _large_noise(weight: torch.Tensor) -> torch.Tensor:  # an edit that changes the model's other answers
+    noise = torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)) * 50 * weight.abs().max()
+    return noise.to(weight.dtype)
+
+
+register_dense_change("test-non-finite", _with_a_nan)
+register_dense_change("test-scramble", _large_noise)
 
 
 @pytest.mark.parametrize("value", ["NaN", "inf", "-Infinity", "1e400", float("nan")])
@@ -251,20 +267,6 @@ def test_reset_also_undoes_a_change_outside_the_ledger():
     editor.reset()
     assert not editor.ledger
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-
-
-@register_method
-class ScrambleMethod(EditMethod):
-    """Adds large noise to one MLP output projection: an edit that changes the model's other answers."""
-
-    name = "test-scramble"
-    hparams_model = ScaleHParams
-
-    def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: ScaleHParams) -> MethodOutput:
-        path = ctx.handle.sites.mlp_out_path(hparams.layer)
-        weight = ctx.handle.model.get_submodule(path).weight
-        noise = torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)) * 50 * weight.abs().max()
-        return MethodOutput([WeightDelta(module=path, dense=noise.to(weight.dtype))])
 
 
 def test_a_no_op_the_edit_breaks_fails_it():
