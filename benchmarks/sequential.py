@@ -8,7 +8,8 @@ Variants: rome, memit, memit+null (null-space preservation), memit+anchor (norm 
 rome+anchor, rome+null. At each checkpoint: Efficacy / Paraphrase / Neighborhood over every edit applied so far,
 drift (mean KL and top-1 agreement to the unedited model on reference text), growth of the edited weights
 (largest ‖W‖/‖W₀‖ - 1 and ‖W - W₀‖/‖W₀‖ over them), seconds per edit (mean over all edits so far, and mean
-and median over the edits since the previous checkpoint: whether an edit gets slower as the ledger grows),
+and median over the edits since the previous checkpoint: whether an edit gets slower as the ledger grows;
+with the mean number of value-optimization steps over those edits, where most of an edit's time goes),
 and with --generated the generated metrics (over a seeded sample of the edits so far with --generated-sample).
 """
 
@@ -40,14 +41,15 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
 
     method, hparams = VARIANTS[variant]
     hparams = {**hparams, **extra.get(method, {})}
-    rows, times, applied, last = [], [], 0, 0
+    rows, times, steps, applied, last = [], [], [], 0, 0
     base_cache: dict = {}  # the unedited model's answers, kept across checkpoints
     pre_neighborhood = score_cases(editor.handle, cases[: max(checkpoints)]).cases
     while applied < max(checkpoints):
         batch = cases[applied: applied + batch_size]
         started = time.perf_counter()
-        editor.apply(batch, method=method, keep_failed=True, **hparams)
+        result = editor.apply(batch, method=method, keep_failed=True, **hparams)
         times += [(time.perf_counter() - started) / len(batch)] * len(batch)
+        steps += [_most(result.details.get("value_steps"))] * len(batch)
         applied += len(batch)
         if applied in checkpoints:
             scores = score_cases(editor.handle, cases[:applied])
@@ -63,7 +65,8 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
                          "weight_change_max": max((g.relative_change or 0.0 for g in growth), default=0.0),
                          "seconds_per_edit": sum(times) / applied,
                          "seconds_per_edit_window": sum(window) / len(window),
-                         "seconds_per_edit_window_median": statistics.median(window)})
+                         "seconds_per_edit_window_median": statistics.median(window),
+                         "value_steps_window_mean": _mean(steps[len(steps) - len(window):])})
             if generated_args is not None:
                 judged = generated_sample(cases[:applied], generated_args.generated_sample)
                 rows[-1].update(generated_row(editor, judged, generated_args, base_cache, edits=applied))
@@ -73,6 +76,19 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
             last = applied
     editor.revert(len(editor.ledger))
     return rows
+
+
+def _most(found) -> int | None:
+    """The largest number of value steps in an edit's details (nested per group and per chunk)."""
+    if isinstance(found, list):
+        inner = [_most(item) for item in found]
+        return max((i for i in inner if i is not None), default=None)
+    return found if isinstance(found, int) else None
+
+
+def _mean(values: list) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
 
 
 def generated_sample(cases: list, size: int | None) -> list:

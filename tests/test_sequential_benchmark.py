@@ -29,6 +29,7 @@ def test_rows_report_growth_window_time_and_a_bounded_generated_sample(tmp_path)
     for row in rows:
         assert row["norm_growth_max"] > -1 and row["weight_change_max"] > 0
         assert row["seconds_per_edit_window"] > 0 and row["seconds_per_edit_window_median"] > 0
+        assert 1 <= row["value_steps_window_mean"] <= OBJECTIVE["steps"]
     assert [r["gen_cases"] for r in rows] == [1, 2]  # three edits so far, a sample of two judged
     assert not editor.ledger  # the variant reverts what it applied
 

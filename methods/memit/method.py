@@ -57,10 +57,12 @@ class Memit(EditMethod):
         # 1. Target residuals δ at the last layer, chunk by chunk.
         deltas, init_values = [], []
         chunks = list(_chunks(requests, hparams.chunk_size))
+        details["value_steps"] = []  # per chunk: where an edit's time goes (benchmarks/sequential.py)
         for i, chunk in enumerate(chunks):
             solution = optimize_values(handle, top, chunk, templates, hparams.objective)
             deltas.append(solution.deltas)
             init_values.append(solution.init_values)
+            details["value_steps"].append(solution.steps)
             ctx.report("value", (i + 1) / len(chunks))
         delta = torch.cat(deltas)
         if hparams.norm_anchor is not None:
