@@ -29,15 +29,18 @@ from suture.editor.kv.spelling import is_spaceless_char
 Verdict = Literal["new", "old", "neither"]
 
 
+def _fold_chars(text: str) -> str:
+    """NFKC, case-folded, accents stripped (NFD marks dropped, then NFC); spaces and punctuation kept."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    decomposed = unicodedata.normalize("NFD", text)
+    return unicodedata.normalize("NFC", "".join(c for c in decomposed if unicodedata.category(c) != "Mn"))
+
+
 def normalize(text: str) -> str:
     """NFKC, case-folded, accents stripped, punctuation and whitespace runs collapsed to one space,
     stripped. Characters of spaceless scripts are kept as they are (after NFKC)."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    decomposed = unicodedata.normalize("NFD", text)
-    text = "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
-    text = unicodedata.normalize("NFC", text)
     out = []
-    for char in text:
+    for char in _fold_chars(text):
         category = unicodedata.category(char)
         out.append(" " if category[0] in "PZSC" or char.isspace() else char)
     return " ".join("".join(out).split())
@@ -87,14 +90,9 @@ def names_new(text: str, target_new: str, target_true: str | None = None) -> boo
     return judge(text, target_new, target_true) == "new"
 
 
-
-
-
 def _fold(text: str) -> str:
     """`normalize` without the punctuation step: case, accents and whitespace runs only."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
-    return " ".join(unicodedata.normalize("NFC", text).split())
+    return " ".join(_fold_chars(text).split())
 
 
 def _run_length(hay: str, needle: str) -> int:

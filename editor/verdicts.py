@@ -23,6 +23,7 @@ from suture.editor.errors import SutureError
 from suture.editor.generation import generate_greedy
 from suture.editor.judge import judge, stutters
 from suture.editor.kv.tokens import request_target_ids
+from suture.editor.noop import find_noops
 from suture.editor.requests import EditRequest
 
 # What `Editor.apply(keep_failed=None)` does: roll back (False). The unit tests of weight mechanics on
@@ -133,8 +134,6 @@ def _broken_noops(handle, noops: list[EditRequest]) -> list[RequestVerdict]:
     left out by, `editor/noop.py`), with the full measurement."""
     if not noops:
         return []
-    from suture.editor.noop import find_noops  # noop.py generates; imported here to keep this module light
-
     still = {n["request"] for n in find_noops(handle, noops)}
     lost = [r for i, r in enumerate(noops) if i not in still]
     verdicts = check_requests(handle, lost) if lost else []
