@@ -12,7 +12,7 @@ import resource
 import sys
 import time
 
-from bench_common import add_generated_options, benchmark_parser, generated_row, ready
+from bench_common import add_generated_options, benchmark_parser, generated_row, load_editor, ready
 
 
 def _progress(stage: str, fraction: float) -> None:
@@ -30,10 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not ready(args):
         return 2
-    from suture.editor import Editor
     from suture.evaluation import load_counterfact, score_cases
 
-    editor = Editor.load(args.model)
+    editor = load_editor(args)
     cases = load_counterfact(args.data, limit=args.n, offset=args.offset)
     from suture.editor.conflicts import without_clashes
 

@@ -12,7 +12,16 @@ def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="e.g. ../shared/data/counterfact_rome_format_1000.json")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda when available, else cpu)")
+    parser.add_argument("--dtype", help="float32, bfloat16 or float16 (default: float32)")
     return parser
+
+
+def load_editor(args: argparse.Namespace):
+    """The editor of `--model` on `--device` in `--dtype`."""
+    from suture.editor import Editor
+
+    return Editor.load(args.model, device=args.device, dtype=args.dtype)
 
 
 def ready(args: argparse.Namespace) -> bool:

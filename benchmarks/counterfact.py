@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import benchmark_parser, ready
+from bench_common import benchmark_parser, load_editor, ready
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,11 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     if not ready(args):
         return 2
 
-    from suture.editor import Editor
     from suture.evaluation import load_counterfact, score_cases
 
     hparams = json.loads(args.hparams)
-    editor = Editor.load(args.model)
+    editor = load_editor(args)
     cases = load_counterfact(args.data, limit=args.n, offset=args.offset)
     pre = score_cases(editor.handle, cases)
 

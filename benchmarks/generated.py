@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import benchmark_parser, ready
+from bench_common import benchmark_parser, load_editor, ready
 
 KEYS_TF = ("efficacy", "paraphrase", "neighborhood")
 KEYS_GEN = ("efficacy", "paraphrase", "chat", "generation_prompts", "locality", "subject_kept")
@@ -64,13 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     if not ready(args):
         return 2
 
-    from suture.editor import Editor
     from suture.evaluation import load_counterfact, score_cases
     from suture.evaluation.generated import GenerationOptions, evaluate_generated
 
     hparams = json.loads(args.hparams)
     options = GenerationOptions(**{"generation_prompts": 1, **json.loads(args.generation)})
-    editor = Editor.load(args.model)
+    editor = load_editor(args)
     cases = load_counterfact(args.data, limit=args.n, offset=args.offset)
     rows_path = Path(args.rows)
     rows_path.parent.mkdir(parents=True, exist_ok=True)

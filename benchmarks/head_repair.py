@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import benchmark_parser, ready
+from bench_common import benchmark_parser, load_editor, ready
 
 QA_FORMAT = "Q: Complete the sentence. {prompt}\nA: {prompt}"
 
@@ -85,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from suture.editor import Editor
     from suture.methods.localize import HeadAttribution, save_head_heatmap
     from suture.methods.localize.last_token import last_token_logprobs
     from suture.repair import (
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    editor = Editor.load(args.model)
+    editor = load_editor(args)
     facts = json.loads(Path(args.data).read_text())
     known, failing = build_family(editor, facts)
     rng = random.Random(args.seed)

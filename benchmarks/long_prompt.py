@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from bench_common import benchmark_parser, ready
+from bench_common import benchmark_parser, load_editor, ready
 
 
 def filler_text(records: list[dict], avoid: str, tokenizer, tokens: int) -> str:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.corpus_texts:
         hparams.setdefault("corpus", {}).update(source=write_corpus(args.data, args.corpus_texts),
                                                n_samples=args.corpus_texts)
-    editor = Editor.load(args.model)
+    editor = load_editor(args)
     tok = editor.tokenizer
     with open(args.data, encoding="utf-8") as f:
         records = json.load(f)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
-from bench_common import benchmark_parser, ready
+from bench_common import benchmark_parser, load_editor, ready
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from suture.editor import Editor, EditRequest
+    from suture.editor import EditRequest
     from suture.editor.kv import CorpusSpec
     from suture.editor.kv.capture import capture_input, hooks, run_until_stopped
     from suture.editor.kv.keys import compute_keys
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from suture.methods.rome import Rome
     from suture.methods.shared.rank_one import read_directions
 
-    editor = Editor.load(args.model)
+    editor = load_editor(args)
     handle = editor.handle
     hparams = Rome().default_hparams(handle)
     layer = hparams.layer

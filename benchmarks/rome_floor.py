@@ -18,7 +18,7 @@ import sys
 import time
 
 import torch
-from bench_common import benchmark_parser, ready
+from bench_common import benchmark_parser, load_editor, ready
 
 
 def step_seconds(handle, layer: int, request, templates: list[str], kl_prompt: str) -> float:
@@ -53,11 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not ready(args):
         return 2
-    from suture.editor import Editor
     from suture.evaluation import load_counterfact
     from suture.methods.rome.hparams import RomeHParams, default_layer
 
-    editor = Editor.load(args.model)
+    editor = load_editor(args)
     handle = editor.handle
     overrides = json.loads(args.hparams)
     hp = RomeHParams(**{"layer": default_layer(handle.sites.family, handle.n_layers), **overrides})

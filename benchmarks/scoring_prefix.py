@@ -17,7 +17,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from bench_common import benchmark_parser, ready
+from bench_common import benchmark_parser, load_editor, ready
 
 
 @torch.no_grad()
@@ -59,10 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not ready(args):
         return 2
-    from suture.editor import Editor
     from suture.evaluation import load_counterfact, target_logprobs
 
-    editor = Editor.load(args.model)
+    editor = load_editor(args)
     cases = load_counterfact(args.data, limit=args.n)
     pairs = [(text, target) for c in cases for text in [c.text, *c.paraphrases, *c.neighbors]
              for target in (c.target_new, c.target_true)]

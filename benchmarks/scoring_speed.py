@@ -14,7 +14,7 @@ import sys
 import time
 
 import torch
-from bench_common import benchmark_parser, ready
+from bench_common import benchmark_parser, load_editor, ready
 
 
 @torch.no_grad()
@@ -41,10 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not ready(args):
         return 2
-    from suture.editor import Editor
     from suture.evaluation import load_counterfact, score_cases, target_logprobs
 
-    editor = Editor.load(args.model)
+    editor = load_editor(args)
     cases = load_counterfact(args.data, limit=args.n)
     subset = cases[: args.naive_n]
 

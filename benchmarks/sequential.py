@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import add_generated_options, benchmark_parser, generated_row, ready
+from bench_common import add_generated_options, benchmark_parser, generated_row, load_editor, ready
 
 VARIANTS = {
     "rome": ("rome", {}),
@@ -141,11 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not ready(args):
         return 2
-    from suture.editor import Editor
     from suture.evaluation import load_counterfact
 
     checkpoints = sorted(int(c) for c in args.checkpoints.split(","))
-    editor = Editor.load(args.model)
+    editor = load_editor(args)
     cases = load_counterfact(args.data, limit=max(checkpoints), offset=args.offset)
     rows: list[dict] = []
 

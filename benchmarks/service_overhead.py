@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import benchmark_parser, ready
+from bench_common import benchmark_parser, load_editor, ready
 
 
 def service_settings(root: Path, workers: int, threads: int, nice: int | None = 0):
@@ -65,11 +65,10 @@ def run_job(client, body: dict) -> float:
 
 
 def latency(args, requests) -> dict:
-    from suture.editor import Editor
     from suture.service.client import SutureClient
     from suture.service.local import local_service
 
-    editor = Editor.load(args.model)
+    editor = load_editor(args)
     hparams = json.loads(args.hparams)
     editor.apply(requests[0], method="rome", **hparams)  # warm: statistics and templates loaded
     editor.revert()

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_common import benchmark_parser, ready
+from bench_common import benchmark_parser, load_editor, ready
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,14 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not ready(args):
         return 2
-    from suture.editor import Editor
     from suture.editor.kv.corpus import CorpusSpec, sample_from_model
     from suture.editor.kv.keys import compute_keys
     from suture.editor.kv.stats import _accumulate
     from suture.evaluation import load_counterfact
     from suture.methods.shared.rank_one import read_directions
 
-    editor = Editor.load(args.model)
+    editor = load_editor(args)
     handle, layer = editor.handle, args.layer
     spec = CorpusSpec()
     started = time.perf_counter()

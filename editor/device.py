@@ -20,11 +20,17 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """The torch dtype of `dtype` (a name or a dtype); None or "auto" is float32.
+
+    Raises SutureError for an unknown name."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype is None or dtype == "auto":
-        # Half precision on CPU is slow and loses the small differences edits are made of.
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        # float32 on every device: bf16 weights round away part of the small changes edits are made of. On an
+        # H200, ROME single edits in bf16 against float32 on the CPU (records 500-519): generated locality 0.665 against
+        # 0.825, paraphrase 0.575 against 0.675 (BENCHMARKS.md, "On a GPU"). bf16 stays a choice for models
+        # too large for float32.
+        return torch.float32
     try:
         return _DTYPES[dtype]
     except KeyError:

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -36,10 +38,11 @@ def _library_default_on_real_models(monkeypatch, request):
 
 @pytest.fixture(scope="module")
 def real_editor():
-    """SmolLM2-135M-Instruct from the zoo (converted once into the cache), on two threads, one per module."""
+    """SmolLM2-135M-Instruct from the zoo (converted once into the cache), on two threads, one per module, on
+    SUTURE_TEST_DEVICE (the CPU unless set)."""
     from suture.editor import Editor
 
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
-    yield Editor.load("smollm2-135m")
+    yield Editor.load("smollm2-135m", device=os.environ.get("SUTURE_TEST_DEVICE", "cpu"))
     torch.set_num_threads(threads)

@@ -34,7 +34,7 @@ FAMILIES = ["llama", "gpt2", "gpt_neox"]
 @torch.no_grad()
 def logits(model, tok) -> torch.Tensor:
     batch = tok(TEXTS, return_tensors="pt", padding=True)
-    return model(**batch).logits.float()
+    return model(**batch.to(model.device)).logits.float()
 
 
 def weight_of(model, key: str) -> torch.Tensor:

@@ -49,6 +49,7 @@ def test_the_echo_term_keeps_the_copy_closer_to_the_unedited_model(through_updat
     base = dict(lr=0.05, steps=15, early_stop_nll=0.0, weight_decay=0.0, clamp_norm_factor=1000.0)
     request = REQUESTS[1]
     batch, lay = value_layout(tok, [request], ["{}"], "{} is a", echo=True)
+    batch = batch.to(model.device)
     row = int(lay.echo_rows[0])
     mlp_out = model.get_submodule(handle.sites.mlp_out_path(1))
 

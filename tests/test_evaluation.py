@@ -40,7 +40,7 @@ def naive_logprob(model, tok, prompt, target):
     target_ids = tok(" " + target, add_special_tokens=False)["input_ids"]
     total = 0.0
     for i, token in enumerate(target_ids):
-        ids = torch.tensor([prompt_ids + target_ids[:i]])
+        ids = torch.tensor([prompt_ids + target_ids[:i]], device=model.device)
         with torch.no_grad():
             total += float(torch.log_softmax(model(ids).logits[0, -1].float(), -1)[token])
     return total

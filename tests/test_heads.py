@@ -45,7 +45,7 @@ def assert_bit_identical(model, expected: dict[str, torch.Tensor]) -> None:
 @torch.no_grad()
 def logits(model, tok, texts=PROBES) -> torch.Tensor:
     enc = tok(texts, return_tensors="pt", padding=True)
-    return model(**enc).logits
+    return model(**enc.to(model.device)).logits
 
 
 def assert_same_as_hook(edited: torch.Tensor, hooked: torch.Tensor, base: torch.Tensor) -> None:
@@ -92,7 +92,7 @@ def captured_heads(family: str, layer: int, prompts: list[str]) -> list[torch.Te
     handle = o_proj(ed, layer).register_forward_pre_hook(lambda _m, args: sink.append(args[0]))
     try:
         for prompt in prompts:
-            model(**tok(prompt, return_tensors="pt"))
+            model(**tok(prompt, return_tensors="pt").to(model.device))
     finally:
         handle.remove()
     return [x[0].reshape(-1, lay.n_heads, lay.head_dim).double() for x in sink]
@@ -212,7 +212,7 @@ def test_head_steer_with_explicit_directions(family):
     ed.apply(method="head-steer", layer=2, heads=[3], alpha=-0.5, directions=[direction.tolist()])
 
     def steer(x):
-        x[..., 3, :] += -0.5 * direction
+        x[..., 3, :] += -0.5 * direction.to(x.device)
         return x
 
     assert_same_as_hook(logits(model, tok), hooked_logits(family, 2, steer), base_logits)
@@ -375,7 +375,7 @@ def test_head_methods_refuse_edit_requests():
 
 
 def _reload_matches(ed: Editor, path) -> AutoModelForCausalLM:
-    loaded = AutoModelForCausalLM.from_pretrained(path).eval()
+    loaded = AutoModelForCausalLM.from_pretrained(path).to(ed.model.device).eval()
     torch.testing.assert_close(logits(loaded, ed.tokenizer), logits(ed.model, ed.tokenizer), rtol=0, atol=1e-5)
     return loaded
 

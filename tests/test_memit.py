@@ -75,7 +75,7 @@ def test_null_space_update_leaves_preserved_keys_alone(method):
     editor.apply(REQUESTS[:1], method=method, null_space=space, objective=OBJECTIVE, **layer_hp, **BASE)
     delta = out_in(editor, layer) - w0
     mom2 = editor.context.second_moment([layer], CorpusSpec(**BASE["corpus"]))[layer]
-    preserved = torch.eye(mom2.shape[0], dtype=torch.float64) - null_space_projector(mom2, 0.05)
+    preserved = torch.eye(mom2.shape[0], dtype=torch.float64, device=mom2.device) - null_space_projector(mom2, 0.05)
     # Δ applied to any key in the span of the preserved (large-eigenvalue) directions is zero.
     assert float((delta.double() @ preserved).norm()) < 1e-4 * float(delta.norm())
     assert float(delta.norm()) > 0
@@ -92,7 +92,7 @@ def test_null_space_carries_keys_of_earlier_edits():
             editor.ledger[0].artifacts.clear()
         w1 = out_in(editor, 2)
         editor.apply(REQUESTS[1:2], method="memit", layers=[2], null_space=space, objective=OBJECTIVE, **BASE)
-        return float(((out_in(editor, 2) - w1) @ first_keys.T).norm())
+        return float(((out_in(editor, 2) - w1) @ first_keys.T.to(w1.device)).norm())
 
     assert second_edit_spill(carry=True) < 0.5 * second_edit_spill(carry=False)
 

@@ -533,12 +533,13 @@ def test_rank_one_replay_over_a_cache_equals_the_full_replay():
     handle = ModelHandle(model=model, tokenizer=tok, ref="tiny")
     requests = [_long_request(6), EditRequest(prompt="{} plays the", subject="Toko Yasuda", target_new="piano")]
     batch, lay = value_layout(tok, requests, ["{}", "Because the weather. {}"], "{} is a")
+    batch = batch.to(model.device)
     torch.manual_seed(0)
     d_in = model.config.intermediate_size
-    direction = torch.randn(batch.input_ids.shape[0], d_in) * 0.1
-    delta = torch.randn(len(requests), model.config.hidden_size)
+    direction = torch.randn(batch.input_ids.shape[0], d_in, device=model.device) * 0.1
+    delta = torch.randn(len(requests), model.config.hidden_size, device=model.device)
     mlp_out = model.get_submodule(handle.sites.mlp_out_path(1))
-    rows = torch.arange(batch.input_ids.shape[0])
+    rows = torch.arange(batch.input_ids.shape[0], device=model.device)
     with torch.no_grad():
         suffix = SuffixRunner(handle, 1, batch)
         with hooks_of(_rank_one_hook(mlp_out, rows, lay.request_of_row, delta, direction)):

@@ -211,7 +211,8 @@ def _with_a_nan(weight: torch.Tensor) -> torch.Tensor:
 
 
 def _large_noise(weight: torch.Tensor) -> torch.Tensor:  # an edit that changes the model's other answers
-    noise = torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)) * 50 * weight.abs().max()
+    noise = torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)).to(weight.device)
+    noise = noise * 50 * weight.abs().max()
     return noise.to(weight.dtype)
 
 

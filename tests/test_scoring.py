@@ -20,7 +20,7 @@ def full_pass_scores(model, tok, prompt: str, target: str) -> tuple[float, list[
     prompt_ids = tok(prompt)["input_ids"]
     target_ids = tok(" " + target, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
-        logits = model(torch.tensor([prompt_ids + target_ids])).logits[0].float()
+        logits = model(torch.tensor([prompt_ids + target_ids], device=model.device)).logits[0].float()
     at = logits[len(prompt_ids) - 1: len(prompt_ids) - 1 + len(target_ids)]
     logp = torch.log_softmax(at, -1)
     return float(sum(logp[i, t] for i, t in enumerate(target_ids))), at.argmax(-1).tolist()

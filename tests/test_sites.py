@@ -70,7 +70,7 @@ def test_mlp_out_orientation_matches_the_data_flowing_through_it(tiny):
     module = model.get_submodule(sites.mlp_out_path(1))
     inputs, outputs = [], []
     with hooks(capture_input(module, inputs), capture_output(module, outputs)), torch.no_grad():
-        model(**tok(["The capital of France is"], return_tensors="pt"))
+        model(**tok(["The capital of France is"], return_tensors="pt").to(model.device))
     out_features, in_features = linear_weight_as_out_in(module.weight, sites.weights_transposed).shape
     assert inputs[0].shape[-1] == in_features
     assert outputs[0].shape[-1] == out_features == text_config(model.config).hidden_size

@@ -32,15 +32,16 @@ def test_gated_checkpoint_reloads_with_stock_transformers(real_editor, tmp_path)
         assert manifest["base_model"]["fingerprint_sha256"] == base_fp
         assert manifest["edits"][0]["requests"][0]["subject"] == EDITS[0].subject
 
-        reloaded = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        reloaded = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(editor.model.device).eval()
         prompts = [EDITS[0].text, *EDITS[0].paraphrases, *EDITS[0].neighbors]
-        enc = editor.tokenizer(prompts, return_tensors="pt", padding=True)
+        enc = editor.tokenizer(prompts, return_tensors="pt", padding=True).to(editor.model.device)
         with torch.no_grad():
             expected = editor.model(**enc).logits
             got = reloaded(**enc).logits
         assert torch.allclose(expected, got, atol=1e-4)
-        greedy = reloaded.generate(**editor.tokenizer([EDITS[0].text], return_tensors="pt"), max_new_tokens=4,
-                                   do_sample=False, pad_token_id=editor.tokenizer.pad_token_id)
+        prompt = editor.tokenizer([EDITS[0].text], return_tensors="pt").to(editor.model.device)
+        greedy = reloaded.generate(**prompt, max_new_tokens=4, do_sample=False,
+                                   pad_token_id=editor.tokenizer.pad_token_id)
         answer = editor.tokenizer.decode(greedy[0], skip_special_tokens=True)[len(EDITS[0].text):]
         assert answer == editor.generate([EDITS[0].text], max_new_tokens=4)[0]
         assert answer.strip().startswith(EDITS[0].target_new)
@@ -55,9 +56,10 @@ def test_exported_adapter_reproduces_the_edit_through_peft(real_editor, tmp_path
         path = editor.export_adapter(tmp_path / "adapter")
         config = json.loads((path / "adapter_config.json").read_text())
         assert config["r"] == 1
-        base = AutoModelForCausalLM.from_pretrained(_zoo_dir(), dtype=torch.float32)
+        base = AutoModelForCausalLM.from_pretrained(_zoo_dir(), dtype=torch.float32).to(editor.model.device)
         peft_model = PeftModel.from_pretrained(base.eval(), path).eval()
         enc = editor.tokenizer([EDITS[1].text, *EDITS[1].neighbors], return_tensors="pt", padding=True)
+        enc = enc.to(editor.model.device)
         with torch.no_grad():
             assert torch.allclose(peft_model(**enc).logits, editor.model(**enc).logits, atol=1e-4)
     finally:

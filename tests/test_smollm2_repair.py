@@ -44,11 +44,11 @@ def test_steered_heads_save_and_reload_with_stock_transformers(editor, tmp_path)
                                                       for lay, h in top})
     before = {k: v.clone() for k, v in editor.model.state_dict().items()}
     added = apply_plan(editor, plan)
-    enc = editor.tokenizer(qa + plain, return_tensors="pt", padding=True, padding_side="left")
+    enc = editor.tokenizer(qa + plain, return_tensors="pt", padding=True, padding_side="left").to(editor.model.device)
     with torch.no_grad():
         repaired = editor.model(**enc).logits
     path = editor.save(tmp_path / "repaired")
-    stock = AutoModelForCausalLM.from_pretrained(path).eval()
+    stock = AutoModelForCausalLM.from_pretrained(path).to(editor.model.device).eval()
     assert stock.config.attention_bias  # the created o_proj biases travel as the config's attention_bias
     with torch.no_grad():
         reloaded = stock(**enc).logits
@@ -97,11 +97,11 @@ def test_remapped_heads_fix_the_qa_failures_and_reload_with_stock_transformers(e
     added = apply_plan(editor, plan)
     assert int((last_token_logprobs(editor.handle, qa).argmax(-1) == right).sum()) >= 4
     assert torch.equal(last_token_logprobs(editor.handle, keep).argmax(-1), kept_before)
-    enc = editor.tokenizer(qa + plain, return_tensors="pt", padding=True, padding_side="left")
+    enc = editor.tokenizer(qa + plain, return_tensors="pt", padding=True, padding_side="left").to(editor.model.device)
     with torch.no_grad():
         repaired = editor.model(**enc).logits
     path = editor.save(tmp_path / "remapped")
-    stock = AutoModelForCausalLM.from_pretrained(path).eval()
+    stock = AutoModelForCausalLM.from_pretrained(path).to(editor.model.device).eval()
     with torch.no_grad():
         reloaded = stock(**enc).logits
     assert (reloaded - repaired).abs().max() < 1e-4

@@ -59,7 +59,7 @@ def target_logprob(model, tok, prompt: str, target: str) -> float:
     """log p(target | prompt), the target encoded as it follows a prompt (leading space)."""
     prompt_ids = tok(prompt)["input_ids"]
     target_ids = tok(" " + target, add_special_tokens=False)["input_ids"]
-    logits = model(torch.tensor([prompt_ids + target_ids])).logits[0].float()
+    logits = model(torch.tensor([prompt_ids + target_ids], device=model.device)).logits[0].float()
     logp = F.log_softmax(logits, dim=-1)
     return sum(float(logp[len(prompt_ids) - 1 + j, t]) for j, t in enumerate(target_ids))
 
@@ -199,8 +199,9 @@ def test_save_and_reload_round_trip(edited, tmp_path):
     assert edit["hparams"]["layer"] == LAYER
     assert not list(tmp_path.glob(".ckpt.partial-*"))
 
-    loaded = AutoModelForCausalLM.from_pretrained(out).eval()
+    loaded = AutoModelForCausalLM.from_pretrained(out).to(edited.model.device).eval()
     ids = edited.tok([REQUEST.text, "Toko Yasuda plays the guitar."], return_tensors="pt", padding=True)
+    ids = ids.to(edited.model.device)
     with torch.no_grad():
         expected = edited.model(**ids).logits
         got = loaded(**ids).logits

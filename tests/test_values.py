@@ -47,8 +47,9 @@ def test_prefix_replay_equals_a_full_pass_with_delta_at_the_subject(family):
     model, tok = tiny_model(family)
     handle = Editor.from_model(model, tok).handle
     batch, _ = value_layout(tok, REQUESTS, TEMPLATES, "{} is a")
+    batch = batch.to(model.device)
     torch.manual_seed(0)
-    delta = torch.randn(batch.input_ids.shape[0], model.config.hidden_size) * 0.5
+    delta = torch.randn(batch.input_ids.shape[0], model.config.hidden_size, device=model.device) * 0.5
     replay = PrefixReplay(handle, 1, batch, n_buckets=3)
     assert len({b.split for b in replay.buckets}) > 1  # rows really split at different positions
     normed = replay.run(lambda rows: delta[rows])

@@ -56,6 +56,7 @@ def test_the_boundary_term_lowers_the_chance_of_continuing_the_word(through_upda
     base = dict(lr=0.05, steps=15, early_stop_nll=0.0, weight_decay=0.0, clamp_norm_factor=1000.0)
 
     batch, lay = value_layout(tok, [REQUEST], ["{}"], "{} is a", word_boundary=True)
+    batch = batch.to(model.device)
     mlp_out = model.get_submodule(handle.sites.mlp_out_path(1))
 
     def continuing_after_target(solution) -> float:

@@ -3,6 +3,7 @@ in memory, so unit tests need no download and run in seconds."""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 import torch
@@ -20,6 +21,8 @@ CORPUS = [
 ] * 4
 
 VOCAB = 400
+# The device of the tiny models: SUTURE_TEST_DEVICE=cuda runs the unit tests on a GPU (CPU by default).
+TEST_DEVICE = os.environ.get("SUTURE_TEST_DEVICE", "cpu")
 
 
 @lru_cache(maxsize=1)
@@ -74,4 +77,4 @@ def tiny_model(model_type: str, seed: int = 0):
     torch.manual_seed(seed)
     tok = tiny_tokenizer()
     model = AutoModelForCausalLM.from_config(tiny_config(model_type), dtype=torch.float32)
-    return model.eval(), tok
+    return model.to(TEST_DEVICE).eval(), tok
