@@ -49,12 +49,21 @@ class Memit(EditMethod):
                 "(or use rome)")
 
     def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: MemitHParams) -> MethodOutput:
-        handle, layers, top = ctx.handle, hparams.layers, hparams.layers[-1]
-        mom2 = ctx.second_moment(layers, hparams.corpus)
+        ctx.second_moment(hparams.layers, hparams.corpus)  # statistics fail before the costly values
+        delta, details = self.target_deltas(ctx, requests, hparams)
+        output = self.spread(ctx, requests, delta, hparams)
+        output.details = {**details, **output.details}
+        return output
+
+    def target_deltas(self, ctx: EditContext, requests: list[EditRequest],
+                      hparams: MemitHParams) -> tuple[torch.Tensor, dict]:
+        """Step 1: the residual δ [n, d] each request needs at the top layer's site, chunk by chunk (the
+        costly part: a value optimization per chunk), norm-anchored if asked; with the details to report.
+        It depends on the top layer, the templates, the objective and the anchor, not on the lower layers
+        or the covariance weight, so a sweep of those can reuse it (benchmarks/memit_sweep.py)."""
+        handle, top = ctx.handle, hparams.layers[-1]
         templates = ctx.templates(hparams.templates)
         details: dict = {}
-
-        # 1. Target residuals δ at the last layer, chunk by chunk.
         deltas, init_values = [], []
         chunks = list(_chunks(requests, hparams.chunk_size))
         details["value_steps"] = []  # per chunk: where an edit's time goes (benchmarks/sequential.py)
@@ -75,12 +84,20 @@ class Memit(EditMethod):
             anchor = anchor_norm(ctx, top, hparams.corpus, hparams.norm_anchor, key, solve)
             delta, details["norm_anchor"] = anchor_deltas(delta, torch.cat(init_values), anchor,
                                                           hparams.norm_anchor, [r.label for r in requests])
+        return delta, details
+
+    def spread(self, ctx: EditContext, requests: list[EditRequest], delta: torch.Tensor,
+               hparams: MemitHParams) -> MethodOutput:
+        """Step 2: each layer in turn takes its share of what is still missing of `delta` [n, d] at the
+        top layer's site, solved in closed form against its key covariance; the deltas are not applied."""
+        handle, layers, top = ctx.handle, hparams.layers, hparams.layers[-1]
+        mom2 = ctx.second_moment(layers, hparams.corpus)
+        templates = ctx.templates(hparams.templates)
+        chunks = list(_chunks(requests, hparams.chunk_size))
         # Where the target is measured: the residual stream after the top block, to which every layer's
         # MLP output adds; with a single layer, the MLP output itself (exact on every family).
         site = handle.sites.mlp_out_path(top) if len(layers) == 1 else f"{handle.sites.layers}.{top}"
         targets = output_at_subject(handle, site, requests) + delta
-
-        # 2. Spread the update over the layers, measuring what is still missing after each one.
         out, kept_keys = [], {}
         with ctx.weights.trial() as trial:
             for position, layer in enumerate(layers):
@@ -95,8 +112,8 @@ class Memit(EditMethod):
                 kept_keys[layer] = keys.cpu()
                 ctx.report("layers", (position + 1) / len(layers))
             final_missing = targets - output_at_subject(handle, site, requests)
-        details["residual_left"] = float(final_missing.norm(dim=1).mean() / delta.norm(dim=1).mean().clamp_min(1e-12))
-        return MethodOutput(out, details, artifacts={"keys": kept_keys})
+        residual_left = float(final_missing.norm(dim=1).mean() / delta.norm(dim=1).mean().clamp_min(1e-12))
+        return MethodOutput(out, {"residual_left": residual_left}, artifacts={"keys": kept_keys})
 
     def _factors(self, ctx: EditContext, layer: int, keys, share, mom2, hparams: MemitHParams):
         if hparams.null_space is None:

@@ -1,0 +1,46 @@
+"""benchmarks/memit_sweep.py on a tiny model: one value optimization serves every setting, and a setting
+served from the reused values writes what a fresh MEMIT call with that setting writes."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_memit import BASE, OBJECTIVE, REQUESTS, out_in
+from tiny import tiny_model
+
+from suture.editor import Editor
+from suture.methods.memit import Memit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+memit_sweep = pytest.importorskip("memit_sweep")
+
+
+def test_one_value_optimization_serves_every_setting(monkeypatch):
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    cases = [r.model_copy(update={"target_true": r.target_true or "Paris", "paraphrases": [r.text],
+                                  "neighbors": ["The capital of Spain is"]}) for r in REQUESTS[:2]]
+    original = Memit.target_deltas
+    calls = []
+
+    def counted(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(Memit, "target_deltas", counted)
+    written = []
+    rows = memit_sweep.sweep(editor, cases, [[2, 3], [1, 2, 3]], [1.0, 0.5], objective=OBJECTIVE,
+                             on_row=lambda row: written.append(out_in(editor, 2)), **BASE)
+    assert len(calls) == 1
+    assert [r["setting"] for r in rows] == [{"layers": [2, 3], "mom2_weight_per_dim": 1.0},
+                                           {"layers": [2, 3], "mom2_weight_per_dim": 0.5},
+                                           {"layers": [1, 2, 3], "mom2_weight_per_dim": 1.0},
+                                           {"layers": [1, 2, 3], "mom2_weight_per_dim": 0.5}]
+    assert len({json.dumps(r["residual_left"]) for r in rows}) == 4  # the settings really differ
+    assert Memit.target_deltas is counted and not editor.ledger  # the patch is undone, every edit reverted
+
+    editor.apply(cases, method="memit", keep_failed=True, layers=[1, 2, 3], mom2_weight_per_dim=0.5,
+                 objective=OBJECTIVE, **BASE)
+    torch.testing.assert_close(out_in(editor, 2), written[3], rtol=1e-5, atol=1e-6)
