@@ -44,6 +44,7 @@ def sweep(editor, cases: list, layer_sets: list[list[int]], weights: list[float]
     try:
         for layers in layer_sets:
             for weight in weights:
+                held = len(editor.ledger)
                 started = time.perf_counter()
                 result = editor.apply(cases, method="memit", keep_failed=True, layers=layers,
                                       mom2_weight_per_dim=weight, **hparams)
@@ -56,7 +57,8 @@ def sweep(editor, cases: list, layer_sets: list[list[int]], weights: list[float]
                              "residual_left": result.details.get("residual_left"), "seconds": seconds})
                 if on_row:  # before the revert: a caller may read the edited weights
                     on_row(rows[-1])
-                editor.revert()
+                if len(editor.ledger) > held:  # nothing is recorded when every request was already true
+                    editor.revert()
     finally:
         Memit.target_deltas = computed
     return rows

@@ -88,8 +88,10 @@ def replay_ledger(editor: Any, data: dict[str, Any]) -> list[EditResult]:
         raise SutureError("ledger: field 'edits' missing or not a list")
     recorded = ledger_base_fingerprint(data)
     if recorded and recorded != editor.handle.base_fingerprint:
+        dtype = str(editor.handle.dtype).removeprefix("torch.")
         raise SutureError(f"ledger: made on base model {recorded[:16]}…, but this model is "
-                          f"{editor.handle.base_fingerprint[:16]}…; refusing to apply its edits to another model")
+                          f"{editor.handle.base_fingerprint[:16]}…; refusing to apply its edits to another model "
+                          f"(or to the same model loaded in another dtype: this one is {dtype})")
     results = []
     for position, edit in enumerate(edits):
         if not isinstance(edit, dict) or "method" not in edit or "requests" not in edit:

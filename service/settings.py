@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -45,6 +46,9 @@ class ServiceSettings(BaseModel):
     worker_cpus: float = Field(1.0, gt=0)
     worker_gpus: float = Field(0.0, ge=0, description="GPUs per worker actor (a GPU pool when > 0)")
     models_per_worker: int = Field(2, ge=1, description="loaded models kept per worker (least recently used out)")
+    model_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="dtype workers load models in; bf16 halves the memory but rounds away part of "
+        "an edit (BENCHMARKS.md, 'On a GPU'), so only for models too large for float32")
     models: dict[str, str] = Field(default_factory=dict, description="extra model names -> local paths")
     max_attempts: int = Field(3, ge=1, description="runs of a job whose worker died before it is failed")
     lease_seconds: float = Field(30.0, gt=0, description="a running job not heard of for this long is requeued")
@@ -73,6 +77,8 @@ class ServiceSettings(BaseModel):
             "admin_token": env.get("SUTURE_ADMIN_TOKEN") or None,
             "ray_address": env.get("RAY_ADDRESS") or None,
         }
+        if env.get("SUTURE_MODEL_DTYPE"):
+            values["model_dtype"] = env["SUTURE_MODEL_DTYPE"]
         numeric = {"workers": "SUTURE_WORKERS", "worker_cpus": "SUTURE_WORKER_CPUS",
                    "worker_gpus": "SUTURE_WORKER_GPUS", "max_attempts": "SUTURE_MAX_ATTEMPTS",
                    "lease_seconds": "SUTURE_LEASE_SECONDS", "max_body_bytes": "SUTURE_MAX_BODY_BYTES",

@@ -5,14 +5,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import pytest
 from test_memit import BASE, OBJECTIVE, REQUESTS
 from tiny import tiny_model
 
 from suture.editor import Editor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-sequential = pytest.importorskip("sequential")
+import sequential  # noqa: E402
 
 
 def test_rows_report_growth_window_time_and_a_bounded_generated_sample(tmp_path):

@@ -201,6 +201,25 @@ def test_limits_come_from_the_environment(monkeypatch, tmp_path):
     assert settings.allowed_dirs == [tmp_path, Path("/srv/corpora")]
 
 
+def test_workers_load_models_in_the_configured_dtype(monkeypatch, tmp_path):
+    """float32 unless SUTURE_MODEL_DTYPE asks otherwise (bf16 rounds away part of an edit); a bad value is
+    refused by name."""
+    import torch
+
+    from suture.service.settings import SettingsError
+
+    assert ServiceSettings.from_env().model_dtype == "float32"
+    monkeypatch.setenv("SUTURE_MODEL_DTYPE", "bfloat16")
+    settings = ServiceSettings.from_env()
+    assert settings.model_dtype == "bfloat16"
+    models = LoadedModels(ModelCatalog({"tiny": str(save_tiny_model(tmp_path / "tiny"))}), dtype=settings.model_dtype)
+    with models.checkout("tiny") as editor:
+        assert editor.handle.dtype == torch.bfloat16
+    monkeypatch.setenv("SUTURE_MODEL_DTYPE", "int8")
+    with pytest.raises(SettingsError, match="model_dtype"):
+        ServiceSettings.from_env()
+
+
 # --- hyperparameters: checked against the method's typed model and the model's config before queueing -----
 
 @pytest.mark.parametrize(("body", "field"), [

@@ -54,6 +54,8 @@ def test_prefix_replay_equals_a_full_pass_with_delta_at_the_subject(family):
     assert len({b.split for b in replay.buckets}) > 1  # rows really split at different positions
     normed = replay.run(lambda rows: delta[rows])
     replay.run(lambda rows: 2 * delta[rows])  # replays share the prefix caches and leave them as they were
+    trained = delta.clone().requires_grad_(True)  # as the value optimization runs them: with gradients
+    replay.run(lambda rows: trained[rows]).sum().backward()
     torch.testing.assert_close(replay.run(lambda rows: delta[rows]), normed, rtol=0, atol=0)
 
     def add(output):

@@ -12,10 +12,11 @@ from suture.service.jobs.catalog import ModelCatalog
 
 
 class LoadedModels:
-    def __init__(self, catalog: ModelCatalog, capacity: int = 2, device: str | None = None):
+    def __init__(self, catalog: ModelCatalog, capacity: int = 2, device: str | None = None,
+                 dtype: str | None = None):
         self.catalog = catalog
         self.capacity = capacity
-        self.device = device
+        self.device, self.dtype = device, dtype
         self._editors: OrderedDict[str, Editor] = OrderedDict()
 
     def names(self) -> list[str]:
@@ -25,7 +26,7 @@ class LoadedModels:
     def checkout(self, name: str) -> Iterator[Editor]:
         editor = self._editors.pop(name, None)
         if editor is None:
-            editor = Editor.load(self.catalog.ref(name), device=self.device)
+            editor = Editor.load(self.catalog.ref(name), device=self.device, dtype=self.dtype)
         try:
             yield editor
         finally:

@@ -43,7 +43,8 @@ class EditWorker:
         self.priority = run_at_priority(settings.worker_nice, threads)  # Ray starts workers niced
         self.settings = settings
         self.store = JobStore(make_engine(settings.database_url), settings.max_attempts)
-        self.models = LoadedModels(ModelCatalog(settings.models), settings.models_per_worker)
+        self.models = LoadedModels(ModelCatalog(settings.models), settings.models_per_worker,
+                                   dtype=settings.model_dtype)
         self.name = f"{socket.gethostname()}/pid{os.getpid()}"
 
     def identity(self) -> dict[str, Any]:
