@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                         "outputs (0 ablates); steer: add alpha x a mean difference")
     parser.add_argument("--alphas", default="100,30,10,3,1",
                         help="preservation weights (remap), factors (scale) or strengths (steer)")
+    parser.add_argument("--gains", default="1",
+                        help="remap: gains g tried at each size (the failing outputs are sent to U + g (D - U))")
     parser.add_argument("--attribution", default=None, help="reuse a head_attribution.json of an earlier run")
     parser.add_argument("--plan", default=None, help="judge this RepairPlan JSON on held-out prompts (no search)")
     parser.add_argument("--min-unchanged", type=float, default=0.97,
@@ -145,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         values = [float(a) for a in args.alphas.split(",")]
         strategy = {"steer": {"kind": "steer", "alphas": values}, "scale": {"kind": "scale", "factors": values},
                     "remap": {"kind": "remap", "preservations": values, "keep": keep,
+                              "gains": [float(g) for g in args.gains.split(",")],
                               "sizes": [int(x) for x in args.sizes.split(",")] if args.sizes else None}}[args.kind]
         config = RepairConfig(strategy=strategy, max_heads=args.max_heads, target_fixed=0.9,
                               min_unchanged=args.min_unchanged)
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     mean_kl = float((base_unrelated.exp() * (base_unrelated - now)).sum(-1).mean())
     n_heads_total = editor.handle.n_layers * editor.handle.sites.head_layout(editor.model.config).n_heads
     result.update(heads=plan.heads, kind=plan.kind, n_heads=len(plan.heads),
-                  plan={k: v for k, v in plan.model_dump().items() if k in ("alpha", "factors", "preservation")},
+                  plan={k: v for k, v in plan.model_dump().items() if k in ("alpha", "factors", "preservation", "gain")},
                   heads_total=n_heads_total,
                   held_out_fixed_before=held_before, held_out_fixed=held_after,
                   twins_right_before=twins_before, twins_right_after=twins_after,

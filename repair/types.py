@@ -90,18 +90,21 @@ class RemapPlan(_Plan):
 
     kind: Literal["remap"] = "remap"
     preservation: float = Field(gt=0, description="ρ, the weight of keeping ordinary text against the repair")
+    gain: float = Field(1.0, gt=0, description="g: failing outputs are sent to U + g (D - U) (1: to the twins')")
     undesired: list[str] = Field(description="the failing prompts the map is fit on")
     desired: list[str] = Field(description="their working twins, in the same order")
     corpus: CorpusSpec | None = Field(None, description="ordinary text to keep (None: head-remap's default)")
     keep: list[str] = Field(default_factory=list, description="prompts whose head outputs must not change")
 
     def describe(self) -> str:
-        return f"{_names(self.heads)} remapped with preservation {self.preservation:g}"
+        gain = "" if self.gain == 1.0 else f" and gain {self.gain:g}"
+        return f"{_names(self.heads)} remapped with preservation {self.preservation:g}{gain}"
 
     def edits(self) -> list[tuple[str, dict]]:
         corpus = {} if self.corpus is None else {"corpus": self.corpus.model_dump()}
         return [("head-remap", {"layer": layer, "heads": heads, "preservation": self.preservation,
-                                "undesired": self.undesired, "desired": self.desired, "keep": self.keep, **corpus})
+                                "gain": self.gain, "undesired": self.undesired, "desired": self.desired,
+                                "keep": self.keep, **corpus})
                 for layer, heads in _by_layer(self.heads)]
 
 
@@ -122,6 +125,7 @@ class RepairPoint(BaseModel):
     alpha: float | None = Field(None, description="steer: the strength α")
     factor: float | None = Field(None, description="scale: the factor of the head added last")
     preservation: float | None = Field(None, description="remap: the preservation weight ρ")
+    gain: float | None = Field(None, description="remap: the gain g of the map's target")
     fixed: float = Field(description="fraction of failing prompts whose top-1 is now the expected answer")
     unchanged: float = Field(description="fraction of locality prompts whose top-1 did not change")
     mean_kl: float = Field(description="mean KL(unrepaired || repaired) of next-token distributions, nats")

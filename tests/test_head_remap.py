@@ -86,12 +86,32 @@ def test_more_preservation_changes_less():
     assert norms[2] < 0.05 * norms[0]
 
 
+def test_gain_sends_the_bad_context_past_its_twin():
+    """The map's target is U + g (D - U): the change of W_O is g times the change at g = 1, and the gap left is
+    measured against that target."""
+    model, tok = tiny_model("llama")
+    ed = Editor.from_model(model, tok)
+    path = ed.handle.sites.attn_out_path(LAYER)
+    deltas, gaps = {}, {}
+    for gain in (1.0, 2.5):
+        before = snapshot(model)[f"{path}.weight"]
+        result = ed.apply(method="head-remap", layer=LAYER, heads=[1], preservation=0.1, gain=gain, corpus=CORPUS,
+                          **PAIRS)
+        deltas[gain] = snapshot(model)[f"{path}.weight"] - before
+        gaps[gain] = result.details["gap_left"][0][1]
+        assert result.details["gain"][0] == gain
+        ed.revert()
+    torch.testing.assert_close(deltas[2.5], 2.5 * deltas[1.0], rtol=1e-4, atol=1e-7)
+    assert gaps[2.5] == pytest.approx(gaps[1.0], rel=1e-6)
+
+
 @pytest.mark.parametrize(
     ("overrides", "needles"),
     [
         ({"undesired": UNDESIRED, "desired": DESIRED}, ["'desired' has 3", "'undesired' 2", "twin"]),
         ({"undesired": UNDESIRED}, ["'desired'"]),
         ({**PAIRS, "preservation": 0.0}, ["'preservation'"]),
+        ({**PAIRS, "gain": -1.0}, ["'gain'"]),
         ({**PAIRS, "heads": [9]}, ["'heads'", "0..3"]),
     ],
 )

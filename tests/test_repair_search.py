@@ -100,6 +100,21 @@ def test_remap_search_lowers_preservation_within_budget_and_reverts():
     assert all(torch.equal(before[k], after[k]) for k in before) and not editor.ledger
 
 
+def test_remap_search_tries_each_gain_and_keeps_the_one_fixing_most():
+    editor = editor_for()
+    before = snapshot(editor)
+    config = RepairConfig(strategy=RemapStrategy(preservations=[1.0], gains=[3.0, 1.0], corpus=CORPUS), max_heads=2,
+                          target_fixed=1.01, min_unchanged=0.0)
+    search, _ = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, config, progress=lambda _msg: None)
+    assert [(t.n_heads, t.gain) for t in search.trials] == [(n, g) for n in (1, 2) for g in (1.0, 3.0)]
+    for point in search.curve:
+        assert point.fixed == max(t.fixed for t in search.trials if t.n_heads == point.n_heads)
+    assert search.chosen.gain == search.chosen_point.gain
+    assert all(e["gain"] == search.chosen.gain for _m, e in search.chosen.edits())
+    after = editor.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and not editor.ledger
+
+
 def test_remap_plan_is_one_head_remap_per_layer_in_depth_order():
     plan = RemapPlan(heads=[(2, 1), (1, 0), (1, 3)], preservation=3.0, undesired=FAILING, desired=TWINS,
                      corpus=CORPUS)

@@ -57,6 +57,9 @@ class HeadRemapHParams(HeadsHParams):
     preservation: float = Field(
         1.0, gt=0, description="ρ: weight of keeping the heads' outputs on ordinary text (the statistics corpus), "
         "relative to the undesired/desired pairs; larger changes less")
+    gain: float = Field(
+        1.0, gt=0, description="g: the undesired outputs are sent to U + g (D - U); 1 sends them to the desired "
+        "twins' outputs, more overshoots, which a repair with few heads needs to close the whole gap")
     keep_desired: bool = Field(
         True, description="also keep the heads' outputs on the desired twins as they are (the good context is "
         "often closer to what must not change than the statistics corpus is)")

@@ -3,11 +3,14 @@
 Given pairs of prompts, `undesired` ones where the heads misbehave and `desired` twins showing what they should
 output, each chosen head h gets a linear map of its own output, z -> (I + M_h) z, written into its W_O columns
 (W_O[:, h] <- W_O[:, h] (I + M_h)). M_h sends the head's last-token outputs on the undesired prompts (U, one
-column each) towards its outputs on the twins (D) while keeping its outputs on ordinary text, whose second
-moment over the statistics corpus is C_h, its outputs on the twins themselves (`keep_desired`) and on any
-`keep` prompts (K):
+column each) towards its outputs on the twins (D), or past them by a gain g (target U + g (D - U)), while
+keeping its outputs on ordinary text, whose second moment over the statistics corpus is C_h, its outputs on
+the twins themselves (`keep_desired`) and on any `keep` prompts (K):
 
-    M_h = argmin ‖(I + M) U - D‖² + ‖M D‖² + ‖M K‖² + ρ n E_C‖M z‖² = (D - U) Uᵀ (U Uᵀ + D Dᵀ + K Kᵀ + ρ n C_h)⁻¹
+    M_h = argmin ‖M U - g (D - U)‖² + ‖M D‖² + ‖M K‖² + ρ n E_C‖M z‖² = g (D - U) Uᵀ (U Uᵀ + D Dᵀ + K Kᵀ + ρ n C_h)⁻¹
+
+g = 1 sends U to D. With g > 1 each head carries more than its own share of the gap between the two
+contexts, the share that the heads left untouched would otherwise keep open.
 
 Unlike scaling, it changes the head only in the directions where the bad context differs from ordinary text;
 unlike steering, it is zero where the head is silent. Outputs are read on the model as currently edited, so
@@ -26,9 +29,9 @@ from suture.methods.heads.projection import HeadProjection
 
 
 def remap_matrix(undesired: torch.Tensor, desired: torch.Tensor, mom2: torch.Tensor, preservation: float,
-                 keep_desired: bool = True, keep: torch.Tensor | None = None) -> torch.Tensor:
+                 keep_desired: bool = True, keep: torch.Tensor | None = None, gain: float = 1.0) -> torch.Tensor:
     """M [hd, hd] for outputs undesired/desired [n, hd], outputs to keep [m, hd] and the head's second moment
-    mom2 [hd, hd] (float64)."""
+    mom2 [hd, hd] (float64); `gain` g is how far along D - U the undesired outputs are sent."""
     u, d = undesired.double().T, desired.double().T
     system = u @ u.T + preservation * u.shape[1] * mom2.double()
     if keep_desired:
@@ -36,7 +39,7 @@ def remap_matrix(undesired: torch.Tensor, desired: torch.Tensor, mom2: torch.Ten
     if keep is not None and keep.numel():
         system = system + keep.double().T @ keep.double()
     try:
-        return torch.linalg.solve(system, u @ (d - u).T).T  # system is symmetric
+        return gain * torch.linalg.solve(system, u @ (d - u).T).T  # system is symmetric
     except RuntimeError as exc:
         raise EditFailedError(f"head-remap: the least-squares system is singular ({exc})") from None
 
@@ -61,14 +64,16 @@ class HeadRemap(HeadMethod):
             cols = proj.columns(head)
             block = mom2[cols, cols].to(undesired.device)
             matrix = remap_matrix(undesired[:, head], desired[:, head], block, hparams.preservation,
-                                  hparams.keep_desired, None if keep is None else keep[:, head])
+                                  hparams.keep_desired, None if keep is None else keep[:, head], hparams.gain)
             delta_oi[:, cols] = (weight_oi[:, cols].double() @ matrix.to(weight_oi.device)).to(delta.dtype)
             u, d = undesired[:, head].double(), desired[:, head].double()
-            # How much of the gap the map closes on the pairs, and how much it moves ordinary text (relative).
-            fit[head] = float((u + u @ matrix.T - d).norm() / (u - d).norm().clamp_min(1e-12))
+            # How much of the way to its target the map leaves on the pairs, and how much it moves ordinary text
+            # (both relative).
+            fit[head] = float((u @ matrix.T - hparams.gain * (d - u)).norm()
+                              / (hparams.gain * (u - d).norm()).clamp_min(1e-12))
             kept[head] = float(torch.sqrt(torch.trace(matrix @ block @ matrix.T) / torch.trace(block).clamp_min(1e-30)))
         out = WeightDelta(module=proj.path, param="weight", dense=delta)
         details = {"module": proj.path, "heads": hparams.heads, "preservation": hparams.preservation,
-                   "pairs": len(hparams.undesired), "gap_left": fit, "ordinary_change": kept,
+                   "gain": hparams.gain, "pairs": len(hparams.undesired), "gap_left": fit, "ordinary_change": kept,
                    "delta_norm": out.norm()}
         return MethodOutput([out], details)
