@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     mean_kl = float((base_unrelated.exp() * (base_unrelated - now)).sum(-1).mean())
     n_heads_total = editor.handle.n_layers * editor.handle.sites.head_layout(editor.model.config).n_heads
     result.update(heads=plan.heads, kind=plan.kind, n_heads=len(plan.heads),
-                  plan={k: v for k, v in plan.model_dump().items() if k in ("alpha", "factors", "preservation", "gain")},
+                  plan={k: v for k, v in plan.model_dump().items()
+                        if k in ("alpha", "factors", "preservation", "gain")},
                   heads_total=n_heads_total,
                   held_out_fixed_before=held_before, held_out_fixed=held_after,
                   twins_right_before=twins_before, twins_right_after=twins_after,
