@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from suture.editor.kv import CorpusSpec
+from suture.methods.heads.hparams import HeadRemapHParams
 from suture.repair.context import SearchContext
 from suture.repair.trials import plan_applied
 from suture.repair.types import RemapPlan, RepairPoint, RepairResult
@@ -48,6 +49,11 @@ class RemapStrategy(BaseModel):
 
         sizes = sorted({s for s in (self.sizes or SIZES) if s < ctx.max_heads} | {ctx.max_heads})
         sizes = [s for s in sizes if s <= len(ranked)]
+        # Every trial's remap reads its layers' head-output statistics: one corpus pass for all candidate
+        # layers now, instead of one pass per layer as trials first reach it.
+        corpus = self.corpus or HeadRemapHParams.model_fields["corpus"].get_default(call_default_factory=True)
+        ctx.editor.context.second_moment(sorted({layer for layer, _ in ranked[:max(sizes, default=0)]}), corpus,
+                                         site="attn_out")
         trials, curve, chosen, chosen_point, stop_at = [], [], None, None, len(sizes)
         for index, size in enumerate(sizes):
             if index > stop_at:

@@ -115,6 +115,27 @@ def test_remap_search_tries_each_gain_and_keeps_the_one_fixing_most():
     assert all(torch.equal(before[k], after[k]) for k in before) and not editor.ledger
 
 
+def test_remap_search_reads_every_candidate_layers_statistics_in_one_pass(monkeypatch):
+    import suture.editor.context as context
+
+    passes = []
+    real = context.second_moment
+
+    def counted(handle, layers, corpus, site):
+        passes.append((site, sorted(layers)))
+        return real(handle, layers, corpus, site)
+
+    monkeypatch.setattr(context, "second_moment", counted)
+    editor = editor_for()
+    config = RepairConfig(strategy=RemapStrategy(preservations=[1.0], corpus=CORPUS), max_heads=6,
+                          target_fixed=1.01, min_unchanged=0.0)
+    search, attribution = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, config, progress=lambda _m: None)
+    layers = sorted({layer for layer, _head, _e in attribution.ranking("abs")[:6]})
+    assert len(layers) > 1
+    assert [p for p in passes if p[0] == "attn_out"] == [("attn_out", layers)]
+    assert search.trials
+
+
 def test_remap_plan_is_one_head_remap_per_layer_in_depth_order():
     plan = RemapPlan(heads=[(2, 1), (1, 0), (1, 3)], preservation=3.0, undesired=FAILING, desired=TWINS,
                      corpus=CORPUS)
