@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="preservation weights (remap), factors (scale) or strengths (steer)")
     parser.add_argument("--gains", default="1",
                         help="remap: gains g tried at each size (the failing outputs are sent to U + g (D - U))")
+    parser.add_argument("--candidates", choices=["helping", "abs"], default="helping",
+                        help="remap: candidate heads, those whose patch from the twin helps or all by |effect|")
     parser.add_argument("--attribution", default=None, help="reuse a head_attribution.json of an earlier run")
     parser.add_argument("--plan", default=None, help="judge this RepairPlan JSON on held-out prompts (no search)")
     parser.add_argument("--min-unchanged", type=float, default=0.97,
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         values = [float(a) for a in args.alphas.split(",")]
         strategy = {"steer": {"kind": "steer", "alphas": values}, "scale": {"kind": "scale", "factors": values},
                     "remap": {"kind": "remap", "preservations": values, "keep": keep,
-                              "gains": [float(g) for g in args.gains.split(",")],
+                              "gains": [float(g) for g in args.gains.split(",")], "candidates": args.candidates,
                               "sizes": [int(x) for x in args.sizes.split(",")] if args.sizes else None}}[args.kind]
         config = RepairConfig(strategy=strategy, max_heads=args.max_heads, target_fixed=0.9,
                               min_unchanged=args.min_unchanged)

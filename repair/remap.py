@@ -1,10 +1,12 @@
 """Remapping: a least-squares map of each chosen head's output (head-remap), fit to send its outputs on the
 failing prompts to those on their twins while keeping its outputs on ordinary text.
 
-Candidates are the heads in order of |patching effect|. For each set size on a schedule (the top-k heads) and
-each gain g (how far past the twins' outputs the map sends the failing ones), preservation ρ is lowered from
-the most conservative value down: a lower ρ fixes more and moves unrelated prompts more, so the search stops
-lowering at the first ρ over the locality budget, and keeps the (g, ρ) within budget that fixes most.
+Candidates are the heads in order of patching effect: by default only heads whose patch from the twin helps
+(a map towards the twin's output makes a head whose twin output hurts the answer worse), or all by |effect|.
+For each set size on a schedule (the top-k heads) and each gain g (how far past the twins' outputs the map
+sends the failing ones), preservation ρ is lowered from the most conservative value down: a lower ρ fixes
+more and moves unrelated prompts more, so the search stops lowering at the first ρ over the locality
+budget, and keeps the (g, ρ) within budget that fixes most.
 The repair is the smallest size reaching `target_fixed` within budget, else the one fixing most within it.
 """
 
@@ -35,13 +37,17 @@ class RemapStrategy(BaseModel):
         default_factory=lambda: [1.0], min_length=1,
         description="gains g tried at each set size (1: send the failing outputs to the twins' outputs)")
     sizes: list[int] | None = Field(None, description="set sizes tried (default: SIZES up to max_heads)")
+    candidates: Literal["helping", "abs"] = Field(
+        "helping", description="'helping': heads whose twin output raises the answer, strongest first; 'abs': "
+        "every head by |patching effect| (until 2026-11-30)")
     keep: list[str] = Field(default_factory=list,
                             description="prompts whose head outputs the remap keeps (not the locality prompts, "
                                         "which judge the search)")
     corpus: CorpusSpec | None = Field(None, description="ordinary text to keep (None: head-remap's default)")
 
     def search(self, ctx: SearchContext) -> RepairResult:
-        ranked = ctx.ranked("abs")
+        helping = self.candidates == "helping"
+        ranked = ctx.ranked("signed", positive_only=True) if helping else ctx.ranked("abs")
 
         def plan_of(size: int, rho: float, gain: float) -> RemapPlan:
             return RemapPlan(heads=ranked[:size], preservation=rho, gain=gain, undesired=ctx.failing,

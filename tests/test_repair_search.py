@@ -130,7 +130,9 @@ def test_remap_search_reads_every_candidate_layers_statistics_in_one_pass(monkey
     config = RepairConfig(strategy=RemapStrategy(preservations=[1.0], corpus=CORPUS), max_heads=6,
                           target_fixed=1.01, min_unchanged=0.0)
     search, attribution = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, config, progress=lambda _m: None)
-    layers = sorted({layer for layer, _head, _e in attribution.ranking("abs")[:6]})
+    layers = sorted({layer for layer, _head, effect in attribution.ranking("signed")[:6] if effect > 0})
+    helping = {(layer, head) for layer, head, effect in attribution.ranking("signed") if effect > 0}
+    assert set(map(tuple, search.chosen.heads)) <= helping  # the default candidates: heads whose patch helps
     assert len(layers) > 1
     assert [p for p in passes if p[0] == "attn_out"] == [("attn_out", layers)]
     assert search.trials
