@@ -75,3 +75,37 @@ class HeadRemapHParams(HeadsHParams):
             raise ValueError(f"'desired' has {len(self.desired)} prompts and 'undesired' {len(self.undesired)}: "
                              "give one desired twin per undesired prompt")
         return self
+
+
+class HeadTuneHParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    heads: list[tuple[int, int]] = Field(min_length=1, description="(layer, query head) pairs, fit jointly")
+    failing: list[Prompt] = Field(min_length=1, description="prompts whose next token is wrong")
+    answers: list[Prompt] = Field(
+        min_length=1, description="one expected answer per failing prompt, in the same order; its first token "
+        "(as it follows the prompt) is the target")
+    keep: list[Prompt] = Field(
+        default_factory=list, description="prompts whose next-token distribution must stay as it is (e.g. the "
+        "failing prompts' working twins and prompts like those the repair must not disturb)")
+    kl_weight: float = Field(10.0, ge=0, description="weight of KL(unedited || edited) on the keep prompts")
+    preservation: float = Field(
+        3.0, ge=0, description="ρ: weight of the maps' change on ordinary text, Σ_h tr(M_h C_h M_hᵀ) / tr(C_h)")
+    steps: int = Field(40, ge=1, le=1000, description="Adam steps")
+    lr: float = Field(0.005, gt=0, description="Adam learning rate")
+    corpus: CorpusSpec = Field(default_factory=CorpusSpec, description="ordinary text whose head outputs give C_h")
+
+    @field_validator("heads")
+    @classmethod
+    def _distinct_pairs(cls, heads: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        repeated = sorted({h for h in heads if heads.count(h) > 1})
+        if repeated:
+            raise ValueError(f"(layer, head) pair(s) {repeated} listed more than once")
+        return heads
+
+    @model_validator(mode="after")
+    def _one_answer_each(self) -> HeadTuneHParams:
+        if len(self.answers) != len(self.failing):
+            raise ValueError(f"'answers' has {len(self.answers)} entries and 'failing' {len(self.failing)}: give "
+                             "one expected answer per failing prompt")
+        return self
