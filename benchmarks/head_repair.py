@@ -64,11 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--train", type=int, default=60, help="failing prompts used to choose heads and strength")
     parser.add_argument("--max-heads", type=int, default=27, help="at most this many heads (10%% of SmolLM2's 270)")
-    parser.add_argument("--kind", choices=["steer", "scale", "remap"], default="remap",
-                        help="remap: least-squares map of each head's output (head-remap); scale: multiply the heads' "
+    parser.add_argument("--kind", choices=["steer", "scale", "remap", "tune"], default="remap",
+                        help="remap: least-squares map of each head's output (head-remap); tune: the same form of "
+                        "map fit by gradient on the answers (head-tune); scale: multiply the heads' "
                         "outputs (0 ablates); steer: add alpha x a mean difference")
     parser.add_argument("--alphas", default="100,30,10,3,1",
-                        help="preservation weights (remap), factors (scale) or strengths (steer)")
+                        help="preservation weights (remap, tune), factors (scale) or strengths (steer)")
     parser.add_argument("--gains", default="1",
                         help="remap: gains g tried at each size (the failing outputs are sent to U + g (D - U))")
     parser.add_argument("--candidates", choices=["helping", "abs"], default="helping",
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="locality budget during the search (top-1 unchanged on the sample)")
     parser.add_argument("--locality-sample", type=int, default=200, help="unrelated prompts used during search")
     parser.add_argument("--keep", type=int, default=200,
-                        help="remap: unrelated prompts whose head outputs the remap keeps (not used to judge)")
+                        help="remap, tune: unrelated prompts the fit keeps (not used to judge)")
     parser.add_argument("--sizes", default=None, help="remap: set sizes to try, e.g. 9,18,27 (default: a schedule)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default="head_repair")
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         rank_heads,
         search_repair,
     )
-    from suture.repair.remap import SIZES
+    from suture.repair.grow import SIZES
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     sample = rng.sample(unrelated, min(args.locality_sample, len(unrelated) // 3))
     searched = set(sample)
     rest = [u for u in unrelated if u not in searched]
-    keep = rng.sample(rest, min(args.keep, len(rest) // 2)) if args.kind == "remap" else []
+    keep = rng.sample(rest, min(args.keep, len(rest) // 2)) if args.kind in ("remap", "tune") else []
     kept = set(keep)
     judged = [u for u in rest if u not in kept]
     print(f"{len(facts)} facts; {len(known)} answered right in plain form; {len(failing)} of those fail in the "
@@ -150,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         strategy = {"steer": {"kind": "steer", "alphas": values}, "scale": {"kind": "scale", "factors": values},
                     "remap": {"kind": "remap", "preservations": values, "keep": keep,
                               "gains": [float(g) for g in args.gains.split(",")], "candidates": args.candidates,
-                              "sizes": [int(x) for x in args.sizes.split(",")] if args.sizes else None}}[args.kind]
+                              "sizes": [int(x) for x in args.sizes.split(",")] if args.sizes else None},
+                    "tune": {"kind": "tune", "preservations": values, "keep": keep, "candidates": args.candidates,
+                             "sizes": [int(x) for x in args.sizes.split(",")] if args.sizes else None}}[args.kind]
         config = RepairConfig(strategy=strategy, max_heads=args.max_heads, target_fixed=0.9,
                               min_unchanged=args.min_unchanged)
         search, attribution = search_repair(editor, qa(train), answers(train), [facts[i]["prompt"] for i in train],

@@ -15,12 +15,13 @@ FAILING.jsonl has one failure per line: the failing prompt, the answer it should
   {"prompt": "Q: Complete the sentence. The capital of France is\\nA: The capital of France is",
    "answer": "Paris", "twin": "The capital of France is"}
 LOCALITY.txt has one unrelated prompt per line whose next token must not change (it judges the search);
-KEEP.txt (remap only, optional) more such prompts, whose head outputs the remap keeps while fitting.
+KEEP.txt (remap and tune, optional) more such prompts, kept while fitting (remap: their head outputs;
+tune: their next-token distributions).
 Exit codes: 0 a repair was found (and saved with --out), 1 none reached the target, 2 bad input."""
 
 
 # --kind -> the strategy's field that --alphas fills (the values tried)
-VALUES_FIELD = {"remap": "preservations", "scale": "factors", "steer": "alphas"}
+VALUES_FIELD = {"remap": "preservations", "tune": "preservations", "scale": "factors", "steer": "alphas"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -34,15 +35,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--failing", required=True, metavar="FAILING.jsonl")
     parser.add_argument("--locality", required=True, metavar="LOCALITY.txt")
     parser.add_argument("--max-heads", type=int, default=16, help="largest head set tried (default: 16)")
-    parser.add_argument("--kind", choices=["remap", "scale", "steer"], default="remap",
+    parser.add_argument("--kind", choices=["remap", "tune", "scale", "steer"], default="remap",
                         help="remap: a least-squares map of each head's output from the failing context to the "
-                             "twin's, keeping ordinary text (--alphas are preservation weights); scale: multiply the "
+                             "twin's, keeping ordinary text (--alphas are preservation weights); tune: the same form "
+                             "of map fit by gradient on the answers, keeping the twins' and KEEP's next tokens and "
+                             "ordinary text (--alphas are preservation weights); scale: multiply the "
                              "heads' outputs by each --alphas value (0 ablates); steer: add alpha x (mean on twins - "
                              "mean on failures) to them (default: remap)")
     parser.add_argument("--alphas", default=None,
-                        help="values tried: remap preservation weights (default 10,5,3,2), scale factors "
+                        help="values tried: remap preservation weights (default 10,5,3,2), tune preservation "
+                             "weights (default 10,3,1), scale factors "
                              "(default 0,0.5,1.5,2), steer strengths (default 0.5,1,2)")
-    parser.add_argument("--keep", default=None, metavar="KEEP.txt", help="remap: prompts whose head outputs to keep")
+    parser.add_argument("--keep", default=None, metavar="KEEP.txt",
+                        help="remap, tune: more prompts to keep as they are")
     parser.add_argument("--target", type=float, default=0.9, help="fraction of failures to fix (default: 0.9)")
     parser.add_argument("--min-unchanged", type=float, default=0.95,
                         help="fraction of locality prompts whose top-1 must not change (default: 0.95)")

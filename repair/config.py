@@ -1,5 +1,6 @@
 """The search's typed configuration: thresholds shared by every strategy, and the strategy with its own
-search space (steer: strengths α; scale: factors; remap: preservation weights ρ, sizes, prompts to keep)."""
+search space (steer: strengths α; scale: factors; remap: preservation weights ρ, gains, sizes, prompts to keep; tune:
+preservation weights ρ, the fit's settings, sizes, prompts to keep)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from suture.repair.remap import RemapStrategy
 from suture.repair.scale import ScaleStrategy
 from suture.repair.steer import SteerStrategy
+from suture.repair.tune import TuneStrategy
 
-RepairStrategy = Annotated[SteerStrategy | ScaleStrategy | RemapStrategy, Field(discriminator="kind")]
+RepairStrategy = Annotated[SteerStrategy | ScaleStrategy | RemapStrategy | TuneStrategy, Field(discriminator="kind")]
 
 
 class RepairConfig(BaseModel):

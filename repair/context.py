@@ -18,6 +18,7 @@ class SearchContext:
     editor: Editor
     failing: list[str]  # prompts the model gets wrong
     twins: list[str]  # the same questions in a form it gets right, in the same order
+    answers: list[str]  # the expected answer of each failing prompt, as text
     right: torch.Tensor  # (len(failing),) expected first answer token of each failing prompt
     attribution: HeadAttribution  # heads ranked by patching effect from the twins into the failing prompts
     locality: LocalityProbe  # unrelated prompts whose next token must not change (judges the search)

@@ -62,7 +62,8 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
         raise InvalidInputError("locality: needs at least one unrelated prompt to judge the repair")
     if attribution is None:
         attribution = rank_heads(editor, failing, answers, twins, wrong, config.batch_size)
-    ctx = SearchContext(editor=editor, failing=failing, twins=twins, right=answer_tokens(editor, answers),
+    ctx = SearchContext(editor=editor, failing=failing, twins=twins, answers=answers,
+                        right=answer_tokens(editor, answers),
                         attribution=attribution, locality=LocalityProbe(editor, locality, config.batch_size),
                         max_heads=config.max_heads, target_fixed=config.target_fixed,
                         min_unchanged=config.min_unchanged, extra_sizes=config.extra_sizes,

@@ -108,11 +108,35 @@ class RemapPlan(_Plan):
                 for layer, heads in _by_layer(self.heads)]
 
 
-RepairPlan = Annotated[SteerPlan | ScalePlan | RemapPlan, Field(discriminator="kind")]
+class TunePlan(_Plan):
+    """Maps of each chosen head's output fit jointly by gradient on the expected answers (head-tune), keeping
+    the unedited model's next-token distribution on the keep prompts and the heads' outputs on ordinary text."""
+
+    kind: Literal["tune"] = "tune"
+    preservation: float = Field(ge=0, description="ρ, the weight of the maps' change on ordinary text")
+    kl_weight: float = Field(ge=0, description="weight of KL(unedited || edited) on the keep prompts")
+    steps: int = Field(ge=1, description="Adam steps of the fit")
+    lr: float = Field(gt=0, description="Adam learning rate of the fit")
+    failing: list[str] = Field(description="the failing prompts the maps are fit on")
+    answers: list[str] = Field(description="their expected answers, in the same order")
+    keep: list[str] = Field(default_factory=list, description="prompts whose next-token distribution is kept")
+    corpus: CorpusSpec | None = Field(None, description="ordinary text to keep (None: head-tune's default)")
+
+    def describe(self) -> str:
+        return f"{_names(self.heads)} tuned with preservation {self.preservation:g}"
+
+    def edits(self) -> list[tuple[str, dict]]:
+        corpus = {} if self.corpus is None else {"corpus": self.corpus.model_dump()}
+        return [("head-tune", {"heads": [list(h) for h in self.heads], "preservation": self.preservation,
+                               "kl_weight": self.kl_weight, "steps": self.steps, "lr": self.lr,
+                               "failing": self.failing, "answers": self.answers, "keep": self.keep, **corpus})]
+
+
+RepairPlan = Annotated[SteerPlan | ScalePlan | RemapPlan | TunePlan, Field(discriminator="kind")]
 _PLAN = TypeAdapter(RepairPlan)
 
 
-def parse_plan(text: str) -> SteerPlan | ScalePlan | RemapPlan:
+def parse_plan(text: str) -> SteerPlan | ScalePlan | RemapPlan | TunePlan:
     """A plan from its JSON (as `plan.model_dump_json()` wrote it); the `kind` field picks the type."""
     return _PLAN.validate_json(text)
 
@@ -124,7 +148,7 @@ class RepairPoint(BaseModel):
     n_heads: int
     alpha: float | None = Field(None, description="steer: the strength α")
     factor: float | None = Field(None, description="scale: the factor of the head added last")
-    preservation: float | None = Field(None, description="remap: the preservation weight ρ")
+    preservation: float | None = Field(None, description="remap, tune: the preservation weight ρ")
     gain: float | None = Field(None, description="remap: the gain g of the map's target")
     fixed: float = Field(description="fraction of failing prompts whose top-1 is now the expected answer")
     unchanged: float = Field(description="fraction of locality prompts whose top-1 did not change")

@@ -195,6 +195,21 @@ def test_repair_with_remap_keeps_prompts_and_saves(model_dir, tmp_path, capsys):
     assert chosen["kind"] == "remap" and chosen["keep"] == ["Berlin and London are"]
 
 
+def test_repair_with_tune_saves_the_plan(model_dir, tmp_path, capsys):
+    failures = [{"prompt": "The capital of France is", "answer": "Rome", "twin": "The capital of Italy is"}]
+    failing = _write_failures(tmp_path / "failing.jsonl", failures)
+    (tmp_path / "locality.txt").write_text("The mother tongue of\n")
+    code = main(["repair", "--model", str(model_dir), "--failing", str(failing), "--locality",
+                 str(tmp_path / "locality.txt"), "--kind", "tune", "--max-heads", "1", "--alphas", "1",
+                 "--target", "0", "--min-unchanged", "0", "--out", str(tmp_path / "repaired"),
+                 "--report", str(tmp_path / "search.json")])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "tuned with preservation 1" in text and (tmp_path / "repaired" / "suture.json").is_file()
+    chosen = json.loads((tmp_path / "search.json").read_text())["chosen"]
+    assert chosen["kind"] == "tune" and chosen["keep"] == ["The capital of Italy is"]
+
+
 def test_repair_names_the_bad_field(model_dir, tmp_path, capsys):
     failing = _write_failures(tmp_path / "failing.jsonl", [{"prompt": "The capital of France is", "answer": ""}])
     (tmp_path / "l.txt").write_text("x\n")

@@ -22,6 +22,8 @@ from suture.repair import (
     ScaleStrategy,
     SteerPlan,
     SteerStrategy,
+    TunePlan,
+    TuneStrategy,
     apply_plan,
     parse_plan,
     search_repair,
@@ -136,6 +138,23 @@ def test_remap_search_reads_every_candidate_layers_statistics_in_one_pass(monkey
     assert len(layers) > 1
     assert [p for p in passes if p[0] == "attn_out"] == [("attn_out", layers)]
     assert search.trials
+
+
+def test_tune_search_fits_on_the_answers_keeps_the_twins_and_reverts():
+    editor = editor_for()
+    before = snapshot(editor)
+    config = RepairConfig(strategy=TuneStrategy(preservations=[100.0, 0.01], steps=5, lr=0.05, keep=LOCALITY[:1],
+                                                corpus=CORPUS), max_heads=2, target_fixed=1.01, min_unchanged=0.0)
+    search, _ = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, config, progress=lambda _msg: None)
+    assert [(t.n_heads, t.preservation) for t in search.trials] == [(n, a) for n in (1, 2) for a in (100.0, 0.01)]
+    plan = search.chosen
+    assert isinstance(plan, TunePlan) and plan.failing == FAILING and plan.answers == ANSWERS
+    assert plan.keep == [*TWINS, LOCALITY[0]]  # the twins' next tokens are kept, then the extra prompts
+    assert parse_plan(plan.model_dump_json()) == plan
+    (method, hparams), = plan.edits()  # one edit: the heads of every layer are fit jointly
+    assert method == "head-tune" and hparams["heads"] == [list(h) for h in plan.heads]
+    after = editor.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and not editor.ledger
 
 
 def test_remap_plan_is_one_head_remap_per_layer_in_depth_order():

@@ -4,6 +4,7 @@ against the model's head layout when an edit is applied (methods/heads/base.py).
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -22,7 +23,7 @@ class HeadsHParams(BaseModel):
     @field_validator("heads")
     @classmethod
     def _distinct(cls, heads: list[int]) -> list[int]:
-        repeated = sorted({h for h in heads if heads.count(h) > 1})
+        repeated = sorted(h for h, n in Counter(heads).items() if n > 1)  # linear: `heads` comes from callers
         if repeated:
             raise ValueError(f"head(s) {repeated} listed more than once")
         return heads
@@ -98,7 +99,7 @@ class HeadTuneHParams(BaseModel):
     @field_validator("heads")
     @classmethod
     def _distinct_pairs(cls, heads: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        repeated = sorted({h for h in heads if heads.count(h) > 1})
+        repeated = sorted(h for h, n in Counter(heads).items() if n > 1)
         if repeated:
             raise ValueError(f"(layer, head) pair(s) {repeated} listed more than once")
         return heads
