@@ -129,7 +129,7 @@ def test_remap_search_reads_every_candidate_layers_statistics_in_one_pass(monkey
 
     monkeypatch.setattr(context, "second_moment", counted)
     editor = editor_for()
-    config = RepairConfig(strategy=RemapStrategy(preservations=[1.0], corpus=CORPUS), max_heads=6,
+    config = RepairConfig(strategy=RemapStrategy(preservations=[1.0], corpus=CORPUS, candidates="helping"), max_heads=6,
                           target_fixed=1.01, min_unchanged=0.0)
     search, attribution = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, config, progress=lambda _m: None)
     layers = sorted({layer for layer, _head, effect in attribution.ranking("signed")[:6] if effect > 0})
