@@ -1,8 +1,8 @@
 """Head repair on the real SmolLM2: a Q&A-format failure of facts the model completes in plain form,
 localized by head patching and steered on a few heads; the repaired checkpoint (with the created
 o_proj biases) reloads with stock transformers and reproduces the in-memory outputs; revert is exact.
-Remapping heads (head-remap) fixes the same failures and saves the same way. Also the traced ROME layer
-choice on a real model."""
+Remapping heads (head-remap) fixes the same failures and saves the same way, and so does tuning five heads'
+maps on the answers (head-tune). Also the traced ROME layer choice on a real model."""
 
 import pytest
 import torch
@@ -12,7 +12,7 @@ from suture.editor.kv import CorpusSpec
 from suture.methods.localize import attribute_heads
 from suture.methods.localize.last_token import last_token_head_means, last_token_logprobs
 from suture.methods.localize.layer_choice import choose_edit_layer
-from suture.repair import RemapPlan, SteerPlan, answer_tokens, apply_plan
+from suture.repair import RemapPlan, SteerPlan, TunePlan, answer_tokens, apply_plan
 
 pytestmark = pytest.mark.slow
 
@@ -101,6 +101,38 @@ def test_remapped_heads_fix_the_qa_failures_and_reload_with_stock_transformers(e
     with torch.no_grad():
         repaired = editor.model(**enc).logits
     path = editor.save(tmp_path / "remapped")
+    stock = AutoModelForCausalLM.from_pretrained(path).to(editor.model.device).eval()
+    with torch.no_grad():
+        reloaded = stock(**enc).logits
+    assert (reloaded - repaired).abs().max() < 1e-4
+
+    editor.revert(added)
+    after = editor.model.state_dict()
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_tuned_heads_fix_the_qa_failures_keep_other_facts_and_reload(editor, tmp_path):
+    plain = [p for p, _ in QA_FAILURES]
+    qa = [QA.format(prompt=p) for p in plain]
+    answers = [a for _, a in QA_FAILURES]
+    right = answer_tokens(editor, answers)
+    wrong = last_token_logprobs(editor.handle, qa).argmax(-1)
+    assert int((wrong == right).sum()) == 0
+    attribution = attribute_heads(editor.handle, qa, plain, right=right.tolist(), wrong=wrong.tolist())
+    helping = [(layer, head) for layer, head, effect in attribution.ranking("signed") if effect > 0][:5]
+    keep = [p for p, _ in FACTS]  # facts it answers in both forms: their next token must not change
+    plan = TunePlan(heads=helping, preservation=1.0, kl_weight=10.0, steps=40, lr=0.005, failing=qa, answers=answers,
+                    keep=[*plain, *keep], corpus=CorpusSpec(n_samples=128))  # the corpus the other tests sampled
+    before = {k: v.clone() for k, v in editor.model.state_dict().items()}
+    kept_before = last_token_logprobs(editor.handle, keep + plain).argmax(-1)
+    added = apply_plan(editor, plan)
+    assert added == 1  # one edit: the five heads' maps are fit jointly
+    assert int((last_token_logprobs(editor.handle, qa).argmax(-1) == right).sum()) >= 6
+    assert torch.equal(last_token_logprobs(editor.handle, keep + plain).argmax(-1), kept_before)
+    enc = editor.tokenizer(qa + plain, return_tensors="pt", padding=True, padding_side="left").to(editor.model.device)
+    with torch.no_grad():
+        repaired = editor.model(**enc).logits
+    path = editor.save(tmp_path / "tuned")
     stock = AutoModelForCausalLM.from_pretrained(path).to(editor.model.device).eval()
     with torch.no_grad():
         reloaded = stock(**enc).logits
