@@ -18,8 +18,8 @@ from test_heads import (
     hooked_logits,
     layout,
     logits,
-    o_proj,
     snapshot,
+    touched_heads,
 )
 from tiny import tiny_model
 
@@ -62,13 +62,7 @@ def test_head_remap_is_the_least_squares_map_of_the_head_outputs(family):
         return z
 
     assert_same_as_hook(logits(model, tok), hooked_logits(family, LAYER, remap), base_logits)
-    lay = layout(ed)
-    weight = o_proj(ed).weight if not ed.handle.sites.weights_transposed else o_proj(ed).weight.T
-    before = base[f"{path}.weight"] if not ed.handle.sites.weights_transposed else base[f"{path}.weight"].T
-    untouched = [h for h in range(lay.n_heads) if h not in heads]
-    for h in untouched:
-        cols = slice(h * lay.head_dim, (h + 1) * lay.head_dim)
-        assert torch.equal(weight[:, cols], before[:, cols])
+    assert touched_heads(ed, base) == set(heads)
     ed.revert()
     assert_bit_identical(model, base)
 

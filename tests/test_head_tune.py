@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_heads import assert_bit_identical, snapshot
+from test_heads import assert_bit_identical, snapshot, touched_heads
 from tiny import tiny_model
 
 from suture.editor import Editor, InvalidHyperparametersError
@@ -41,13 +41,8 @@ def test_head_tune_raises_the_answers_through_the_chosen_heads_only(family):
     paths = {ed.handle.sites.attn_out_path(layer) for layer, _ in HEADS}
     now = snapshot(model)
     assert {k for k in base if not torch.equal(base[k], now[k])} == {f"{p}.weight" for p in paths}
-    lay = ed.handle.sites.head_layout(model.config)
     for layer in {layer for layer, _ in HEADS}:
-        key = f"{ed.handle.sites.attn_out_path(layer)}.weight"
-        diff = (now[key] - base[key]).abs()
-        diff = diff if not ed.handle.sites.weights_transposed else diff.T  # (out, in): heads are input columns
-        touched = {h for h in range(lay.n_heads) if diff[:, h * lay.head_dim:(h + 1) * lay.head_dim].any()}
-        assert touched == {h for lay_, h in HEADS if lay_ == layer}
+        assert touched_heads(ed, base, layer) == {h for lay_, h in HEADS if lay_ == layer}
     assert all(p.grad is None for p in model.parameters())
     ed.revert()
     assert_bit_identical(model, base)

@@ -63,6 +63,14 @@ def layout(ed: Editor):
 
 
 @torch.no_grad()
+def touched_heads(ed: Editor, before: dict[str, torch.Tensor], layer: int = LAYER) -> set[int]:
+    """Heads of `layer` whose output-projection columns differ from `before` (a snapshot)."""
+    lay, path = layout(ed), f"{ed.handle.sites.attn_out_path(layer)}.weight"
+    diff = (ed.model.state_dict()[path] - before[path]).abs()
+    diff = diff if not ed.handle.sites.weights_transposed else diff.T  # (out, in): heads are input columns
+    return {h for h in range(lay.n_heads) if diff[:, h * lay.head_dim:(h + 1) * lay.head_dim].any()}
+
+
 def hooked_logits(family: str, layer: int, change, texts=PROBES) -> torch.Tensor:
     """Logits of a fresh copy of the base model whose attention output projection at `layer` sees
     `change(heads)` instead of its input, heads shaped [batch, pos, n_heads, head_dim]."""

@@ -77,6 +77,21 @@ QA_FAILURES = [("The Coca-Cola Company formed in 1886 and is headquartered in", 
                ("The genre played by Riverworld is a mix of", "fantasy")]
 
 
+def assert_reloads_then_reverts(editor, added: int, before: dict, prompts: list[str], tmp_path) -> None:
+    """The saved repair reloads in stock transformers with the in-memory logits; reverting restores `before`."""
+    enc = editor.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(editor.model.device)
+    with torch.no_grad():
+        repaired = editor.model(**enc).logits
+    stock = AutoModelForCausalLM.from_pretrained(editor.save(tmp_path / "repaired")).to(editor.model.device).eval()
+    with torch.no_grad():
+        reloaded = stock(**enc).logits
+    assert (reloaded - repaired).abs().max() < 1e-4
+
+    editor.revert(added)
+    after = editor.model.state_dict()
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+
+
 def test_remapped_heads_fix_the_qa_failures_and_reload_with_stock_transformers(editor, tmp_path):
     plain = [p for p, _ in QA_FAILURES]
     qa = [QA.format(prompt=p) for p in plain]
@@ -97,18 +112,7 @@ def test_remapped_heads_fix_the_qa_failures_and_reload_with_stock_transformers(e
     added = apply_plan(editor, plan)
     assert int((last_token_logprobs(editor.handle, qa).argmax(-1) == right).sum()) >= 4
     assert torch.equal(last_token_logprobs(editor.handle, keep).argmax(-1), kept_before)
-    enc = editor.tokenizer(qa + plain, return_tensors="pt", padding=True, padding_side="left").to(editor.model.device)
-    with torch.no_grad():
-        repaired = editor.model(**enc).logits
-    path = editor.save(tmp_path / "remapped")
-    stock = AutoModelForCausalLM.from_pretrained(path).to(editor.model.device).eval()
-    with torch.no_grad():
-        reloaded = stock(**enc).logits
-    assert (reloaded - repaired).abs().max() < 1e-4
-
-    editor.revert(added)
-    after = editor.model.state_dict()
-    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+    assert_reloads_then_reverts(editor, added, before, qa + plain, tmp_path)
 
 
 def test_tuned_heads_fix_the_qa_failures_keep_other_facts_and_reload(editor, tmp_path):
@@ -129,15 +133,4 @@ def test_tuned_heads_fix_the_qa_failures_keep_other_facts_and_reload(editor, tmp
     assert added == 1  # one edit: the five heads' maps are fit jointly
     assert int((last_token_logprobs(editor.handle, qa).argmax(-1) == right).sum()) >= 6
     assert torch.equal(last_token_logprobs(editor.handle, keep + plain).argmax(-1), kept_before)
-    enc = editor.tokenizer(qa + plain, return_tensors="pt", padding=True, padding_side="left").to(editor.model.device)
-    with torch.no_grad():
-        repaired = editor.model(**enc).logits
-    path = editor.save(tmp_path / "tuned")
-    stock = AutoModelForCausalLM.from_pretrained(path).to(editor.model.device).eval()
-    with torch.no_grad():
-        reloaded = stock(**enc).logits
-    assert (reloaded - repaired).abs().max() < 1e-4
-
-    editor.revert(added)
-    after = editor.model.state_dict()
-    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+    assert_reloads_then_reverts(editor, added, before, qa + plain, tmp_path)
