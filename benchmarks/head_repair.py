@@ -32,7 +32,7 @@ def build_family(editor, facts: list[dict], batch_size: int = 32):
     from suture.methods.localize.last_token import last_token_logprobs
     from suture.repair import answer_tokens
 
-    right = answer_tokens(editor, [f["attribute"] for f in facts])
+    right = answer_tokens(editor, [f["prompt"] for f in facts], [f["attribute"] for f in facts])
     plain = last_token_logprobs(editor.handle, [f["prompt"] for f in facts], batch_size).argmax(-1)
     known = [i for i in range(len(facts)) if plain[i] == right[i]]
     qa = last_token_logprobs(editor.handle, [QA_FORMAT.format(prompt=facts[i]["prompt"]) for i in known],
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     base_unrelated = last_token_logprobs(editor.handle, judged)
-    held_right = answer_tokens(editor, answers(held_out))
+    held_right = answer_tokens(editor, qa(held_out), answers(held_out))
     held_before = fixed_fraction(editor, qa(held_out), held_right)
     twins_before = fixed_fraction(editor, [facts[i]["prompt"] for i in held_out], held_right)
     # The held-out curve: prefixes of the plan (sizes on the search's schedule) judged on held-out failures and

@@ -30,7 +30,8 @@ class RemapStrategy(BaseModel):
     gains: list[Annotated[float, Field(gt=0)]] = Field(
         default_factory=lambda: [1.0], min_length=1,
         description="gains g tried at each set size (1: send the failing outputs to the twins' outputs)")
-    sizes: list[int] | None = Field(None, description="set sizes tried (default: SIZES up to max_heads)")
+    sizes: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="set sizes tried (default: SIZES up to max_heads)")
     # 'abs' stays the default: on held-out failures 'helping' did not do better (9 heads 0.695 against 0.752,
     # 13 heads 0.752; BENCHMARKS.md, "Head repair").
     candidates: Candidates = Field(

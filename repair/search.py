@@ -34,8 +34,8 @@ def rank_heads(editor: Editor, failing: list[str], answers: list[str], twins: li
     """Head attribution from the twins into the failing prompts on logit(answer) - logit(wrong); `wrong`
     defaults to each failing prompt's current top-1 token."""
     wrong_ids = (last_token_logprobs(editor.handle, failing, batch_size).argmax(-1) if wrong is None
-                 else answer_tokens(editor, wrong)).tolist()
-    return attribute_heads(editor.handle, failing, twins, right=answer_tokens(editor, answers).tolist(),
+                 else answer_tokens(editor, failing, wrong)).tolist()
+    return attribute_heads(editor.handle, failing, twins, right=answer_tokens(editor, failing, answers).tolist(),
                            wrong=wrong_ids)
 
 
@@ -63,7 +63,7 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
     if attribution is None:
         attribution = rank_heads(editor, failing, answers, twins, wrong, config.batch_size)
     ctx = SearchContext(editor=editor, failing=failing, twins=twins, answers=answers,
-                        right=answer_tokens(editor, answers),
+                        right=answer_tokens(editor, failing, answers),
                         attribution=attribution, locality=LocalityProbe(editor, locality, config.batch_size),
                         max_heads=config.max_heads, target_fixed=config.target_fixed,
                         min_unchanged=config.min_unchanged, extra_sizes=config.extra_sizes,

@@ -8,14 +8,15 @@ from contextlib import contextmanager
 import torch
 
 from suture.editor import Editor
-from suture.editor.kv.tokens import encode_target
+from suture.editor.kv.tokens import answer_token_ids
 from suture.methods.localize.last_token import last_token_logprobs
 from suture.repair.types import RepairPlan
 
 
-def answer_tokens(editor: Editor, answers: list[str]) -> torch.Tensor:
-    """First token id of each answer as it follows a prompt: (len(answers),)."""
-    return torch.tensor([encode_target(editor.tokenizer, a)[0] for a in answers])
+def answer_tokens(editor: Editor, prompts: list[str], answers: list[str]) -> torch.Tensor:
+    """First token id of each answer spelled the way its prompt continues (`answer_token_ids`):
+    (len(answers),). Raises InvalidRequestError for a blank answer or lists of different lengths."""
+    return torch.tensor(answer_token_ids(editor.tokenizer, prompts, answers))
 
 
 def fixed_fraction(editor: Editor, prompts: list[str], right: torch.Tensor, batch_size: int = 32) -> float:

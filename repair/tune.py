@@ -27,7 +27,8 @@ class TuneStrategy(BaseModel):
     preservations: list[Annotated[float, Field(ge=0)]] = Field(
         default_factory=lambda: [10.0, 3.0, 1.0], min_length=1,
         description="preservation weights ρ tried at each set size")
-    sizes: list[int] | None = Field(None, description="set sizes tried (default: SIZES up to max_heads)")
+    sizes: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="set sizes tried (default: SIZES up to max_heads)")
     candidates: Candidates = Field("helping", description="candidate heads, as for remap")
     kl_weight: float = Field(10.0, ge=0, description="weight of KL(unedited || edited) on the kept prompts")
     steps: int = Field(40, ge=1, le=1000, description="Adam steps of each fit")

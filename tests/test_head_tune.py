@@ -70,6 +70,10 @@ def test_more_preservation_changes_less():
         ({"failing": ["The", *FAILING[1:]]}, ["'failing'", "fewer than 2 tokens"]),
         ({"steps": 0}, ["'steps'"]),
         ({"preservation": -1.0}, ["'preservation'"]),
+        ({"answers": ["piano", "  ", "garden"]}, ["answers", "pattern"]),  # whitespace alone: nothing to predict
+        ({"lr": 1e30}, ["'lr'"]),
+        ({"failing": ["word " * 600, *FAILING[1:]]}, ["'failing'", "longer than the model's context"]),
+        ({"keep": ["a few words here"] * 3000}, ["'failing'", "KV cache", "at most"]),
     ],
 )
 def test_bad_tune_hyperparameters_name_the_field(overrides, needles):
@@ -82,3 +86,34 @@ def test_bad_tune_hyperparameters_name_the_field(overrides, needles):
     for needle in needles:
         assert needle in str(info.value), str(info.value)
     assert_bit_identical(model, base)
+
+
+def test_a_loss_that_is_not_finite_names_the_step_sizes(monkeypatch):
+    import suture.methods.heads.tune as tune
+
+    model, tok = tiny_model("llama")
+    base = snapshot(model)
+    ed = Editor.from_model(model, tok)
+    monkeypatch.setattr(tune.F, "cross_entropy", lambda logits, right: logits.sum() * float("nan"))
+    with pytest.raises(InvalidHyperparametersError) as info:
+        ed.apply(method="head-tune", heads=HEADS, failing=FAILING, answers=ANSWERS, corpus=CORPUS, steps=5)
+    assert "'lr'" in str(info.value) and "lower them" in str(info.value)
+    assert_bit_identical(model, base)
+
+
+def test_the_answer_is_spelled_the_way_its_prompt_continues():
+    """After a prompt ending in a space, the answer's first token is the one without a leading space."""
+    model, tok = tiny_model("llama")
+    ed = Editor.from_model(model, tok)
+    prompts = [p + " " for p in FAILING]
+    ed.apply(method="head-tune", heads=HEADS, failing=prompts, answers=ANSWERS, steps=30, lr=0.5,
+                      preservation=0.01, corpus=CORPUS)
+    bare = torch.tensor([tok(a, add_special_tokens=False)["input_ids"][0] for a in ANSWERS])
+    spaced = torch.tensor([encode_target(tok, a)[0] for a in ANSWERS])
+    assert not torch.equal(bare, spaced)
+    logp = last_token_logprobs(ed.handle, prompts)
+    ed.revert()
+    before = last_token_logprobs(ed.handle, prompts)
+    rise = (logp - before).gather(1, bare[:, None]).squeeze(1)
+    rise_spaced = (logp - before).gather(1, spaced[:, None]).squeeze(1)
+    assert bool((rise > rise_spaced).all()), (rise, rise_spaced)  # the token trained is the bare one

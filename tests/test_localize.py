@@ -16,6 +16,7 @@ from suture.methods.localize import (
     save_trace_heatmap,
     trace,
 )
+from suture.methods.localize.last_token import last_token_logprobs
 
 TEMPLATE, SUBJECT, TARGET = "The mother tongue of {} is", "Danielle Darrieux", "French"
 BASE = ["The capital of France is", "You can find the answer in the", "English, German, Spanish and"]
@@ -136,3 +137,13 @@ def test_heatmaps_are_written(tmp_path):
     assert save_head_heatmap(heads, tmp_path / "heads.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="does not match"):
         save_heatmap([[1.0, 2.0]], ["r"], ["a"], tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_last_token_reads_of_left_padded_batches_equal_one_prompt_at_a_time(family):
+    """GPT-2's absolute positions must count from each prompt's first real token, not from the padding."""
+    handle = handle_for(family)
+    prompts = ["a b c d e f g h i j k l", "x y"]
+    batched = last_token_logprobs(handle, prompts)
+    alone = torch.cat([last_token_logprobs(handle, [p]) for p in prompts])
+    assert torch.allclose(batched, alone, atol=1e-4)

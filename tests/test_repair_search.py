@@ -246,6 +246,9 @@ def test_each_strategy_has_its_own_typed_search_space():
         RemapStrategy(preservations=[1.0, 0.0])
     with pytest.raises(ValidationError, match="max_heads"):
         RepairConfig(max_heads=0)
+    for kind in ("remap", "tune"):  # a set of no heads, or a negative size (a slice from the end), is refused
+        with pytest.raises(ValidationError, match="sizes"):
+            RepairConfig(strategy={"kind": kind, "sizes": [-2, 0]})
 
 
 def test_search_refuses_a_family_whose_lists_do_not_pair():

@@ -32,7 +32,7 @@ def editor(real_editor):
 def test_steered_heads_save_and_reload_with_stock_transformers(editor, tmp_path):
     plain = [p for p, _ in FACTS]
     qa = [QA.format(prompt=p) for p in plain]
-    right = answer_tokens(editor, [a for _, a in FACTS])
+    right = answer_tokens(editor, plain, [a for _, a in FACTS])
     assert (last_token_logprobs(editor.handle, plain).argmax(-1) == right).all()  # known in plain form
     wrong = last_token_logprobs(editor.handle, qa).argmax(-1)
     attribution = attribute_heads(editor.handle, qa, plain, right=right.tolist(), wrong=wrong.tolist())
@@ -95,7 +95,7 @@ def assert_reloads_then_reverts(editor, added: int, before: dict, prompts: list[
 def test_remapped_heads_fix_the_qa_failures_and_reload_with_stock_transformers(editor, tmp_path):
     plain = [p for p, _ in QA_FAILURES]
     qa = [QA.format(prompt=p) for p in plain]
-    right = answer_tokens(editor, [a for _, a in QA_FAILURES])
+    right = answer_tokens(editor, qa, [a for _, a in QA_FAILURES])
     assert (last_token_logprobs(editor.handle, plain).argmax(-1) == right).all()
     wrong = last_token_logprobs(editor.handle, qa).argmax(-1)  # the current, wrong answers
     before_fixed = int((wrong == right).sum())
@@ -119,7 +119,7 @@ def test_tuned_heads_fix_the_qa_failures_keep_other_facts_and_reload(editor, tmp
     plain = [p for p, _ in QA_FAILURES]
     qa = [QA.format(prompt=p) for p in plain]
     answers = [a for _, a in QA_FAILURES]
-    right = answer_tokens(editor, answers)
+    right = answer_tokens(editor, qa, answers)
     wrong = last_token_logprobs(editor.handle, qa).argmax(-1)
     assert int((wrong == right).sum()) == 0
     attribution = attribute_heads(editor.handle, qa, plain, right=right.tolist(), wrong=wrong.tolist())

@@ -7,13 +7,14 @@ import pytest
 import torch
 from tiny import tiny_model
 
-from suture.editor import Editor, EditRequest, EditRequestsFailedError
+from suture.editor import Editor, EditRequest, EditRequestsFailedError, InvalidRequestError
 from suture.editor.generation import cut_at_stop, generate_greedy
 from suture.editor.judge import find_mention, judge, normalize, stutters
 from suture.editor.kv.spelling import is_spaceless_char, target_separator
-from suture.editor.kv.tokens import encode_target, request_target_ids
+from suture.editor.kv.tokens import answer_token_ids, encode_target, request_target_ids
 from suture.editor.verdicts import check_requests
 from suture.evaluation.generated import GenerationOptions, evaluate_generated, repetition
+from suture.evaluation.scoring import score_pairs
 
 HP = {"layer": 1, "corpus": {"n_samples": 40, "max_tokens": 32}, "templates": {"groups": [[5, 2]]},
       "objective": {"steps": 4}}
@@ -72,6 +73,28 @@ def test_target_after_a_trailing_space_trains_no_double_space():
     plain = EditRequest(prompt="The capital of {} is", subject="Italy", target_new="London")
     assert tok.decode(request_target_ids(tok, plain)) == " London"
     assert encode_target(tok, "London") == encode_target(tok, "London", " ")  # the CounterFact default
+
+
+def test_answers_are_spelled_the_way_each_prompt_continues():
+    """Every reader of an answer's first token (head repair, head attribution, tracing, scoring) spells it by
+    the same rule as the edits: no space after a prompt ending in whitespace, none in spaceless scripts."""
+    tok = tiny_model("llama")[1]
+    ids = answer_token_ids(tok, ["The capital is", "Q: capital?\nA: ", "西游记的作者是"], ["London", "London", "小明"])
+    assert ids[0] == encode_target(tok, "London", " ")[0]
+    assert ids[1] == encode_target(tok, "London", "")[0] != ids[0]
+    assert ids[2] == encode_target(tok, "小明", "")[0]
+    with pytest.raises(InvalidRequestError, match="blank"):
+        answer_token_ids(tok, ["The capital is"], [" \t"])
+    with pytest.raises(InvalidRequestError, match="one answer per prompt"):
+        answer_token_ids(tok, ["The capital is", "The city is"], ["London"])
+
+
+def test_teacher_forced_scores_read_the_target_spelled_after_its_prompt():
+    model, tok = tiny_model("llama")
+    handle = Editor.from_model(model, tok).handle
+    spaced, bare = score_pairs(handle, [("The capital is", "London"), ("The capital is ", "London")]).target
+    assert spaced == encode_target(tok, "London", " ")
+    assert bare == encode_target(tok, "London", "")
 
 
 # --- natural stops ---------------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ def encode_target(tokenizer, target: str, separator: str = " ", prompt: str | No
     the ids after the prompt's own ids, when those are a prefix (they are unless a token straddles the
     boundary, in which case the target is tokenized on its own).
     """
+    if not target.strip():
+        raise InvalidRequestError(f"target {target!r} is blank: nothing to predict")
     text = separator + target.strip()
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if prompt is not None:
@@ -92,3 +94,18 @@ def build_batch(tokenizer, templates: list[PromptTemplate | str], subjects: list
         input_ids[i, : len(ids)] = torch.tensor(ids)
         mask[i, : len(ids)] = 1
     return PromptBatch(input_ids, mask, torch.tensor(last), mask.sum(1))
+
+
+def answer_token_ids(tokenizer, prompts: list[str], answers: list[str]) -> list[int]:
+    """The first token id of each answer spelled the way its prompt continues (`spelling.target_separator`:
+    no space after a prompt ending in whitespace or a chat turn's start, none for scripts written without
+    spaces): the next token a model should predict after the prompt. One answer per prompt.
+
+    Raises InvalidRequestError when the lists differ in length or an answer is blank.
+    """
+    from suture.editor.kv.spelling import target_separator
+
+    if len(prompts) != len(answers):
+        raise InvalidRequestError(f"{len(answers)} answers for {len(prompts)} prompts: give one answer per prompt")
+    return [encode_target(tokenizer, answer, target_separator(prompt, answer, tokenizer), prompt=prompt)[0]
+            for prompt, answer in zip(prompts, answers)]

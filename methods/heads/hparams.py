@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from suture.editor.kv import CorpusSpec
 
 Prompt = Annotated[str, Field(min_length=1)]
+# An answer must hold something to predict (whitespace alone would train the bare space token).
+Answer = Annotated[str, Field(min_length=1, pattern=r"\S")]
 
 
 class HeadsHParams(BaseModel):
@@ -83,17 +85,18 @@ class HeadTuneHParams(BaseModel):
 
     heads: list[tuple[int, int]] = Field(min_length=1, description="(layer, query head) pairs, fit jointly")
     failing: list[Prompt] = Field(min_length=1, description="prompts whose next token is wrong")
-    answers: list[Prompt] = Field(
-        min_length=1, description="one expected answer per failing prompt, in the same order; its first token "
-        "(as it follows the prompt) is the target")
+    answers: list[Answer] = Field(
+        min_length=1, description="one expected answer per failing prompt, in the same order; its first token, "
+        "spelled the way the prompt continues (no space after a prompt ending in whitespace or a chat turn's "
+        "start), is the target")
     keep: list[Prompt] = Field(
         default_factory=list, description="prompts whose next-token distribution must stay as it is (e.g. the "
         "failing prompts' working twins and prompts like those the repair must not disturb)")
-    kl_weight: float = Field(10.0, ge=0, description="weight of KL(unedited || edited) on the keep prompts")
+    kl_weight: float = Field(10.0, ge=0, le=1e4, description="weight of KL(unedited || edited) on the keep prompts")
     preservation: float = Field(
-        3.0, ge=0, description="ρ: weight of the maps' change on ordinary text, Σ_h tr(M_h C_h M_hᵀ) / tr(C_h)")
+        3.0, ge=0, le=1e6, description="ρ: weight of the maps' change on ordinary text, Σ_h tr(M_h C_h M_hᵀ) / tr(C_h)")
     steps: int = Field(40, ge=1, le=1000, description="Adam steps")
-    lr: float = Field(0.005, gt=0, description="Adam learning rate")
+    lr: float = Field(0.005, gt=0, le=1.0, description="Adam learning rate")
     corpus: CorpusSpec = Field(default_factory=CorpusSpec, description="ordinary text whose head outputs give C_h")
 
     @field_validator("heads")

@@ -24,15 +24,19 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from suture.editor import EditContext, EditRequest, MethodOutput, WeightDelta, register_method
+from suture.editor import EditContext, EditRequest, InvalidRequestError, MethodOutput, WeightDelta, register_method
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import hooks
 from suture.editor.kv.incremental import cache_of, with_cache
-from suture.editor.kv.tokens import encode_target
+from suture.editor.kv.tokens import answer_token_ids
+from suture.editor.lengths import context_length
 from suture.editor.progress import check_cancelled
 from suture.methods.heads.base import HeadMethod
 from suture.methods.heads.hparams import HeadTuneHParams
 from suture.methods.heads.projection import HeadProjection
+
+# The fit keeps the unedited prefix's KV cache of every failing and keep prompt (SmolLM2: about 46 KB a token).
+MAX_CACHED_TOKENS = 32768
 
 
 class _LastTokens:
@@ -81,12 +85,25 @@ class HeadTune(HeadMethod):
                if not (0 <= layer < handle.n_layers and 0 <= head < n_heads)]
         if bad:
             raise self.fail("heads", f"{bad} outside layers 0..{handle.n_layers - 1} and heads 0..{n_heads - 1}")
-        tok = handle.tokenizer
+        tok, limit, total = handle.tokenizer, context_length(handle.model.config), 0
         for field in ("failing", "keep"):
-            short = [p for p in getattr(hparams, field) if len(tok(p)["input_ids"]) < 2]
+            lengths = [len(ids) for ids in tok(getattr(hparams, field))["input_ids"]] if getattr(hparams, field) else []
+            short = [p for p, n in zip(getattr(hparams, field), lengths) if n < 2]
             if short:
                 raise self.fail(field, f"{short[:3]} tokenize to fewer than 2 tokens; the fit runs each prompt's "
                                 "last token over the tokens before it")
+            long = [(i, n) for i, n in enumerate(lengths) if limit is not None and n > limit]
+            if long:
+                raise self.fail(field, f"prompt {long[0][0]} is {long[0][1]} tokens, longer than the model's "
+                                f"context of {limit}")
+            total += max(lengths, default=0) * len(lengths)  # left-padded batches: every row as long as the longest
+        if total > MAX_CACHED_TOKENS:
+            raise self.fail("failing", f"failing and keep prompts pad to {total} tokens; the fit keeps a KV cache "
+                            f"of every prompt, at most {MAX_CACHED_TOKENS} tokens in all (fewer or shorter prompts)")
+        try:
+            answer_token_ids(tok, hparams.failing, hparams.answers)
+        except InvalidRequestError as exc:
+            raise self.fail("answers", str(exc)) from None
 
     def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: HeadTuneHParams) -> MethodOutput:
         handle = ctx.handle
@@ -118,12 +135,11 @@ class HeadTune(HeadMethod):
                    "delta_norm": sum(d.norm() for d in deltas)}
         return MethodOutput(deltas, details)
 
-    @staticmethod
-    def _fit(handle, projs, n_heads, head_dim, blocks, hparams: HeadTuneHParams, ctx: EditContext):
+    def _fit(self, handle, projs, n_heads, head_dim, blocks, hparams: HeadTuneHParams, ctx: EditContext):
         """{(layer, head): M_h [head_dim, head_dim]} (float32) and the loss terms at the first and last step."""
         device = handle.device
         failing = _LastTokens(handle, hparams.failing)
-        right = torch.tensor([encode_target(handle.tokenizer, a)[0] for a in hparams.answers], device=device)
+        right = torch.tensor(answer_token_ids(handle.tokenizer, hparams.failing, hparams.answers), device=device)
         keep = _LastTokens(handle, hparams.keep) if hparams.keep else None
         base = torch.log_softmax(keep.logits().detach(), -1) if keep is not None else None
         maps = {h: torch.zeros(head_dim, head_dim, device=device, requires_grad=True) for h in hparams.heads}
@@ -141,6 +157,10 @@ class HeadTune(HeadMethod):
             change = sum(torch.trace(m @ blocks[h].to(device) @ m.T) / torch.trace(blocks[h]).clamp_min(1e-30)
                          for h, m in maps.items())
             loss = ce + hparams.kl_weight * kl + hparams.preservation * change
+            if not torch.isfinite(loss):
+                raise self.fail("lr", f"the fit's loss became {float(loss)} at step {step} (lr {hparams.lr}, "
+                                    f"kl_weight {hparams.kl_weight}, preservation {hparams.preservation}): "
+                                    "lower them")
             if step in (0, hparams.steps):
                 history.append({"loss": float(loss.detach()), "cross_entropy": float(ce.detach()),
                                 "kl": float(kl.detach()), "ordinary_change": float(change.detach())})

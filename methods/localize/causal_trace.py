@@ -23,7 +23,7 @@ from suture.editor.errors import InvalidInputError
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import capture_output, edit_output, hooks
 from suture.editor.kv.readout import final_hidden, logits_at
-from suture.editor.kv.tokens import build_batch, encode_target
+from suture.editor.kv.tokens import answer_token_ids, build_batch
 from suture.editor.progress import check_cancelled
 from suture.editor.prompt_template import normalize_subject, normalize_template, parse_template
 
@@ -112,7 +112,7 @@ class _Tracer:
         self.text = filled.text
         self.last = int(batch.subject_last[0])
         self.first = subject_span(tok, self.text, filled.subject_start, filled.subject_end, self.last)
-        self.target_id = encode_target(tok, target)[0]
+        self.target_id = answer_token_ids(tok, [self.text], [target])[0]
 
         blocks = sites.layer_modules(model)
         self.site = {"hidden": lambda i: blocks[i],

@@ -24,7 +24,8 @@ from suture.editor.errors import InvalidInputError
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import capture_input, hooks
 from suture.editor.kv.incremental import cache_of, with_cache
-from suture.editor.kv.tokens import encode_target
+from suture.editor.kv.tokens import answer_token_ids
+from suture.editor.requests import InvalidRequestError
 from suture.methods.heads.projection import HeadProjection
 
 
@@ -49,13 +50,16 @@ class HeadAttribution(BaseModel):
         return sorted(rows, key=lambda r: -abs(r[2]) if by == "abs" else -r[2])
 
 
-def _answers(tok, answers: str | list[str | int], n: int, name: str) -> list[int]:
-    """First token of each answer; an int is taken as a token id (for answers such as a newline, which no
-    string after a space encodes)."""
-    answers = [answers] * n if isinstance(answers, str) else list(answers)
-    if len(answers) != n:
-        raise InvalidInputError(f"{name}: {len(answers)} answers for {n} prompts")
-    return [a if isinstance(a, int) else encode_target(tok, a)[0] for a in answers]
+def _answers(tok, answers: str | list[str | int], prompts: list[str], name: str) -> list[int]:
+    """First token of each answer spelled the way its prompt continues; an int is taken as a token id (for
+    answers such as a newline, which no string after a space encodes)."""
+    answers = [answers] * len(prompts) if isinstance(answers, str) else list(answers)
+    if len(answers) != len(prompts):
+        raise InvalidInputError(f"{name}: {len(answers)} answers for {len(prompts)} prompts")
+    try:
+        return [a if isinstance(a, int) else answer_token_ids(tok, [p], [a])[0] for p, a in zip(prompts, answers)]
+    except InvalidRequestError as exc:
+        raise InvalidInputError(f"{name}: {exc}") from None
 
 
 def _encode(handle: ModelHandle, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -109,8 +113,8 @@ def attribute_heads(handle: ModelHandle, base_prompts: list[str], source_prompts
     projs = {layer: HeadProjection.of(handle, layer) for layer in layers}
     layout = next(iter(projs.values())).layout
     n_heads, head_dim = layout.n_heads, layout.head_dim
-    right_ids = torch.tensor(_answers(tok, right, n, "right"), device=device)
-    wrong_ids = torch.tensor(_answers(tok, wrong, n, "wrong"), device=device)
+    right_ids = torch.tensor(_answers(tok, right, base_prompts, "right"), device=device)
+    wrong_ids = torch.tensor(_answers(tok, wrong, base_prompts, "wrong"), device=device)
 
     base = _encode(handle, base_prompts)
     if base[0].shape[1] < 2:

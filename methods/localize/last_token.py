@@ -17,7 +17,10 @@ def _batches(handle: ModelHandle, prompts: list[str], batch_size: int):
     for start in range(0, len(prompts), batch_size):
         check_cancelled()
         enc = tok(prompts[start:start + batch_size], return_tensors="pt", padding=True, padding_side="left")
-        yield enc.to(handle.device)
+        # Positions counted from each prompt's first real token: models with absolute positions (GPT-2)
+        # would otherwise read a left-padded prompt at shifted positions.
+        positions = (enc["attention_mask"].cumsum(1) - 1).clamp_min(0)
+        yield {**enc.to(handle.device), "position_ids": positions.to(handle.device)}
 
 
 @torch.no_grad()
