@@ -35,7 +35,10 @@ VARIANTS = {
 
 
 def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[int], extra: dict,
-                on_row=None, generated_args=None) -> list[dict]:
+                on_row=None, generated_args=None, state: Path | None = None, until: int | None = None) -> list[dict]:
+    """Edit `cases` in order, `batch_size` per apply(), measuring at each checkpoint. With `state`, the
+    session (ledger, timings, rows) is saved at every checkpoint and a run finding the file continues from
+    it; `until` stops after that checkpoint (a long run split into parts). The model is left unedited."""
     from suture.evaluation import norm_growth, score_cases
     from suture.evaluation.drift import measure_drift
 
@@ -43,8 +46,21 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
     hparams = {**hparams, **extra.get(method, {})}
     rows, times, steps, applied, last = [], [], [], 0, 0
     base_cache: dict = {}  # the unedited model's answers, kept across checkpoints
-    pre_neighborhood = score_cases(editor.handle, cases[: max(checkpoints)]).cases
-    while applied < max(checkpoints):
+    run = {"variant": variant, "hparams": json.dumps(hparams, sort_keys=True), "batch_size": batch_size,
+           "cases": [f"{c.id}|{c.text}|{c.target_new}" for c in cases]}
+    if state is not None and state.is_file():
+        saved = editor.restore_session(state)
+        if saved["run"] != run:
+            editor.reset()
+            raise SystemExit(f"--state {state}: saved by another run (variant, hyperparameters, batch size or "
+                             "records differ); give another path")
+        rows, times, steps, applied, last = (json.loads(saved["rows"]), saved["times"], saved["steps"],
+                                             saved["applied"], saved["applied"])
+        pre_neighborhood = saved["pre_neighborhood"]
+        print(f"continuing from {applied} edits ({state})", flush=True)
+    else:
+        pre_neighborhood = [c.neighborhood for c in score_cases(editor.handle, cases[: max(checkpoints)]).cases]
+    while applied < max(checkpoints) and (until is None or applied < until):
         batch = cases[applied: applied + batch_size]
         started = time.perf_counter()
         result = editor.apply(batch, method=method, keep_failed=True, **hparams)
@@ -56,7 +72,7 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
             drift = measure_drift(editor)
             growth = norm_growth(editor)
             window = times[last:applied]
-            pre_ns = sum(c.neighborhood for c in pre_neighborhood[:applied]) / applied
+            pre_ns = sum(pre_neighborhood[:applied]) / applied
             rows.append({"variant": variant, "edits": applied, "efficacy": scores.efficacy,
                          "paraphrase": scores.paraphrase, "neighborhood": scores.neighborhood,
                          "neighborhood_pre": pre_ns, "drift_kl": drift.mean_kl,
@@ -72,9 +88,13 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
                 rows[-1].update(generated_row(editor, judged, generated_args, base_cache, edits=applied))
             print(json.dumps(rows[-1]), flush=True)
             if on_row:
-                on_row(rows[-1])
+                on_row(rows)
             last = applied
-    editor.revert(len(editor.ledger))
+            if state is not None:
+                editor.save_session(state, extra={"run": run, "rows": json.dumps(rows), "times": times,
+                                                  "steps": steps, "applied": applied,
+                                                  "pre_neighborhood": pre_neighborhood})
+    editor.reset()
     return rows
 
 
@@ -128,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offset", type=int, default=0, help="first record (records 500-599: issue 13's range)")
     parser.add_argument("--hparams", default="{}", help='per-method overrides, e.g. {"memit": {"layers": [3, 4]}}')
     parser.add_argument("--out")
+    parser.add_argument("--state", type=Path,
+                        help="session file saved at every checkpoint; a run that finds it continues from it "
+                             "(one variant)")
+    parser.add_argument("--until", type=int, help="stop after this checkpoint (with --state: one part of a long run)")
     parser.add_argument("--plot")
     parser.add_argument("--include", action="append", default=[],
                         help="rows (--out JSON) of earlier runs to plot with this one; repeatable")
@@ -148,14 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     cases = load_counterfact(args.data, limit=max(checkpoints), offset=args.offset)
     rows: list[dict] = []
 
-    def keep(row: dict) -> None:  # written as it comes, so a long run that is stopped keeps what it measured
-        rows.append({**row, "batch_size": args.batch_size})
+    done: list[dict] = []  # rows of the variants finished
+
+    def keep(variant_rows: list[dict]) -> None:  # written as they come: a stopped run keeps what it measured
+        rows[:] = done + [{**row, "batch_size": args.batch_size} for row in variant_rows]
         if args.out:
             Path(args.out).write_text(json.dumps(rows, indent=1))
 
-    for variant in args.variants.split(","):
-        run_variant(editor, cases, variant, args.batch_size, checkpoints, json.loads(args.hparams), on_row=keep,
-                    generated_args=args if args.generated else None)
+    variants = args.variants.split(",")
+    if args.state is not None and len(variants) != 1:
+        parser.error("--state: one variant per session file")
+    for variant in variants:
+        variant_rows = run_variant(editor, cases, variant, args.batch_size, checkpoints, json.loads(args.hparams),
+                                   on_row=keep, generated_args=args if args.generated else None, state=args.state,
+                                   until=args.until)
+        done += [{**row, "batch_size": args.batch_size} for row in variant_rows]
     if args.plot:
         plot(earlier + rows, args.plot)
     return 0

@@ -25,6 +25,7 @@ from suture.editor.noop import split_noops
 from suture.editor.progress import generation_stoppers
 from suture.editor.registry import get_method
 from suture.editor.requests import EditRequest, InvalidRequestError, parse_requests
+from suture.editor.session import read_session, write_session
 from suture.editor.verdicts import settle_verdicts
 
 
@@ -139,6 +140,20 @@ class Editor:
         weights but not in the ledger (an edit stopped by an error) undone as well."""
         self.ledger.clear()
         self._rebuild()
+
+    def save_session(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write the ledger with every delta to `path` (editor/session.py), atomically, so that a long run
+        of edits can continue later with `restore_session`; `extra` travels with it."""
+        return write_session(self.ledger, self.handle.base_fingerprint, path, extra)
+
+    def restore_session(self, path: str | Path) -> dict[str, Any]:
+        """Replace the ledger with the one saved at `path` and write its deltas into the weights (the edits
+        made here so far are dropped). Returns the saved `extra`. Raises SutureError for a file that is not
+        a session or was saved on another base model."""
+        entries, extra = read_session(path, self.handle.base_fingerprint)
+        self.ledger[:] = entries
+        self._rebuild()
+        return extra
 
     def _rebuild(self) -> None:
         self.weights.rebuild(d for entry in self.ledger for d in entry.deltas)

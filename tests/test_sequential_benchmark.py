@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import pytest
 from test_memit import BASE, OBJECTIVE, REQUESTS
 from tiny import tiny_model
 
@@ -38,3 +39,29 @@ def test_generated_sample_is_seeded_and_ordered():
     first = sequential.generated_sample(items, 10)
     assert first == sequential.generated_sample(items, 10) == sorted(first) and len(first) == 10
     assert sequential.generated_sample(items, None) == items == sequential.generated_sample(items, 50)
+
+
+def test_a_run_split_in_parts_with_state_gives_the_rows_of_one_run(tmp_path):
+    """--state / --until: the first part stops after its checkpoint and saves the session; the second
+    continues from it, and its rows (and edited weights) are those of a run made in one go."""
+    hparams = {"memit": {"layers": [1, 2], "objective": OBJECTIVE, **BASE}}
+    cases = [r.model_copy(update={"target_true": r.target_true or "Paris", "paraphrases": [r.text],
+                                  "neighbors": ["The capital of Spain is"]}) for r in REQUESTS]
+    quality = ("efficacy", "paraphrase", "neighborhood", "neighborhood_pre", "drift_kl", "weight_change_max")
+
+    def run(editor, **kw):
+        return sequential.run_variant(editor, cases, "memit+null", 1, [1, 3], hparams, **kw)
+
+    whole = run(Editor.from_model(*tiny_model("llama")))
+    state = tmp_path / "session.pt"
+    first = run(Editor.from_model(*tiny_model("llama")), state=state, until=1)
+    assert [r["edits"] for r in first] == [1] and state.is_file()
+    editor = Editor.from_model(*tiny_model("llama"))
+    second = run(editor, state=state)
+    assert [r["edits"] for r in second] == [1, 3]
+    assert [[r[k] for k in quality] for r in second] == [[r[k] for k in quality] for r in whole]
+    assert not editor.ledger  # left unedited, as a run in one go leaves it
+    other = {"memit": {**hparams["memit"], "layers": [2]}}
+    with pytest.raises(SystemExit, match="saved by another run"):
+        sequential.run_variant(Editor.from_model(*tiny_model("llama")), cases, "memit+null", 1, [1, 3], other,
+                               state=state)
