@@ -65,3 +65,17 @@ def test_a_run_split_in_parts_with_state_gives_the_rows_of_one_run(tmp_path):
     with pytest.raises(SystemExit, match="saved by another run"):
         sequential.run_variant(Editor.from_model(*tiny_model("llama")), cases, "memit+null", 1, [1, 3], other,
                                state=state)
+
+
+def test_ledger_overhead_copies_write_nothing_and_keep_the_keys():
+    import ledger_overhead
+
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    editor.apply([REQUESTS[0]], method="memit", layers=[1, 2], objective=OBJECTIVE, keep_failed=True, **BASE)
+    entry = editor.ledger[-1]
+    copies = ledger_overhead.zero_copies(entry, 3)
+    assert len({c.id for c in copies} | {entry.id}) == 4
+    assert all(float(d.materialize().abs().max()) == 0 for c in copies for d in c.deltas)
+    assert all(c.artifacts["keys"] is entry.artifacts["keys"] for c in copies)
+    assert all(float(d.materialize().abs().max()) > 0 for d in entry.deltas)  # the template is left as it was
