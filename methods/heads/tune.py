@@ -85,10 +85,20 @@ class HeadTune(HeadMethod):
                if not (0 <= layer < handle.n_layers and 0 <= head < n_heads)]
         if bad:
             raise self.fail("heads", f"{bad} outside layers 0..{handle.n_layers - 1} and heads 0..{n_heads - 1}")
+        tok = handle.tokenizer
+        self._check_lengths(handle, hparams)
+        try:
+            answer_token_ids(tok, hparams.failing, hparams.answers)
+        except InvalidRequestError as exc:
+            raise self.fail("answers", str(exc)) from None
+
+    def _check_lengths(self, handle: ModelHandle, hparams: HeadTuneHParams) -> None:
+        """Every prompt at least 2 tokens and within the context; the KV caches within MAX_CACHED_TOKENS."""
         tok, limit, total = handle.tokenizer, context_length(handle.model.config), 0
         for field in ("failing", "keep"):
-            lengths = [len(ids) for ids in tok(getattr(hparams, field))["input_ids"]] if getattr(hparams, field) else []
-            short = [p for p, n in zip(getattr(hparams, field), lengths) if n < 2]
+            prompts = getattr(hparams, field)
+            lengths = [len(ids) for ids in tok(prompts)["input_ids"]] if prompts else []
+            short = [p for p, n in zip(prompts, lengths) if n < 2]
             if short:
                 raise self.fail(field, f"{short[:3]} tokenize to fewer than 2 tokens; the fit runs each prompt's "
                                 "last token over the tokens before it")
@@ -100,10 +110,6 @@ class HeadTune(HeadMethod):
         if total > MAX_CACHED_TOKENS:
             raise self.fail("failing", f"failing and keep prompts pad to {total} tokens; the fit keeps a KV cache "
                             f"of every prompt, at most {MAX_CACHED_TOKENS} tokens in all (fewer or shorter prompts)")
-        try:
-            answer_token_ids(tok, hparams.failing, hparams.answers)
-        except InvalidRequestError as exc:
-            raise self.fail("answers", str(exc)) from None
 
     def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: HeadTuneHParams) -> MethodOutput:
         handle = ctx.handle
