@@ -28,8 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser(
         "repair", help="find and apply a minimal attention-head repair for a family of failing prompts",
         description="Rank heads by activation patching from working twins into failing prompts, grow the set\n"
-                    "in rank order with several strengths, stop at the smallest set that fixes\n"
-                    "--target of the failures within the locality budget, apply it, and save with --out.",
+                    "in rank order with several strengths, choose the smallest set that fixes --target of\n"
+                    "the failures within the locality budget (the search tries two sizes past it, so the\n"
+                    "curve in --report shows the threshold), apply it, and save with --out.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     parser.add_argument("--failing", required=True, metavar="FAILING.jsonl")
@@ -64,6 +65,12 @@ def _read_failures(path: Path) -> tuple[list[str], list[str], list[str]]:
         raise CliError(f"--failing: {path} does not exist")
     prompts, answers, twins = [], [], []
     for number, record in iter_jsonl(path):
+        if not isinstance(record, dict):
+            raise CliError(f"{path}:{number}: each line must be a JSON object with 'prompt', 'answer' and 'twin', "
+                           f"got {type(record).__name__}")
+        unknown = sorted(set(record) - {"prompt", "answer", "twin"})
+        if unknown:
+            raise CliError(f"{path}:{number}: unknown field(s) {unknown}; each line has 'prompt', 'answer' and 'twin'")
         for field in ("prompt", "answer", "twin"):
             if not isinstance(record, dict) or not isinstance(record.get(field), str) or not record[field].strip():
                 raise CliError(f"{path}:{number}: field '{field}' must be a non-empty string")

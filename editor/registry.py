@@ -71,7 +71,8 @@ class EditMethod(ABC):
             hparams = self.hparams_model.model_validate(_deep_merge(base, overrides))
         except ValidationError as exc:
             problems = "; ".join(
-                f"hyperparameter '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
+                f"hyperparameter '{'.'.join(map(str, e['loc']))}': {e['msg']}" if e["loc"]
+                else f"hyperparameters: {e['msg']}" for e in exc.errors())
             raise InvalidHyperparametersError(f"{self.name}: {problems}") from None
         where = non_finite_field(hparams.model_dump())
         if where is not None:  # no method means a NaN or an infinity

@@ -21,7 +21,7 @@ class RepairConfig(BaseModel):
 
     strategy: RepairStrategy = Field(default_factory=RemapStrategy, description="how chosen heads are changed")
     max_heads: int = Field(16, ge=1, description="largest head set tried")
-    target_fixed: float = Field(0.9, ge=0, description="fraction of failing prompts the repair must fix")
+    target_fixed: float = Field(0.9, ge=0, le=1, description="fraction of failing prompts the repair must fix")
     min_unchanged: float = Field(0.95, ge=0, le=1,
                                  description="fraction of locality prompts whose top-1 must not change")
     extra_sizes: int = Field(2, ge=0, description="set sizes tried past the first that reaches the target")

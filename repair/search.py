@@ -52,7 +52,8 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
         wrong: the wrong answers to contrast with (default: each failing prompt's current top-1).
         attribution: a head ranking computed before (skips the patching pass).
     Returns: the result (curve, trials, chosen plan) and the head ranking it used.
-    Raises: InvalidInputError when the family's lists differ in length or are empty, or locality is empty.
+    Raises: InvalidInputError when the family's lists differ in length or are empty, an answer is blank,
+        locality is empty, or max_heads exceeds the model's heads.
     """
     config = config or RepairConfig()
     if not failing or not (len(failing) == len(answers) == len(twins)):
@@ -60,6 +61,13 @@ def search_repair(editor: Editor, failing: list[str], answers: list[str], twins:
                                 f"{len(failing)}, {len(answers)}, {len(twins)}")
     if not locality:
         raise InvalidInputError("locality: needs at least one unrelated prompt to judge the repair")
+    blank = [i for i, answer in enumerate(answers) if not answer.strip()]
+    if blank:
+        raise InvalidInputError(f"answers: entry {blank[0]} is blank; give the text each failing prompt should "
+                                "continue with")
+    total = editor.handle.n_layers * editor.handle.sites.head_layout(editor.model.config).n_heads
+    if config.max_heads > total:
+        raise InvalidInputError(f"max_heads: {config.max_heads} is more than the model's {total} attention heads")
     if attribution is None:
         attribution = rank_heads(editor, failing, answers, twins, wrong, config.batch_size)
     ctx = SearchContext(editor=editor, failing=failing, twins=twins, answers=answers,

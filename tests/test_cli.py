@@ -216,3 +216,24 @@ def test_repair_names_the_bad_field(model_dir, tmp_path, capsys):
     code = main(["repair", "--model", str(model_dir), "--failing", str(failing), "--locality",
                  str(tmp_path / "l.txt")])
     assert code == 2 and "failing.jsonl:1: field 'answer'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("record", "needle"), [
+    ({"prompt": "The capital of France is", "answers": "Paris", "twin": "x"}, "unknown field(s) ['answers']"),
+    (["The capital of France is", "Paris"], "must be a JSON object"),
+])
+def test_repair_names_unknown_keys_and_records_that_are_not_objects(model_dir, tmp_path, capsys, record, needle):
+    failing = _write_failures(tmp_path / "failing.jsonl", [record])
+    (tmp_path / "l.txt").write_text("x\n")
+    code = main(["repair", "--model", str(model_dir), "--failing", str(failing), "--locality",
+                 str(tmp_path / "l.txt")])
+    assert code == 2 and needle in capsys.readouterr().err
+
+
+def test_repair_refuses_a_target_above_one(model_dir, tmp_path, capsys):
+    record = {"prompt": "The capital of France is", "answer": "Paris", "twin": "The French capital is"}
+    failing = _write_failures(tmp_path / "failing.jsonl", [record])
+    (tmp_path / "l.txt").write_text("x\n")
+    code = main(["repair", "--model", str(model_dir), "--failing", str(failing), "--locality",
+                 str(tmp_path / "l.txt"), "--target", "1.5"])
+    assert code == 2 and "--target" in capsys.readouterr().err

@@ -51,7 +51,7 @@ def snapshot(editor: Editor) -> dict[str, torch.Tensor]:
 def test_search_reports_a_curve_and_leaves_the_model_unchanged(family):
     editor = editor_for(family)
     before = snapshot(editor)
-    config = RepairConfig(strategy=SteerStrategy(alphas=[1.0, 4.0]), max_heads=4, target_fixed=1.01)
+    config = RepairConfig(strategy=SteerStrategy(alphas=[1.0, 4.0]), max_heads=4, target_fixed=1.0, extra_sizes=10)
     search, attribution = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, config, progress=lambda _msg: None)
     positive = [r for r in attribution.ranking("signed") if r[2] > 0]
     assert [p.n_heads for p in search.curve] == list(range(1, min(4, len(positive)) + 1))
@@ -74,7 +74,8 @@ def test_search_stops_past_the_threshold_it_reaches():
 def test_greedy_scale_keeps_only_heads_that_fix_more_and_reverts():
     editor = editor_for()
     before = snapshot(editor)
-    config = RepairConfig(strategy=ScaleStrategy(factors=[0.0, 3.0]), max_heads=3, target_fixed=1.01, min_unchanged=0.0)
+    config = RepairConfig(strategy=ScaleStrategy(factors=[0.0, 3.0]), max_heads=3, target_fixed=1.0, extra_sizes=10,
+                          min_unchanged=0.0)
     search, _ = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, config, progress=lambda _msg: None)
     fixed = [p.fixed for p in search.curve]
     assert fixed == sorted(fixed) and len(set(fixed)) == len(fixed)  # every kept head fixes more
@@ -90,7 +91,7 @@ def test_remap_search_lowers_preservation_within_budget_and_reverts():
     editor = editor_for()
     before = snapshot(editor)
     config = RepairConfig(strategy=RemapStrategy(preservations=[0.01, 100.0], corpus=CORPUS), max_heads=3,
-                          target_fixed=1.01, min_unchanged=0.0)
+                          target_fixed=1.0, extra_sizes=10, min_unchanged=0.0)
     search, _ = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, config, progress=lambda _msg: None)
     assert [p.n_heads for p in search.curve] == [1, 2, 3]
     assert all(p.preservation == 0.01 for p in search.curve)  # no budget: the least preserving weight is kept
@@ -106,7 +107,7 @@ def test_remap_search_tries_each_gain_and_keeps_the_one_fixing_most():
     editor = editor_for()
     before = snapshot(editor)
     config = RepairConfig(strategy=RemapStrategy(preservations=[1.0], gains=[3.0, 1.0], corpus=CORPUS), max_heads=2,
-                          target_fixed=1.01, min_unchanged=0.0)
+                          target_fixed=1.0, extra_sizes=10, min_unchanged=0.0)
     search, _ = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, config, progress=lambda _msg: None)
     assert [(t.n_heads, t.gain) for t in search.trials] == [(n, g) for n in (1, 2) for g in (1.0, 3.0)]
     for point in search.curve:
@@ -130,7 +131,7 @@ def test_remap_search_reads_every_candidate_layers_statistics_in_one_pass(monkey
     monkeypatch.setattr(context, "second_moment", counted)
     editor = editor_for()
     config = RepairConfig(strategy=RemapStrategy(preservations=[1.0], corpus=CORPUS, candidates="helping"), max_heads=6,
-                          target_fixed=1.01, min_unchanged=0.0)
+                          target_fixed=1.0, extra_sizes=10, min_unchanged=0.0)
     search, attribution = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, config, progress=lambda _m: None)
     layers = sorted({layer for layer, _head, effect in attribution.ranking("signed")[:6] if effect > 0})
     helping = {(layer, head) for layer, head, effect in attribution.ranking("signed") if effect > 0}
@@ -144,7 +145,8 @@ def test_tune_search_fits_on_the_answers_keeps_the_twins_and_reverts():
     editor = editor_for()
     before = snapshot(editor)
     config = RepairConfig(strategy=TuneStrategy(preservations=[100.0, 0.01], steps=5, lr=0.05, keep=LOCALITY[:1],
-                                                corpus=CORPUS), max_heads=2, target_fixed=1.01, min_unchanged=0.0)
+                                                corpus=CORPUS), max_heads=2, target_fixed=1.0, extra_sizes=10,
+                          min_unchanged=0.0)
     search, _ = search_repair(editor, FAILING, ANSWERS, TWINS, LOCALITY, config, progress=lambda _msg: None)
     assert [(t.n_heads, t.preservation) for t in search.trials] == [(n, a) for n in (1, 2) for a in (100.0, 0.01)]
     plan = search.chosen
@@ -252,9 +254,17 @@ def test_each_strategy_has_its_own_typed_search_space():
 
 
 def test_search_refuses_a_family_whose_lists_do_not_pair():
+    from pydantic import ValidationError
+
     from suture.editor import InvalidInputError
 
     with pytest.raises(InvalidInputError, match="failing, answers, twins"):
         search_repair(editor_for(), FAILING, ANSWERS[:2], TWINS, LOCALITY)
     with pytest.raises(InvalidInputError, match="locality"):
         search_repair(editor_for(), FAILING, ANSWERS, TWINS, [])
+    with pytest.raises(InvalidInputError, match="answers: entry 1 is blank"):
+        search_repair(editor_for(), FAILING, [ANSWERS[0], "  ", *ANSWERS[2:]], TWINS, LOCALITY)
+    with pytest.raises(InvalidInputError, match="max_heads: 100000 is more than the model's"):
+        search_repair(editor_for(), FAILING, ANSWERS, TWINS, LOCALITY, RepairConfig(max_heads=100000))
+    with pytest.raises(ValidationError, match="target_fixed"):
+        RepairConfig(target_fixed=1.5)
