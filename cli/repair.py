@@ -72,7 +72,7 @@ def _read_failures(path: Path) -> tuple[list[str], list[str], list[str]]:
         if unknown:
             raise CliError(f"{path}:{number}: unknown field(s) {unknown}; each line has 'prompt', 'answer' and 'twin'")
         for field in ("prompt", "answer", "twin"):
-            if not isinstance(record, dict) or not isinstance(record.get(field), str) or not record[field].strip():
+            if not isinstance(record.get(field), str) or not record[field].strip():
                 raise CliError(f"{path}:{number}: field '{field}' must be a non-empty string")
         prompts.append(record["prompt"])
         answers.append(record["answer"])

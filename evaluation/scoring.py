@@ -25,8 +25,7 @@ from suture.editor.errors import InvalidInputError
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import StopForward, capture_output, hooks
 from suture.editor.kv.readout import logits_at
-from suture.editor.kv.spelling import target_separator
-from suture.editor.kv.tokens import encode_target
+from suture.editor.kv.tokens import spelled_target_ids
 from suture.editor.progress import check_cancelled
 
 
@@ -74,10 +73,8 @@ def score_pairs(handle: ModelHandle, pairs: list[tuple[str, str]], batch_size: i
     """
     tok = handle.tokenizer
     device = handle.device
-    # Targets spelled the way each prompt continues (no space after a prompt ending in whitespace, none for
-    # scripts written without spaces), as edits train them.
-    encoded = [(tok(prompt)["input_ids"], encode_target(tok, target, target_separator(prompt, target, tok)))
-               for prompt, target in pairs]
+    # Targets spelled the way each prompt continues, as edits train them.
+    encoded = [(tok(prompt)["input_ids"], spelled_target_ids(tok, prompt, target)) for prompt, target in pairs]
     by_prompt: dict[tuple[int, ...], list[int]] = {}
     for i, (prompt_ids, _target) in enumerate(encoded):
         if not prompt_ids:

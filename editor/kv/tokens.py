@@ -65,14 +65,19 @@ def encode_target(tokenizer, target: str, separator: str = " ", prompt: str | No
     return ids
 
 
-def request_target_ids(tokenizer, request) -> list[int]:
-    """Ids of `request.target_new` spelled the way its prompt continues (`spelling.target_separator`,
-    overridden by the request's `target_space`)."""
+def spelled_target_ids(tokenizer, prompt: str, target: str, space: bool | None = None) -> list[int]:
+    """Ids of `target` spelled the way `prompt` (the filled prompt text) continues: the one rule every reader
+    of a target uses (`spelling.target_separator`: no space after a prompt ending in whitespace or a chat
+    turn's start, none for scripts written without spaces; `space` overrides it)."""
     from suture.editor.kv.spelling import target_separator
 
-    text = request.text
-    separator = target_separator(text, request.target_new, tokenizer, getattr(request, "target_space", None))
-    return encode_target(tokenizer, request.target_new, separator, prompt=text)
+    return encode_target(tokenizer, target, target_separator(prompt, target, tokenizer, space), prompt=prompt)
+
+
+def request_target_ids(tokenizer, request) -> list[int]:
+    """Ids of `request.target_new` spelled the way its prompt continues, overridden by the request's
+    `target_space`."""
+    return spelled_target_ids(tokenizer, request.text, request.target_new, getattr(request, "target_space", None))
 
 
 def build_batch(tokenizer, templates: list[PromptTemplate | str], subjects: list[str],
@@ -97,15 +102,11 @@ def build_batch(tokenizer, templates: list[PromptTemplate | str], subjects: list
 
 
 def answer_token_ids(tokenizer, prompts: list[str], answers: list[str]) -> list[int]:
-    """The first token id of each answer spelled the way its prompt continues (`spelling.target_separator`:
-    no space after a prompt ending in whitespace or a chat turn's start, none for scripts written without
-    spaces): the next token a model should predict after the prompt. One answer per prompt.
+    """The first token id of each answer spelled the way its prompt continues (`spelled_target_ids`): the
+    next token a model should predict after the prompt. One answer per prompt.
 
     Raises InvalidRequestError when the lists differ in length or an answer is blank.
     """
-    from suture.editor.kv.spelling import target_separator
-
     if len(prompts) != len(answers):
         raise InvalidRequestError(f"{len(answers)} answers for {len(prompts)} prompts: give one answer per prompt")
-    return [encode_target(tokenizer, answer, target_separator(prompt, answer, tokenizer), prompt=prompt)[0]
-            for prompt, answer in zip(prompts, answers)]
+    return [spelled_target_ids(tokenizer, prompt, answer)[0] for prompt, answer in zip(prompts, answers)]
