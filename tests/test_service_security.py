@@ -233,6 +233,11 @@ def test_workers_load_models_in_the_configured_dtype(monkeypatch, tmp_path):
     ({"kind": "repair", "model": "tiny", "method": "head-scale", "hparams": {"layer": 1, "heads": [9]}},
      "hparams.heads"),
     ({"kind": "repair", "model": "tiny", "method": "head-scale", "hparams": {"heads": [0]}}, "hparams.layer"),
+    *[({"kind": "repair", "model": "tiny", "method": "head-tune",
+        "hparams": {"heads": [[1, 0]], "failing": ["The capital of France is"], "answers": ["Paris"], **bad}}, field)
+      for bad, field in [({"lr": 1e30}, "hparams.lr"), ({"steps": 10**9}, "hparams.steps"),
+                         ({"answers": ["  "]}, "hparams.answers"), ({"kl_weight": "NaN"}, "hparams.kl_weight"),
+                         ({"preservation": 1e300}, "hparams.preservation")]],
 ])
 def test_bad_hyperparameters_are_422_before_queueing(client, body, field):
     assert field in field_of(client.post("/v1/jobs", json=body, headers=AUTH))
