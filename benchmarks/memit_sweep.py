@@ -24,19 +24,29 @@ from bench_common import benchmark_parser, load_editor, ready
 
 
 def sweep(editor, cases: list, layer_sets: list[list[int]], weights: list[float], on_row=None,
-          **hparams) -> list[dict]:
+          values: Path | None = None, **hparams) -> list[dict]:
     """One row per (layers, weight): teacher-forced scores after the call, verdicts passed, residual left,
-    seconds. The target values are computed by the first call and reused by the others."""
+    seconds. The target values are computed by the first call and reused by the others; with `values`, a
+    file, they are also read from it when it holds them and written to it once computed, so a sweep
+    stopped after the value optimization (the costly half hour) resumes without redoing it."""
+    import torch
+
     from suture.evaluation import score_cases
     from suture.methods.memit import Memit
 
-    memo: dict = {}
+    memo: dict = torch.load(values, weights_only=True) if values and values.is_file() else {}
     computed = Memit.target_deltas
 
     def reused(self, ctx, requests, resolved):
-        key = (tuple(r.label for r in requests), resolved.layers[-1])
+        # what the values depend on besides the requests: the weights, the top layer and its hyperparameters
+        key = json.dumps([editor.handle.base_fingerprint, [e.label for e in editor.ledger],
+                          [r.model_dump(mode="json") for r in requests],
+                          resolved.model_dump(mode="json", exclude={"layers", "mom2_weight_per_dim"}),
+                          resolved.layers[-1]], sort_keys=True)
         if key not in memo:
             memo[key] = computed(self, ctx, requests, resolved)
+            if values:
+                torch.save(memo, values)
         return memo[key]
 
     rows = []
@@ -71,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layer-sets", default="1,2,3,4", help="';'-separated comma lists; all end at one top layer")
     parser.add_argument("--weights", default="1.0", help="comma-separated mom2_weight_per_dim values")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--values", type=Path, help="file that keeps the target values between runs (torch.save)")
     args = parser.parse_args(argv)
     if not ready(args):
         return 2
@@ -93,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
         Path(args.out).write_text(json.dumps(rows, indent=1))
 
-    sweep(editor, cases, layer_sets, [float(w) for w in args.weights.split(",")], on_row=keep)
+    sweep(editor, cases, layer_sets, [float(w) for w in args.weights.split(",")], on_row=keep, values=args.values)
     return 0
 
 
