@@ -68,3 +68,29 @@ def test_prefix_replay_equals_a_full_pass_with_delta_at_the_subject(family):
     for row in range(batch.input_ids.shape[0]):
         first, last = int(batch.subject_last[row]), int(batch.lengths[row])
         torch.testing.assert_close(normed[row, first:last], full[row, first:last], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text", "gpt_neox"])
+def test_a_narrowed_replay_equals_a_replay_built_for_the_kept_rows(family):
+    from suture.editor.kv.prefix_replay import PrefixReplay
+    from suture.editor.kv.value_layout import value_layout
+
+    model, tok = tiny_model(family)
+    handle = Editor.from_model(model, tok).handle
+    batch, _ = value_layout(tok, REQUESTS, TEMPLATES, "{} is a")
+    batch = batch.to(model.device)
+    torch.manual_seed(0)
+    delta = torch.randn(batch.input_ids.shape[0], model.config.hidden_size, device=model.device) * 0.5
+    replay = PrefixReplay(handle, 1, batch, n_buckets=3)
+    before = replay.run(lambda rows: delta[rows])
+    kept = torch.tensor([11, 0, 7, 3, 14, 5], device=model.device)  # out of order, from several buckets
+    narrowed = replay.narrow(kept)
+    fresh = PrefixReplay(handle, 1, batch.select(kept), n_buckets=3)
+    got = narrowed.run(lambda rows: delta[kept[rows]])
+    want = fresh.run(lambda rows: delta[kept[rows]])
+    for local, row in enumerate(kept.tolist()):
+        first, last = int(batch.subject_last[row]), int(batch.lengths[row])
+        torch.testing.assert_close(got[local, first:last], want[local, first:last], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(replay.run(lambda rows: delta[rows]), before, rtol=0, atol=0)  # caches untouched
+    with pytest.raises(ValueError, match="margin"):
+        PrefixReplay(handle, 1, batch, margin=2).narrow(kept)

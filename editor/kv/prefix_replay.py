@@ -63,6 +63,31 @@ class PrefixReplay:
         self.buckets = [self._bucket(rows) for rows in torch.tensor_split(order, min(n_buckets, len(order)))
                         if len(rows)]
 
+    def narrow(self, rows: torch.Tensor) -> PrefixReplay:
+        """The replay of this batch's `rows` (local indices, in that order), built from the caches already
+        computed: each bucket keeps its split and the cache rows of the rows it keeps (sliced, not rerun).
+        The value optimization narrows its batch as requests settle; rebuilding the caches each time cost
+        about a sixth of a 1,000-request MEMIT call's value optimization. Only without `margin`: there the
+        split is just a bound (nothing before a row's subject changes), so an earlier one is exact."""
+        if self.margin:
+            raise ValueError("narrow: only a replay without margin keeps its results when a split moves")
+        narrowed = copy.copy(self)
+        narrowed.batch = self.batch.select(rows)
+        position = torch.full((self.batch.input_ids.shape[0],), -1, dtype=torch.long, device=rows.device)
+        position[rows] = torch.arange(len(rows), device=rows.device)
+        narrowed.buckets = []
+        for bucket in self.buckets:
+            kept = torch.nonzero(position[bucket.rows] >= 0).flatten()
+            if not len(kept):
+                continue
+            new_rows = position[bucket.rows[kept]]
+            cache = _fork(bucket.cache)
+            if bucket.split > 0:
+                cache.batch_select_indices(kept)
+            width = int(narrowed.batch.lengths[new_rows].max())
+            narrowed.buckets.append(_Bucket(new_rows, bucket.split, width, cache))
+        return narrowed
+
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache, *extra_hooks) -> torch.Tensor:
         """Final-norm hidden states of the given tokens after `cache`'s positions (the LM head is skipped)."""
         sink: list[torch.Tensor] = []

@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import capture_input, capture_output, hooks
 from suture.editor.kv.prefix_replay import PrefixReplay
-from suture.editor.kv.readout import final_hidden
 from suture.editor.kv.shared_keys import value_slots
 from suture.editor.kv.suffix import GroupedSuffixRunner, SuffixRunner
 from suture.editor.kv.value_layout import value_layout
@@ -143,20 +142,20 @@ def optimize_values(
             return GroupedSuffixRunner(handle, layer, rows_batch, [local[~echo_row[rows]], local[echo_row[rows]]])
         return SuffixRunner(handle, layer, rows_batch)
 
-    if long_prefix:  # one pass over each row, no padding to the longest row, no second pass for the caches
+    # One pass over each row, no padding to the longest row, no second pass for the caches: whenever the
+    # runner replays from the subject on (a full first pass was a fifth of a MEMIT call's value optimization).
+    if long_prefix or read_direction is None:
         runner = replayer(rows_all)
         keys_rows, outs_rows, first_normed = runner.first_pass()
     else:
-        # One full pass: keys and initial outputs at the subject's last token, the unedited output distribution.
+        # Through the rank-one update every position changes: one full pass gives the keys and initial outputs
+        # at the subject's last token and the unedited output distribution, and records the suffix runner.
         key_sink: list[torch.Tensor] = []
         out_sink: list[torch.Tensor] = []
         with hooks(capture_input(mlp_out, key_sink), capture_output(mlp_out, out_sink)):
-            if read_direction is None:
-                first_normed = final_hidden(handle, batch.input_ids, batch.attention_mask)
-            else:
-                runner = SuffixRunner(handle, layer, batch)
-                first_normed = runner.final_hidden
-        if read_direction is None or bool(echo_row.any()):
+            runner = SuffixRunner(handle, layer, batch)
+            first_normed = runner.final_hidden
+        if bool(echo_row.any()):
             runner = replayer(rows_all)
         keys_rows = key_sink[0][rows_all, batch.subject_last].float()  # [rows, d_in]
         outs_rows = out_sink[0][rows_all, batch.subject_last].float()
@@ -262,7 +261,9 @@ def optimize_values(
             delta[~slot_active] = settled[~slot_active]
         keep = active[lay.request_of_row]
         if int(keep.sum()) <= 0.75 * len(replayed):  # re-recording costs one pass; worth it once rows drop
-            replayed = rows_all[keep]
-            runner = replayer(replayed)
+            narrowed = rows_all[keep]
+            # From the subject on, the kept rows' caches are sliced from the runner's (prefix_replay.py).
+            runner = runner.narrow(local[narrowed]) if read_direction is None else replayer(narrowed)
+            replayed = narrowed
     return ValueSolution(keys=keys.detach(), deltas=delta.detach()[slot], init_values=init_values,
                          target_prob=target_prob.detach(), steps=steps_done, bare_keys=keys_rows[lay.bare_rows])
