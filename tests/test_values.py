@@ -37,11 +37,9 @@ def test_requests_together_equal_requests_apart(family, through_update, word_bou
         torch.testing.assert_close(together.keys[i], alone.keys[0], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text", "gpt_neox"])
-def test_prefix_replay_equals_a_full_pass_with_delta_at_the_subject(family):
-    from suture.editor.kv.capture import edit_output, hooks
+def _replay_case(family):
+    """(handle, value batch of REQUESTS × TEMPLATES, a random δ per row [rows, d], its replay at layer 1)."""
     from suture.editor.kv.prefix_replay import PrefixReplay
-    from suture.editor.kv.readout import final_hidden
     from suture.editor.kv.value_layout import value_layout
 
     model, tok = tiny_model(family)
@@ -50,7 +48,16 @@ def test_prefix_replay_equals_a_full_pass_with_delta_at_the_subject(family):
     batch = batch.to(model.device)
     torch.manual_seed(0)
     delta = torch.randn(batch.input_ids.shape[0], model.config.hidden_size, device=model.device) * 0.5
-    replay = PrefixReplay(handle, 1, batch, n_buckets=3)
+    return handle, batch, delta, PrefixReplay(handle, 1, batch, n_buckets=3)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text", "gpt_neox"])
+def test_prefix_replay_equals_a_full_pass_with_delta_at_the_subject(family):
+    from suture.editor.kv.capture import edit_output, hooks
+    from suture.editor.kv.readout import final_hidden
+
+    handle, batch, delta, replay = _replay_case(family)
+    model = handle.model
     assert len({b.split for b in replay.buckets}) > 1  # rows really split at different positions
     normed = replay.run(lambda rows: delta[rows])
     replay.run(lambda rows: 2 * delta[rows])  # replays share the prefix caches and leave them as they were
@@ -73,17 +80,10 @@ def test_prefix_replay_equals_a_full_pass_with_delta_at_the_subject(family):
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text", "gpt_neox"])
 def test_a_narrowed_replay_equals_a_replay_built_for_the_kept_rows(family):
     from suture.editor.kv.prefix_replay import PrefixReplay
-    from suture.editor.kv.value_layout import value_layout
 
-    model, tok = tiny_model(family)
-    handle = Editor.from_model(model, tok).handle
-    batch, _ = value_layout(tok, REQUESTS, TEMPLATES, "{} is a")
-    batch = batch.to(model.device)
-    torch.manual_seed(0)
-    delta = torch.randn(batch.input_ids.shape[0], model.config.hidden_size, device=model.device) * 0.5
-    replay = PrefixReplay(handle, 1, batch, n_buckets=3)
+    handle, batch, delta, replay = _replay_case(family)
     before = replay.run(lambda rows: delta[rows])
-    kept = torch.tensor([11, 0, 7, 3, 14, 5], device=model.device)  # out of order, from several buckets
+    kept = torch.tensor([11, 0, 7, 3, 14, 5], device=handle.device)  # out of order, from several buckets
     narrowed = replay.narrow(kept)
     fresh = PrefixReplay(handle, 1, batch.select(kept), n_buckets=3)
     got = narrowed.run(lambda rows: delta[kept[rows]])
