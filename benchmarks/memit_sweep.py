@@ -15,6 +15,7 @@ the call (the first includes the value optimization).
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -24,7 +25,7 @@ from bench_common import benchmark_parser, load_editor, ready
 
 
 def sweep(editor, cases: list, layer_sets: list[list[int]], weights: list[float], on_row=None,
-          values: Path | None = None, **hparams) -> list[dict]:
+          values: Path | None = None, rounds: list[int] = (1,), **hparams) -> list[dict]:
     """One row per (layers, weight): teacher-forced scores after the call, verdicts passed, residual left,
     seconds. The target values are computed by the first call and reused by the others; with `values`, a
     file, they are also read from it when it holds them and written to it once computed, so a sweep
@@ -41,7 +42,7 @@ def sweep(editor, cases: list, layer_sets: list[list[int]], weights: list[float]
         # what the values depend on besides the requests: the weights, the top layer and its hyperparameters
         key = json.dumps([editor.handle.base_fingerprint, [e.label for e in editor.ledger],
                           [r.model_dump(mode="json") for r in requests],
-                          resolved.model_dump(mode="json", exclude={"layers", "mom2_weight_per_dim"}),
+                          resolved.model_dump(mode="json", exclude={"layers", "mom2_weight_per_dim", "rounds"}),
                           resolved.layers[-1]], sort_keys=True)
         if key not in memo:
             memo[key] = computed(self, ctx, requests, resolved)
@@ -52,23 +53,23 @@ def sweep(editor, cases: list, layer_sets: list[list[int]], weights: list[float]
     rows = []
     Memit.target_deltas = reused
     try:
-        for layers in layer_sets:
-            for weight in weights:
-                held = len(editor.ledger)
-                started = time.perf_counter()
-                result = editor.apply(cases, method="memit", keep_failed=True, layers=layers,
-                                      mom2_weight_per_dim=weight, **hparams)
-                seconds = time.perf_counter() - started
-                post = score_cases(editor.handle, cases)
-                rows.append({"setting": {"layers": layers, "mom2_weight_per_dim": weight}, "n": len(cases),
-                             "efficacy": post.efficacy, "paraphrase": post.paraphrase,
-                             "neighborhood": post.neighborhood,
-                             "verdicts_passed": sum(v.passed for v in result.verdicts) / max(1, len(result.verdicts)),
-                             "residual_left": result.details.get("residual_left"), "seconds": seconds})
-                if on_row:  # before the revert: a caller may read the edited weights
-                    on_row(rows[-1])
-                if len(editor.ledger) > held:  # nothing is recorded when every request was already true
-                    editor.revert()
+        for layers, weight, passes in itertools.product(layer_sets, weights, rounds):
+            held = len(editor.ledger)
+            started = time.perf_counter()
+            result = editor.apply(cases, method="memit", keep_failed=True, layers=layers,
+                                  mom2_weight_per_dim=weight, rounds=passes, **hparams)
+            seconds = time.perf_counter() - started
+            post = score_cases(editor.handle, cases)
+            rows.append({"setting": {"layers": layers, "mom2_weight_per_dim": weight, "rounds": passes},
+                         "n": len(cases),
+                         "efficacy": post.efficacy, "paraphrase": post.paraphrase,
+                         "neighborhood": post.neighborhood,
+                         "verdicts_passed": sum(v.passed for v in result.verdicts) / max(1, len(result.verdicts)),
+                         "residual_left": result.details.get("residual_left"), "seconds": seconds})
+            if on_row:  # before the revert: a caller may read the edited weights
+                on_row(rows[-1])
+            if len(editor.ledger) > held:  # nothing is recorded when every request was already true
+                editor.revert()
     finally:
         Memit.target_deltas = computed
     return rows
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offset", type=int, default=0)
     parser.add_argument("--layer-sets", default="1,2,3,4", help="';'-separated comma lists; all end at one top layer")
     parser.add_argument("--weights", default="1.0", help="comma-separated mom2_weight_per_dim values")
+    parser.add_argument("--rounds", default="1", help="comma-separated numbers of passes over the layers")
     parser.add_argument("--out", required=True)
     parser.add_argument("--values", type=Path, help="file that keeps the target values between runs (torch.save)")
     args = parser.parse_args(argv)
@@ -104,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
         Path(args.out).write_text(json.dumps(rows, indent=1))
 
-    sweep(editor, cases, layer_sets, [float(w) for w in args.weights.split(",")], on_row=keep, values=args.values)
+    sweep(editor, cases, layer_sets, [float(w) for w in args.weights.split(",")], on_row=keep, values=args.values,
+          rounds=[int(r) for r in args.rounds.split(",")])
     return 0
 
 

@@ -167,3 +167,19 @@ def test_null_space_by_energy_keeps_at_most_that_share_of_the_keys():
     assert 0 < share <= 1e-3
     assert torch.allclose(projector @ projector, projector, atol=1e-10)  # a projector
     assert int(torch.linalg.matrix_rank(projector)) < int(torch.linalg.matrix_rank(null_space_projector(mom2, 0.5)))
+
+
+def test_a_second_round_writes_more_of_the_target_and_reverts_exactly():
+    """rounds=2 repeats the pass over the layers on what the first left: less residual, one delta per layer
+    and round, and the edit still undoes bit for bit."""
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hparams = {"layers": [1, 2], "objective": OBJECTIVE, "mom2_weight_per_dim": 4.0, **BASE}
+    one = editor.apply(REQUESTS, method="memit", keep_failed=True, **hparams)
+    editor.revert()
+    two = editor.apply(REQUESTS, method="memit", keep_failed=True, rounds=2, **hparams)
+    assert len(two.deltas) == 2 * len(one.deltas)
+    assert two.details["residual_left"][0] < 0.9 * one.details["residual_left"][0]
+    editor.revert()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

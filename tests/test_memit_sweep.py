@@ -32,18 +32,17 @@ def test_one_value_optimization_serves_every_setting(monkeypatch):
     monkeypatch.setattr(Memit, "target_deltas", counted)
     written = []
     rows = memit_sweep.sweep(editor, cases, [[2, 3], [1, 2, 3]], [1.0, 0.5], objective=OBJECTIVE,
-                             on_row=lambda row: written.append(out_in(editor, 2)), **BASE)
+                             on_row=lambda row: written.append(out_in(editor, 2)), rounds=[1, 2], **BASE)
     assert len(calls) == 1
-    assert [r["setting"] for r in rows] == [{"layers": [2, 3], "mom2_weight_per_dim": 1.0},
-                                           {"layers": [2, 3], "mom2_weight_per_dim": 0.5},
-                                           {"layers": [1, 2, 3], "mom2_weight_per_dim": 1.0},
-                                           {"layers": [1, 2, 3], "mom2_weight_per_dim": 0.5}]
-    assert len({json.dumps(r["residual_left"]) for r in rows}) == 4  # the settings really differ
+    assert [r["setting"] for r in rows] == [{"layers": layers, "mom2_weight_per_dim": weight, "rounds": rounds}
+                                           for layers in ([2, 3], [1, 2, 3]) for weight in (1.0, 0.5)
+                                           for rounds in (1, 2)]
+    assert len({json.dumps(r["residual_left"]) for r in rows}) == 8  # the settings really differ
     assert Memit.target_deltas is counted and not editor.ledger  # the patch is undone, every edit reverted
 
-    editor.apply(cases, method="memit", keep_failed=True, layers=[1, 2, 3], mom2_weight_per_dim=0.5,
+    editor.apply(cases, method="memit", keep_failed=True, layers=[1, 2, 3], mom2_weight_per_dim=0.5, rounds=2,
                  objective=OBJECTIVE, **BASE)
-    torch.testing.assert_close(out_in(editor, 2), written[3], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out_in(editor, 2), written[7], rtol=1e-5, atol=1e-6)
 
 
 def test_values_file_lets_a_second_sweep_skip_the_value_optimization(monkeypatch, tmp_path):

@@ -89,7 +89,9 @@ class Memit(EditMethod):
     def spread(self, ctx: EditContext, requests: list[EditRequest], delta: torch.Tensor,
                hparams: MemitHParams) -> MethodOutput:
         """Step 2: each layer in turn takes its share of what is still missing of `delta` [n, d] at the
-        top layer's site, solved in closed form against its key covariance; the deltas are not applied."""
+        top layer's site, solved in closed form against its key covariance; with `rounds` > 1 the pass over
+        the layers repeats on the weights written so far (one delta per layer and round). The deltas are not
+        applied."""
         handle, layers, top = ctx.handle, hparams.layers, hparams.layers[-1]
         mom2 = ctx.second_moment(layers, hparams.corpus)
         templates = ctx.templates(hparams.templates)
@@ -99,8 +101,9 @@ class Memit(EditMethod):
         site = handle.sites.mlp_out_path(top) if len(layers) == 1 else f"{handle.sites.layers}.{top}"
         targets = output_at_subject(handle, site, requests) + delta
         out, kept_keys = [], {}
+        passes = [(position, layer) for _ in range(hparams.rounds) for position, layer in enumerate(layers)]
         with ctx.weights.trial() as trial:
-            for position, layer in enumerate(layers):
+            for done, (position, layer) in enumerate(passes):
                 keys = torch.cat([compute_keys(handle, [layer], c, templates)[layer] for c in chunks])
                 missing = targets - output_at_subject(handle, site, requests)
                 share = missing / (len(layers) - position)
@@ -109,8 +112,8 @@ class Memit(EditMethod):
                                                    transposed=handle.sites.weights_transposed)
                 trial.apply([layer_delta])
                 out.append(layer_delta)
-                kept_keys[layer] = keys.cpu()
-                ctx.report("layers", (position + 1) / len(layers))
+                kept_keys[layer] = keys.cpu()  # the last round's: the keys the written weights answer to
+                ctx.report("layers", (done + 1) / len(passes))
             final_missing = targets - output_at_subject(handle, site, requests)
         residual_left = float(final_missing.norm(dim=1).mean() / delta.norm(dim=1).mean().clamp_min(1e-12))
         return MethodOutput(out, {"residual_left": residual_left}, artifacts={"keys": kept_keys})
