@@ -58,7 +58,8 @@ def test_prefix_replay_equals_a_full_pass_with_delta_at_the_subject(family):
 
     handle, batch, delta, replay = _replay_case(family)
     model = handle.model
-    assert len({b.split for b in replay.buckets}) > 1  # rows really split at different positions
+    assert len(set(replay.splits.tolist())) > 1  # rows really split at different positions
+    assert len({b.width for b in replay.buckets}) > 1  # and buckets replay suffixes of different lengths
     normed = replay.run(lambda rows: delta[rows])
     replay.run(lambda rows: 2 * delta[rows])  # replays share the prefix caches and leave them as they were
     trained = delta.clone().requires_grad_(True)  # as the value optimization runs them: with gradients
@@ -92,5 +93,13 @@ def test_a_narrowed_replay_equals_a_replay_built_for_the_kept_rows(family):
         first, last = int(batch.subject_last[row]), int(batch.lengths[row])
         torch.testing.assert_close(got[local, first:last], want[local, first:last], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(replay.run(lambda rows: delta[rows]), before, rtol=0, atol=0)  # caches untouched
-    with pytest.raises(ValueError, match="margin"):
-        PrefixReplay(handle, 1, batch, margin=2).narrow(kept)
+    # With a margin each row still splits where it did: a narrowed replay is a fresh one there too.
+    d_in = replay.first_pass()[0].shape[1]  # the width of the edited layer's keys
+    direction = torch.randn(batch.input_ids.shape[0], d_in, device=handle.device) * 0.1
+    got = PrefixReplay(handle, 1, batch, margin=2, n_buckets=3).narrow(kept).run_rank_one(
+        lambda rows: direction[kept[rows]], lambda rows: delta[kept[rows]])
+    want = PrefixReplay(handle, 1, batch.select(kept), margin=2, n_buckets=3).run_rank_one(
+        lambda rows: direction[kept[rows]], lambda rows: delta[kept[rows]])
+    for local, row in enumerate(kept.tolist()):
+        first, last = max(0, int(batch.subject_last[row]) - 2), int(batch.lengths[row])
+        torch.testing.assert_close(got[local, first:last], want[local, first:last], rtol=1e-4, atol=1e-5)

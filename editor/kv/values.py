@@ -263,7 +263,7 @@ def optimize_values(
         if int(keep.sum()) <= 0.75 * len(replayed):  # re-recording costs one pass; worth it once rows drop
             narrowed = rows_all[keep]
             # From the subject on, the kept rows' caches are sliced from the runner's (prefix_replay.py).
-            runner = runner.narrow(local[narrowed]) if read_direction is None else replayer(narrowed)
+            runner = runner.narrow(local[narrowed]) if isinstance(runner, PrefixReplay) else replayer(narrowed)
             replayed = narrowed
     return ValueSolution(keys=keys.detach(), deltas=delta.detach()[slot], init_values=init_values,
                          target_prob=target_prob.detach(), steps=steps_done, bare_keys=keys_rows[lay.bare_rows])
