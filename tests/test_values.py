@@ -3,7 +3,7 @@ request stops on its own test and settled requests leave the replayed batch."""
 
 import pytest
 import torch
-from tiny import tiny_model
+from tiny import FAMILIES, tiny_model
 
 from suture.editor import Editor, EditRequest
 from suture.editor.kv import ValueObjective, optimize_values
@@ -47,11 +47,12 @@ def _replay_case(family):
     batch, _ = value_layout(tok, REQUESTS, TEMPLATES, "{} is a")
     batch = batch.to(model.device)
     torch.manual_seed(0)
-    delta = torch.randn(batch.input_ids.shape[0], model.config.hidden_size, device=model.device) * 0.5
+    d_model = model.get_input_embeddings().weight.shape[1]
+    delta = torch.randn(batch.input_ids.shape[0], d_model, device=model.device) * 0.5
     return handle, batch, delta, PrefixReplay(handle, 1, batch, n_buckets=3)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text", "gpt_neox"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_prefix_replay_equals_a_full_pass_with_delta_at_the_subject(family):
     from suture.editor.kv.capture import edit_output, hooks
     from suture.editor.kv.readout import final_hidden
@@ -78,7 +79,7 @@ def test_prefix_replay_equals_a_full_pass_with_delta_at_the_subject(family):
         torch.testing.assert_close(normed[row, first:last], full[row, first:last], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text", "gpt_neox"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_narrowed_replay_equals_a_replay_built_for_the_kept_rows(family):
     from suture.editor.kv.prefix_replay import PrefixReplay
 
