@@ -26,6 +26,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from suture.editor.handle import ModelHandle
+from suture.editor.kv.buckets import cheapest_split
 from suture.editor.kv.capture import StopForward, capture_output, edit_output, hooks
 from suture.editor.kv.incremental import with_cache
 from suture.editor.kv.readout import logits_at
@@ -59,17 +60,21 @@ class PrefixReplay:
     Each row splits at its own position: its prefix sits in the cache right-aligned (left padding, masked),
     so every row's replay starts at the cache's end and runs only its own suffix. Splitting a bucket at its
     smallest subject position instead replayed 2.5 times the needed tokens on MEMIT's value batches (224 rows
-    of 32 CounterFact requests: 2,240 positions for 906); rows are bucketed by suffix length so the right
-    padding of the suffixes stays small."""
+    of 32 CounterFact requests: 2,240 positions for 906). Rows are bucketed by suffix length, into as many
+    batches as pay for their overhead (buckets.py): one for a single request's few rows, several for a
+    chunk of many requests, so that neither right padding nor per-batch passes dominate."""
 
-    def __init__(self, handle: ModelHandle, layer: int, batch: PromptBatch, n_buckets: int = 4, margin: int = 0):
+    def __init__(self, handle: ModelHandle, layer: int, batch: PromptBatch, n_buckets: int | None = None,
+                 margin: int = 0):
         self.handle, self.batch, self.margin = handle, batch, margin
         self.mlp_out = handle.model.get_submodule(handle.sites.mlp_out_path(layer))
         self.final_norm = handle.model.get_submodule(handle.sites.final_norm)
         self.splits = (batch.subject_last - margin).clamp_min(0)  # [rows]
         order = torch.argsort(batch.lengths - self.splits, stable=True)
-        self.buckets = [self._bucket(rows) for rows in torch.tensor_split(order, min(n_buckets, len(order)))
-                        if len(rows)]
+        # Buckets by suffix length, as many as pay for themselves (buckets.py); `n_buckets` forces a count.
+        groups = (torch.split(order, cheapest_split((batch.lengths - self.splits)[order])) if n_buckets is None
+                  else torch.tensor_split(order, min(n_buckets, len(order))))
+        self.buckets = [self._bucket(rows) for rows in groups if len(rows)]
 
     def narrow(self, rows: torch.Tensor) -> PrefixReplay:
         """The replay of this batch's `rows` (local indices, in that order), built from the caches already
