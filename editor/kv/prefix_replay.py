@@ -26,7 +26,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from suture.editor.handle import ModelHandle
-from suture.editor.kv.buckets import cheapest_split
+from suture.editor.kv.buckets import cheapest_buckets
 from suture.editor.kv.capture import StopForward, capture_output, edit_output, hooks
 from suture.editor.kv.incremental import with_cache
 from suture.editor.kv.readout import logits_at
@@ -70,10 +70,10 @@ class PrefixReplay:
         self.mlp_out = handle.model.get_submodule(handle.sites.mlp_out_path(layer))
         self.final_norm = handle.model.get_submodule(handle.sites.final_norm)
         self.splits = (batch.subject_last - margin).clamp_min(0)  # [rows]
-        order = torch.argsort(batch.lengths - self.splits, stable=True)
+        widths = batch.lengths - self.splits
         # Buckets by suffix length, as many as pay for themselves (buckets.py); `n_buckets` forces a count.
-        groups = (torch.split(order, cheapest_split((batch.lengths - self.splits)[order])) if n_buckets is None
-                  else torch.tensor_split(order, min(n_buckets, len(order))))
+        groups = (cheapest_buckets(widths, self.splits) if n_buckets is None
+                  else torch.tensor_split(torch.argsort(widths, stable=True), min(n_buckets, len(widths))))
         self.buckets = [self._bucket(rows) for rows in groups if len(rows)]
 
     def narrow(self, rows: torch.Tensor) -> PrefixReplay:
