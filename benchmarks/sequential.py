@@ -5,7 +5,8 @@ all edits so far at checkpoints.
         --n 500 --checkpoints 10,50,100,250,500 --batch-size 1 --out sequential.json --plot sequential.png
 
 Variants: rome, memit, memit+null (null-space preservation), memit+anchor (norm anchoring),
-rome+anchor, rome+null. At each checkpoint: Efficacy / Paraphrase / Neighborhood over every edit applied so far,
+memit+anchor+preserve (anchored, earlier edits' keys kept in each solve), rome+anchor, rome+null.
+At each checkpoint: Efficacy / Paraphrase / Neighborhood over every edit applied so far,
 drift (mean KL and top-1 agreement to the unedited model on reference text), growth of the edited weights
 (largest ‖W‖/‖W₀‖ - 1 and ‖W - W₀‖/‖W₀‖ over them), seconds per edit (mean over all edits so far, and mean
 and median over the edits since the previous checkpoint: whether an edit gets slower as the ledger grows;
@@ -31,6 +32,7 @@ VARIANTS = {
     "memit": ("memit", {}),
     "memit+null": ("memit", {"null_space": {}}),
     "memit+anchor": ("memit", {"norm_anchor": {}}),
+    "memit+anchor+preserve": ("memit", {"norm_anchor": {}, "preserve_earlier": 1.0}),
 }
 
 

@@ -5,6 +5,7 @@ import torch
 from tiny import tiny_model
 
 from suture.editor import EditFailedError, Editor, EditRequest
+from suture.editor.errors import InvalidHyperparametersError
 from suture.editor.kv import CorpusSpec
 from suture.editor.sites import linear_weight_as_out_in
 from suture.methods.shared.least_squares import null_space_projector
@@ -95,6 +96,34 @@ def test_null_space_carries_keys_of_earlier_edits():
         return float(((out_in(editor, 2) - w1) @ first_keys.T.to(w1.device)).norm())
 
     assert second_edit_spill(carry=True) < 0.5 * second_edit_spill(carry=False)
+
+
+def test_preserve_earlier_keeps_what_earlier_edits_wrote_at_their_keys():
+    def second_edit_spill(preserve: float | None) -> tuple[float, float]:
+        model, tok = tiny_model("llama")
+        editor = Editor.from_model(model, tok)
+        hp = {"layers": [2], "preserve_earlier": preserve, "objective": OBJECTIVE, **BASE}
+        editor.apply(REQUESTS[:1], method="memit", **hp)
+        first_keys = editor.ledger[0].artifacts["keys"][0][2]
+        w1 = out_in(editor, 2)
+        result = editor.apply(REQUESTS[1:2], method="memit", **hp)
+        change = out_in(editor, 2) - w1
+        spill = float((change @ first_keys.T.to(w1.device)).norm())
+        editor.revert()
+        assert torch.equal(out_in(editor, 2), w1)  # the second edit still reverts exactly
+        return spill, result.details["residual_left"][0]
+
+    spill_alone, _ = second_edit_spill(None)
+    spill_kept, residual_kept = second_edit_spill(1e3)
+    assert spill_kept < 0.2 * spill_alone
+    assert residual_kept < 0.9  # the second edit is still written
+
+
+def test_preserve_earlier_with_null_space_is_refused():
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    with pytest.raises(InvalidHyperparametersError, match="preserve_earlier"):
+        editor.apply(REQUESTS[:1], method="memit", layers=[2], preserve_earlier=1.0, null_space={}, **BASE)
 
 
 @pytest.mark.parametrize("method", ["memit", "rome"])

@@ -31,6 +31,13 @@ class MemitHParams(BaseModel):
     rounds: int = Field(1, ge=1, le=8, description="passes over the layers, each solving what is still missing")
     chunk_size: int = Field(32, ge=1, description="requests per value-optimization batch (bounds memory)")
     null_space: NullSpace | None = Field(None, description="AlphaEdit-style null-space projection")
+    # Sequential editing as recursive least squares: the keys every earlier edit wrote at a layer join that
+    # layer's preserved covariance (λC + w·K_pK_pᵀ + KKᵀ), so a later edit's solve also keeps what earlier
+    # edits wrote at their own keys, as one joint solve of all of them would; no projection (null_space
+    # already carries K_pK_pᵀ, inside its projection).
+    preserve_earlier: float | None = Field(
+        None, gt=0, description="w: weight of earlier edits' keys K_pK_pᵀ in each layer's solve "
+        "(1: each earlier key held as firmly as the edit's own); not with null_space, which carries them")
     norm_anchor: NormAnchor | None = Field(None, description="NAS-style norm-anchored values")
 
 

@@ -42,6 +42,10 @@ class Memit(EditMethod):
                 f"memit: hyperparameter 'layers': {bad} outside 0..{handle.n_layers - 1}")
         if sorted(set(hparams.layers)) != hparams.layers:
             raise InvalidHyperparametersError("memit: hyperparameter 'layers': must be strictly increasing")
+        if hparams.preserve_earlier is not None and hparams.null_space is not None:
+            raise InvalidHyperparametersError(
+                "memit: hyperparameter 'preserve_earlier': null_space already carries earlier edits' keys; "
+                "give one of the two")
         if not handle.sites.mlp_out_adds_to_residual and len(hparams.layers) > 1:
             raise InvalidHyperparametersError(
                 f"memit: hyperparameter 'layers': the {handle.sites.family} family normalizes MLP outputs before "
@@ -120,6 +124,8 @@ class Memit(EditMethod):
 
     def _factors(self, ctx: EditContext, layer: int, keys, share, mom2, hparams: MemitHParams):
         if hparams.null_space is None:
-            return memit_factors(keys, share, mom2, hparams.mom2_weight_per_dim * mom2.shape[0])
+            gram = earlier_keys_gram(ctx, layer) if hparams.preserve_earlier is not None else None
+            return memit_factors(keys, share, mom2, hparams.mom2_weight_per_dim * mom2.shape[0],
+                                 None if gram is None else hparams.preserve_earlier * gram)
         projector = cached_projector(ctx, layer, mom2, hparams.null_space)
         return null_space_factors(keys, share, projector, earlier_keys_gram(ctx, layer), hparams.null_space)

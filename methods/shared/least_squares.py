@@ -48,10 +48,15 @@ def _solve(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
         raise EditFailedError(f"the update's linear system is singular ({exc})") from None
 
 
-def memit_factors(keys: torch.Tensor, residuals: torch.Tensor, mom2: torch.Tensor, weight: float):
-    """(left [d_out, n], right [n, d_in]) of Δ = R Kᵀ (λC + KKᵀ)⁻¹; keys [n, d_in], residuals [n, d_out]."""
+def memit_factors(keys: torch.Tensor, residuals: torch.Tensor, mom2: torch.Tensor, weight: float,
+                  preserved_gram: torch.Tensor | None = None):
+    """(left [d_out, n], right [n, d_in]) of Δ = R Kᵀ (λC + G + KKᵀ)⁻¹; keys [n, d_in], residuals [n, d_out];
+    `preserved_gram` G [d_in, d_in] (float64, default none) is further keys to keep, e.g. w·K_pK_pᵀ over
+    earlier edits' keys (recursive least squares: the joint solve of all edits, one edit at a time)."""
     k = keys.double().T
     system = weight * mom2.double() + k @ k.T
+    if preserved_gram is not None:
+        system = system + preserved_gram.to(system.device, torch.float64)
     right = _solve(system, k).T  # (λC + KKᵀ) symmetric: Kᵀ(…)⁻¹ = ((…)⁻¹K)ᵀ
     return residuals.T.float(), right.float()
 
