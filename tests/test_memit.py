@@ -119,11 +119,14 @@ def test_preserve_earlier_keeps_what_earlier_edits_wrote_at_their_keys():
     assert residual_kept < 0.9  # the second edit is still written
 
 
-def test_preserve_earlier_with_null_space_is_refused():
+def test_bad_preserve_earlier_is_refused():
     model, tok = tiny_model("llama")
     editor = Editor.from_model(model, tok)
     with pytest.raises(InvalidHyperparametersError, match="preserve_earlier"):
         editor.apply(REQUESTS[:1], method="memit", layers=[2], preserve_earlier=1.0, null_space={}, **BASE)
+    for weight in (0.0, float("inf"), float("nan")):
+        with pytest.raises(InvalidHyperparametersError, match="preserve_earlier"):
+            editor.apply(REQUESTS[:1], method="memit", layers=[2], preserve_earlier=weight, **BASE)
 
 
 @pytest.mark.parametrize("method", ["memit", "rome"])
