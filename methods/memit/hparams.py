@@ -23,7 +23,8 @@ class MemitHParams(BaseModel):
     corpus: CorpusSpec = Field(default_factory=CorpusSpec)
     # λ scales with the key width: kᵀ(λC)⁻¹k ≈ d_in/λ for a typical key, so λ = d_in makes one layer
     # write about half of its share (MEMIT's 15,000 for GPT-J's 16,384-wide keys is ≈ 0.92 per dimension).
-    mom2_weight_per_dim: float = Field(1.0, gt=0, le=1e6, description="λ / d_in: weight of the preserved-key covariance")
+    mom2_weight_per_dim: float = Field(1.0, gt=0, le=1e6,
+                                       description="λ / d_in: weight of the preserved-key covariance")
     # Each round over the layers solves again for what is still missing at the top layer, on keys read from
     # the weights the earlier rounds wrote: what a single round leaves unwritten because one layer's write
     # moved the keys of the layers above it, a later round can still write. One by default: at 1,000 facts
