@@ -11,7 +11,8 @@ drift (mean KL and top-1 agreement to the unedited model on reference text), gro
 (largest ‖W‖/‖W₀‖ - 1 and ‖W - W₀‖/‖W₀‖ over them), seconds per edit (mean over all edits so far, and mean
 and median over the edits since the previous checkpoint: whether an edit gets slower as the ledger grows;
 with the mean number of value-optimization steps over those edits, where most of an edit's time goes),
-and with --generated the generated metrics (over a seeded sample of the edits so far with --generated-sample).
+the share of the edits whose verdict passed when they were made (written, against efficacy: kept), and
+with --generated the generated metrics (over a seeded sample of the edits so far with --generated-sample).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
 
     method, hparams = VARIANTS[variant]
     hparams = {**hparams, **extra.get(method, {})}
-    rows, times, steps, applied, last = [], [], [], 0, 0
+    rows, times, steps, passed, applied, last = [], [], [], [], 0, 0
     base_cache: dict = {}  # the unedited model's answers, kept across checkpoints
     run = {"variant": variant, "hparams": json.dumps(hparams, sort_keys=True), "batch_size": batch_size,
            "cases": [f"{c.id}|{c.text}|{c.target_new}" for c in cases]}
@@ -58,6 +59,7 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
                              "records differ); give another path")
         rows, times, steps, applied, last = (json.loads(saved["rows"]), saved["times"], saved["steps"],
                                              saved["applied"], saved["applied"])
+        passed = saved.get("passed", [None] * applied)  # sessions saved before verdicts were kept
         pre_neighborhood = saved["pre_neighborhood"]
         print(f"continuing from {applied} edits ({state})", flush=True)
     else:
@@ -68,6 +70,7 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
         result = editor.apply(batch, method=method, keep_failed=True, **hparams)
         times += [(time.perf_counter() - started) / len(batch)] * len(batch)
         steps += [_most(result.details.get("value_steps"))] * len(batch)
+        passed += [v.passed for v in result.verdicts] if result.verdicts else [None] * len(batch)
         applied += len(batch)
         if applied in checkpoints:
             scores = score_cases(editor.handle, cases[:applied])
@@ -84,7 +87,11 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
                          "seconds_per_edit": sum(times) / applied,
                          "seconds_per_edit_window": sum(window) / len(window),
                          "seconds_per_edit_window_median": statistics.median(window),
-                         "value_steps_window_mean": _mean(steps[len(steps) - len(window):])})
+                         "value_steps_window_mean": _mean(steps[len(steps) - len(window):]),
+                         # Written when made (its verdict at the time) against kept (efficacy now): an edit
+                         # that never took and one a later edit undid are different failures.
+                         "verdicts_passed_window": _mean(passed[last:applied]),
+                         "verdicts_passed": _mean(passed)})
             if generated_args is not None:
                 judged = generated_sample(cases[:applied], generated_args.generated_sample)
                 rows[-1].update(generated_row(editor, judged, generated_args, base_cache, edits=applied))
@@ -94,7 +101,7 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
             last = applied
             if state is not None:
                 editor.save_session(state, extra={"run": run, "rows": json.dumps(rows), "times": times,
-                                                  "steps": steps, "applied": applied,
+                                                  "steps": steps, "passed": passed, "applied": applied,
                                                   "pre_neighborhood": pre_neighborhood})
     editor.reset()
     return rows

@@ -104,3 +104,29 @@ def test_a_narrowed_replay_equals_a_replay_built_for_the_kept_rows(family):
     for local, row in enumerate(kept.tolist()):
         first, last = max(0, int(batch.subject_last[row]) - 2), int(batch.lengths[row])
         torch.testing.assert_close(got[local, first:last], want[local, first:last], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("steps", [2, 4])
+def test_normalized_gradient_steps_have_length_lr_times_the_initial_value(steps):
+    """Each normalized step moves δ by lr·‖v₀‖ (before the clamp): after one step ‖δ‖ is exactly that, and
+    k steps never take it farther than k of them; Adam's first step moves every coordinate by lr instead."""
+    model, tok = tiny_model("llama")
+    handle = Editor.from_model(model, tok).handle
+    request = [REQUESTS[0]]
+    normalized = ValueObjective(optimizer="normalized_gradient", lr=0.3, steps=steps, early_stop_nll=0.0,
+                                clamp_norm_factor=1000.0)
+    found = optimize_values(handle, 1, request, TEMPLATES, normalized)
+    length = 0.3 * float(found.init_values[0].norm())
+    assert found.steps == steps
+    if steps == 2:
+        assert float(found.deltas[0].norm()) == pytest.approx(length, rel=1e-4)
+    assert float(found.deltas[0].norm()) <= (steps - 1) * length * (1 + 1e-4)
+    adam = optimize_values(handle, 1, request, TEMPLATES, ValueObjective(lr=0.3, steps=2, early_stop_nll=0.0,
+                                                                         clamp_norm_factor=1000.0))
+    width = found.init_values.shape[1]
+    assert float(adam.deltas[0].norm()) == pytest.approx(0.3 * width ** 0.5, rel=1e-2)
+
+
+def test_an_unknown_optimizer_is_refused_by_name():
+    with pytest.raises(ValueError, match="optimizer"):
+        ValueObjective(optimizer="lbfgs")

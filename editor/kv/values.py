@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,13 @@ REPLAY_MARGIN = 64
 class ValueObjective(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    lr: float = Field(0.5, gt=0)
+    # "adam" (ROME's): every coordinate of δ moves about `lr` per step whatever the loss needs there, so ‖δ‖
+    # grows like lr·√d per step. "normalized_gradient": each step moves δ by lr·‖v₀‖ along the loss's
+    # gradient (steepest descent in the L2 norm), so the stopping test is met with a shorter δ; a layer's
+    # update writes δ into every other key in proportion to its length (drift, BENCHMARKS.md).
+    optimizer: Literal["adam", "normalized_gradient"] = "adam"
+    lr: float = Field(0.5, gt=0, description="Adam's learning rate; with normalized_gradient, a step's "
+                      "length as a fraction of ‖v₀‖")
     steps: int = Field(20, ge=1, le=1000)
     kl_factor: float = Field(0.0625, ge=0)
     weight_decay: float = Field(0.5, ge=0)
@@ -179,8 +186,11 @@ def optimize_values(
     continuing = None  # the vocabulary mask of word-continuing tokens, built on first use
     boundary_counts = torch.bincount(lay.boundary_request, minlength=n).clamp_min(1)
     delta = torch.zeros(n_slots, init_values.shape[1], device=device, requires_grad=True)
-    optimizer = torch.optim.Adam([delta], lr=objective.lr)
-    max_norm = objective.clamp_norm_factor * init_values[slot_first].norm(dim=1)
+    init_norm = init_values[slot_first].norm(dim=1)  # [n_slots] ‖v₀‖
+    normalized = objective.optimizer == "normalized_gradient"
+    # Normalized steps: the gradient is rescaled to length lr·‖v₀‖ before a plain step of rate 1.
+    optimizer = torch.optim.SGD([delta], lr=1.0) if normalized else torch.optim.Adam([delta], lr=objective.lr)
+    max_norm = objective.clamp_norm_factor * init_norm
     row_direction = None if read_direction is None else read_direction(keys).float()[lay.request_of_row]
     active = torch.ones(n, dtype=torch.bool, device=device)  # requests whose slot still optimizes
     slot_active = torch.ones(n_slots, dtype=torch.bool, device=device)
@@ -253,6 +263,10 @@ def optimize_values(
             break  # every returned δ is one whose loss was measured
         optimizer.zero_grad()
         per_request.sum().backward()
+        if normalized:
+            with torch.no_grad():
+                grad = delta.grad
+                grad.mul_((objective.lr * init_norm / grad.norm(dim=1).clamp_min(1e-12))[:, None])
         optimizer.step()
         with torch.no_grad():
             norms = delta.norm(dim=1)
