@@ -5,7 +5,8 @@ all edits so far at checkpoints.
         --n 500 --checkpoints 10,50,100,250,500 --batch-size 1 --out sequential.json --plot sequential.png
 
 Variants: rome, memit, memit+null (null-space preservation), memit+anchor (norm anchoring),
-memit+anchor+preserve (anchored, earlier edits' keys kept in each solve), rome+anchor, rome+null.
+memit+anchor+preserve (anchored, earlier edits' keys kept in each solve), memit+preserve, rome+anchor,
+rome+null.
 At each checkpoint: Efficacy / Paraphrase / Neighborhood over every edit applied so far,
 drift (mean KL and top-1 agreement to the unedited model on reference text), growth of the edited weights
 (largest ‖W‖/‖W₀‖ - 1 and ‖W - W₀‖/‖W₀‖ over them), seconds per edit (mean over all edits so far, and mean
@@ -34,6 +35,7 @@ VARIANTS = {
     "memit+null": ("memit", {"null_space": {}}),
     "memit+anchor": ("memit", {"norm_anchor": {}}),
     "memit+anchor+preserve": ("memit", {"norm_anchor": {}, "preserve_earlier": 1.0}),
+    "memit+preserve": ("memit", {"preserve_earlier": 1.0}),
 }
 
 
