@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                "paraphrase": scores.paraphrase, "neighborhood": scores.neighborhood,
                "passed": all(v.passed for v in result.verdicts) if result.verdicts else None,
                "update_norms": [d.norm for d in result.deltas], "seconds": seconds,
-               "value_steps": result.details.get("value_steps")}
+               "value_steps": result.details.get("value_steps"), "residual_left": result.details.get("residual_left")}
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.out:
