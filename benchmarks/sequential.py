@@ -6,7 +6,8 @@ all edits so far at checkpoints.
 
 Variants: rome, memit, memit+null (null-space preservation), memit+anchor (norm anchoring),
 memit+anchor+preserve (anchored, earlier edits' keys kept in each solve), memit+preserve, memit+ngd+preserve
-(short values written in two rounds), rome+anchor, rome+null.
+(short values written in two rounds), memit+ngd+preserve+until (a second round only where needed),
+rome+anchor, rome+null.
 At each checkpoint: Efficacy / Paraphrase / Neighborhood over every edit applied so far,
 drift (mean KL and top-1 agreement to the unedited model on reference text), growth of the edited weights
 (largest ‖W‖/‖W₀‖ - 1 and ‖W - W₀‖/‖W₀‖ over them), seconds per edit (mean over all edits so far, and mean
@@ -40,6 +41,10 @@ VARIANTS = {
     # over the layers, which writes what the first left missing (BENCHMARKS.md, "Short values").
     "memit+ngd+preserve": ("memit", {"preserve_earlier": 1.0, "rounds": 2, "objective": {
         "optimizer": "normalized_gradient", "lr": 0.25, "steps": 40, "early_stop_nll": 0.6}}),
+    # The same, the second round only while a target is not yet the greedy answer (rounds_until_written).
+    "memit+ngd+preserve+until": ("memit", {"preserve_earlier": 1.0, "rounds": 2, "rounds_until_written": True,
+                                           "objective": {"optimizer": "normalized_gradient", "lr": 0.25,
+                                                         "steps": 40, "early_stop_nll": 0.6}}),
 }
 
 

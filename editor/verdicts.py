@@ -60,27 +60,9 @@ class EditRequestsFailedError(SutureError):
 def check_requests(handle, requests: list[EditRequest], max_new_tokens: int | None = None,
                    batch_size: int = 32) -> list[RequestVerdict]:
     """The verdict of each request on the handle's current weights (see the module docstring)."""
-    tok, device = handle.tokenizer, handle.device
-    prompts = [tok(r.text)["input_ids"] for r in requests]
+    tok = handle.tokenizer
     targets = [request_target_ids(tok, r) for r in requests]
-    probs: list[list[float]] = []
-    greedy: list[list[bool]] = []
-    for begin in range(0, len(requests), batch_size):
-        rows = [p + t for p, t in zip(prompts[begin: begin + batch_size], targets[begin: begin + batch_size])]
-        width = max(len(r) for r in rows)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-        logits = handle.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = torch.log_softmax(logits, dim=-1)
-        for i, (p, t) in enumerate(zip(prompts[begin: begin + batch_size], targets[begin: begin + batch_size])):
-            cols = torch.arange(len(p) - 1, len(p) - 1 + len(t), device=device)
-            wanted = torch.tensor(t, device=device)
-            probs.append(logp[i, cols, wanted].exp().tolist())
-            greedy.append((logp[i, cols].argmax(-1) == wanted).tolist())
+    probs, greedy = target_token_checks(handle, requests, batch_size)
     budget = max_new_tokens or max(len(t) for t in targets) + 6
     generations = generate_greedy(handle, [r.text for r in requests], max_new_tokens=budget, stop="sentence")
     verdicts = []
@@ -102,6 +84,36 @@ def check_requests(handle, requests: list[EditRequest], max_new_tokens: int | No
             target_tokens=[tok.decode([x]) for x in t], token_probs=pr, token_greedy=gr,
             min_token_prob=min(pr), generated=gen.text, judged=judged))
     return verdicts
+
+
+@torch.no_grad()
+def target_token_checks(handle, requests: list[EditRequest], batch_size: int = 32
+                        ) -> tuple[list[list[float]], list[list[bool]]]:
+    """Per request, teacher-forced on its rewrite prompt: P(token | prompt, earlier target tokens) of each
+    target token as trained, and whether it is the greedy choice there. No generation: the cheap half of a
+    verdict, also used to stop MEMIT's rounds once every target is written."""
+    tok, device = handle.tokenizer, handle.device
+    prompts = [tok(r.text)["input_ids"] for r in requests]
+    targets = [request_target_ids(tok, r) for r in requests]
+    probs: list[list[float]] = []
+    greedy: list[list[bool]] = []
+    for begin in range(0, len(requests), batch_size):
+        rows = [p + t for p, t in zip(prompts[begin: begin + batch_size], targets[begin: begin + batch_size])]
+        width = max(len(r) for r in rows)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        logits = handle.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = torch.log_softmax(logits, dim=-1)
+        for i, (p, t) in enumerate(zip(prompts[begin: begin + batch_size], targets[begin: begin + batch_size])):
+            cols = torch.arange(len(p) - 1, len(p) - 1 + len(t), device=device)
+            wanted = torch.tensor(t, device=device)
+            probs.append(logp[i, cols, wanted].exp().tolist())
+            greedy.append((logp[i, cols].argmax(-1) == wanted).tolist())
+    return probs, greedy
 
 
 def settle_verdicts(editor, requests: list[EditRequest], verify: bool, keep_failed: bool | None,

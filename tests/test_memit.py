@@ -215,3 +215,34 @@ def test_a_second_round_writes_more_of_the_target_and_reverts_exactly():
     assert two.details["residual_left"][0] < 0.9 * one.details["residual_left"][0]
     editor.revert()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+
+@pytest.mark.parametrize("written_after", [1, 2, None])
+def test_rounds_until_written_stop_once_every_target_is_written(monkeypatch, written_after):
+    """With rounds_until_written, a further round runs only while some target is not yet the greedy answer
+    (checked before each round after the first): written after one round, one round; after two, two; never,
+    all of them. Each round writes one delta per layer. (Whether a target is the greedy answer is
+    `target_token_checks`, the verdicts' own test; the tiny model cannot be made to say its targets.)"""
+    from suture.methods.memit import method as memit_method
+
+    checks = []
+
+    def written(handle, requests):
+        checks.append(len(requests))
+        return written_after is not None and len(checks) >= written_after
+
+    monkeypatch.setattr(memit_method, "_all_written", written)
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    hparams = {"layers": [1, 2], "objective": OBJECTIVE, **BASE}
+    result = editor.apply(REQUESTS, method="memit", keep_failed=True, rounds=4, rounds_until_written=True,
+                          **hparams)
+    taken = {1: 1, 2: 2, None: 4}[written_after]
+    assert result.details["rounds"][0] == taken
+    assert len(result.deltas) == 2 * taken
+    assert checks == [len(REQUESTS)] * min(taken, 3)
+    editor.revert()
+    checks.clear()
+    plain = editor.apply(REQUESTS, method="memit", keep_failed=True, rounds=3, **hparams)
+    assert checks == [] and len(plain.deltas) == 6  # without the option every round runs, unchecked

@@ -30,6 +30,13 @@ class MemitHParams(BaseModel):
     # moved the keys of the layers above it, a later round can still write. One by default: at 1,000 facts
     # a second round wrote more (+0.016 efficacy) but lost paraphrase and neighbors (BENCHMARKS.md, "Rounds").
     rounds: int = Field(1, ge=1, le=8, description="passes over the layers, each solving what is still missing")
+    # Short values (objective.optimizer="normalized_gradient") just pass the stopping test at the top layer,
+    # and one round writes about half of them: a second round makes them hold, at the cost of writing every
+    # edit twice. With this, a further round runs only while some request's target is not yet the greedy
+    # answer on its rewrite prompt (teacher-forced, every token): write what the edit needs, not more.
+    rounds_until_written: bool = Field(
+        False, description="with rounds > 1: stop the rounds once every request's target is the greedy answer "
+        "on its rewrite prompt, token by token")
     chunk_size: int = Field(32, ge=1, description="requests per value-optimization batch (bounds memory)")
     null_space: NullSpace | None = Field(None, description="AlphaEdit-style null-space projection")
     # Sequential editing as recursive least squares: the keys every earlier edit wrote at a layer join that

@@ -16,10 +16,17 @@ from suture.editor.errors import InvalidHyperparametersError
 from suture.editor.handle import ModelHandle
 from suture.editor.kv import compute_keys, optimize_values
 from suture.editor.kv.keys import output_at_subject
+from suture.editor.verdicts import target_token_checks
 from suture.methods.memit.hparams import MemitHParams, default_layers
 from suture.methods.shared.least_squares import memit_factors, null_space_factors
 from suture.methods.shared.norm_anchor import anchor_deltas, anchor_norm
 from suture.methods.shared.preserved_keys import cached_projector, earlier_keys_gram
+
+
+def _all_written(handle: ModelHandle, requests: list[EditRequest]) -> bool:
+    """Whether every request's target is already the greedy answer on its rewrite prompt, every token."""
+    _probs, greedy = target_token_checks(handle, requests)
+    return all(all(tokens) for tokens in greedy)
 
 
 def _chunks(items: list, size: int):
@@ -105,22 +112,29 @@ class Memit(EditMethod):
         site = handle.sites.mlp_out_path(top) if len(layers) == 1 else f"{handle.sites.layers}.{top}"
         targets = output_at_subject(handle, site, requests) + delta
         out, kept_keys = [], {}
-        passes = [(position, layer) for _ in range(hparams.rounds) for position, layer in enumerate(layers)]
+        total = hparams.rounds * len(layers)
+        rounds_done = 0
         with ctx.weights.trial() as trial:
-            for done, (position, layer) in enumerate(passes):
-                keys = torch.cat([compute_keys(handle, [layer], c, templates)[layer] for c in chunks])
-                missing = targets - output_at_subject(handle, site, requests)
-                share = missing / (len(layers) - position)
-                left, right = self._factors(ctx, layer, keys, share, mom2[layer], hparams)
-                layer_delta = WeightDelta.low_rank(handle.sites.mlp_out_path(layer), left, right,
-                                                   transposed=handle.sites.weights_transposed)
-                trial.apply([layer_delta])
-                out.append(layer_delta)
-                kept_keys[layer] = keys.cpu()  # the last round's: the keys the written weights answer to
-                ctx.report("layers", (done + 1) / len(passes))
+            for round_index in range(hparams.rounds):
+                if round_index and hparams.rounds_until_written and _all_written(handle, requests):
+                    break
+                for position, layer in enumerate(layers):
+                    keys = torch.cat([compute_keys(handle, [layer], c, templates)[layer] for c in chunks])
+                    missing = targets - output_at_subject(handle, site, requests)
+                    share = missing / (len(layers) - position)
+                    left, right = self._factors(ctx, layer, keys, share, mom2[layer], hparams)
+                    layer_delta = WeightDelta.low_rank(handle.sites.mlp_out_path(layer), left, right,
+                                                       transposed=handle.sites.weights_transposed)
+                    trial.apply([layer_delta])
+                    out.append(layer_delta)
+                    kept_keys[layer] = keys.cpu()  # the last round's: the keys the written weights answer to
+                    ctx.report("layers", (round_index * len(layers) + position + 1) / total)
+                rounds_done += 1
+            ctx.report("layers", 1.0)
             final_missing = targets - output_at_subject(handle, site, requests)
         residual_left = float(final_missing.norm(dim=1).mean() / delta.norm(dim=1).mean().clamp_min(1e-12))
-        return MethodOutput(out, {"residual_left": residual_left}, artifacts={"keys": kept_keys})
+        return MethodOutput(out, {"residual_left": residual_left, "rounds": rounds_done},
+                            artifacts={"keys": kept_keys})
 
     def _factors(self, ctx: EditContext, layer: int, keys, share, mom2, hparams: MemitHParams):
         if hparams.null_space is None:
