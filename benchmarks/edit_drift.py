@@ -23,15 +23,16 @@ from pathlib import Path
 from bench_common import benchmark_parser, load_editor, ready
 
 
-def margins(handle, case) -> tuple[float, float | None]:
-    """log P(new) - log P(true), nats: on the rewrite prompt, and the mean over the paraphrases."""
+def paraphrase_margin(handle, case) -> float | None:
+    """Mean over the paraphrases of log P(new) - log P(true), nats (the rewrite prompt's is in score_cases)."""
     from suture.evaluation.scoring import target_logprobs
 
-    prompts = [case.text, *case.paraphrases]
-    pairs = [(p, case.target_new) for p in prompts] + [(p, case.target_true) for p in prompts]
+    if not case.paraphrases:
+        return None
+    pairs = [(p, case.target_new) for p in case.paraphrases] + [(p, case.target_true) for p in case.paraphrases]
     logp = target_logprobs(handle, pairs).tolist()
-    gaps = [logp[i] - logp[i + len(prompts)] for i in range(len(prompts))]
-    return gaps[0], (statistics.mean(gaps[1:]) if len(gaps) > 1 else None)
+    count = len(case.paraphrases)
+    return statistics.mean(logp[i] - logp[i + count] for i in range(count))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         result = editor.apply([case], method=args.method, keep_failed=True, **hparams)
         seconds = time.perf_counter() - started
         scores = score_cases(editor.handle, [case]).cases[0]
-        rewrite, paraphrase = margins(editor.handle, case)
         row = {"id": case.id, "hparams": hparams, "kl": measure_drift(editor).mean_kl,
-               "margin_rewrite": rewrite, "margin_paraphrase": paraphrase, "efficacy": scores.efficacy,
+               "margin_rewrite": scores.logp_new - scores.logp_true,
+               "margin_paraphrase": paraphrase_margin(editor.handle, case), "efficacy": scores.efficacy,
                "paraphrase": scores.paraphrase, "neighborhood": scores.neighborhood,
                "passed": all(v.passed for v in result.verdicts) if result.verdicts else None,
                "update_norms": [d.norm for d in result.deltas], "seconds": seconds,
