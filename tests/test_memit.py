@@ -246,3 +246,5 @@ def test_rounds_until_written_stop_once_every_target_is_written(monkeypatch, wri
     checks.clear()
     plain = editor.apply(REQUESTS, method="memit", keep_failed=True, rounds=3, **hparams)
     assert checks == [] and len(plain.deltas) == 6  # without the option every round runs, unchecked
+    with pytest.raises(InvalidHyperparametersError, match="'rounds_until_written'.*rounds is 1"):
+        editor.apply(REQUESTS, method="memit", rounds_until_written=True, **hparams)  # would be a silent no-op

@@ -53,6 +53,10 @@ class Memit(EditMethod):
             raise InvalidHyperparametersError(
                 "memit: hyperparameter 'preserve_earlier': null_space already carries earlier edits' keys; "
                 "give one of the two")
+        if hparams.rounds_until_written and hparams.rounds == 1:
+            raise InvalidHyperparametersError(
+                "memit: hyperparameter 'rounds_until_written': stops further rounds, but rounds is 1; "
+                "give rounds > 1 (the most rounds to run)")
         if not handle.sites.mlp_out_adds_to_residual and len(hparams.layers) > 1:
             raise InvalidHyperparametersError(
                 f"memit: hyperparameter 'layers': the {handle.sites.family} family normalizes MLP outputs before "
