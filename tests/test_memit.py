@@ -217,7 +217,6 @@ def test_a_second_round_writes_more_of_the_target_and_reverts_exactly():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-
 @pytest.mark.parametrize("written_after", [1, 2, None])
 def test_rounds_until_written_stop_once_every_target_is_written(monkeypatch, written_after):
     """With rounds_until_written, a further round runs only while some target is not yet the greedy answer
