@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from suture.editor.kv import CorpusSpec
-    from suture.editor.kv.capture import capture_input, hooks, run_until_stopped
     from suture.editor.kv.corpus import load_corpus
+    from suture.editor.kv.stats import key_batches
     from suture.evaluation import load_counterfact
     from suture.evaluation.drift import default_reference_texts
 
@@ -53,22 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     weights = [float(x) for x in args.weights.split(",")]
 
     @torch.no_grad()
-    def batches(texts: list[str], batch_size: int = 16):
+    def batches(texts: list[str]):
         """Per batch of `texts`: ({layer: keys [tokens, d_in]}, continuation flags [tokens], token texts)."""
-        modules = {layer: handle.model.get_submodule(handle.sites.mlp_out_path(layer)) for layer in layers}
-        for start in range(0, len(texts), batch_size):
-            enc = tok(texts[start:start + batch_size], return_tensors="pt", padding=True, truncation=True,
-                      max_length=128).to(handle.device)
-            sinks: dict[int, list] = {layer: [] for layer in layers}
-            with hooks(*(capture_input(modules[layer], sinks[layer], stop=layer == max(layers)) for layer in layers)):
-                run_until_stopped(handle.model, **enc)
+        for enc, keys in key_batches(handle, layers, texts, max_tokens=128):
             mask = enc["attention_mask"].bool()
             flags, tokens = [], []
             for row in range(mask.shape[0]):
                 ids = enc["input_ids"][row][mask[row]].tolist()
                 flags += continuation_flags(tok, ids)
                 tokens += [tok.decode([i]) for i in ids]
-            yield {layer: sinks[layer][0][mask].double() for layer in layers}, torch.tensor(flags), tokens
+            yield keys, torch.tensor(flags), tokens
 
     def keys_of(texts: list[str]):
         found, flags, tokens = [], [], []

@@ -49,10 +49,14 @@ VARIANTS = {
 
 
 def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[int], extra: dict,
-                on_row=None, generated_args=None, state: Path | None = None, until: int | None = None) -> list[dict]:
+                on_row=None, generated_args=None, state: Path | None = None, until: int | None = None,
+                drift_rows: Path | None = None) -> list[dict]:
     """Edit `cases` in order, `batch_size` per apply(), measuring at each checkpoint. With `state`, the
     session (ledger, timings, rows) is saved at every checkpoint and a run finding the file continues from
-    it; `until` stops after that checkpoint (a long run split into parts). The model is left unedited."""
+    it; `until` stops after that checkpoint (a long run split into parts). With `drift_rows`, drift on the
+    reference text is measured after every apply and appended there as a JSON line (edits so far, the
+    batch's case ids, mean KL, top-1 agreement, KL per reference position): which edits move which
+    positions. The model is left unedited."""
     from suture.evaluation import norm_growth, score_cases
     from suture.evaluation.drift import measure_drift
 
@@ -83,6 +87,8 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
         steps += [_most(result.details.get("value_steps"))] * len(batch)
         passed += [v.passed for v in result.verdicts] if result.verdicts else [None] * len(batch)
         applied += len(batch)
+        if drift_rows is not None:
+            _append_drift(drift_rows, applied, batch, measure_drift(editor))
         if applied in checkpoints:
             scores = score_cases(editor.handle, cases[:applied])
             drift = measure_drift(editor)
@@ -116,6 +122,13 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
                                                   "pre_neighborhood": pre_neighborhood})
     editor.reset()
     return rows
+
+
+def _append_drift(path: Path, applied: int, batch: list, drift) -> None:
+    row = {"edits": applied, "cases": [c.id for c in batch], "drift_kl": drift.mean_kl,
+           "top1_agreement": drift.top1_agreement, "kl_per_position": [round(v, 5) for v in drift.kl_per_position]}
+    with path.open("a") as out:
+        out.write(json.dumps(row) + "\n")
 
 
 def _most(found) -> int | None:
@@ -172,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="session file saved at every checkpoint; a run that finds it continues from it "
                              "(one variant)")
     parser.add_argument("--until", type=int, help="stop after this checkpoint (with --state: one part of a long run)")
+    parser.add_argument("--drift-rows", type=Path,
+                        help="append drift on the reference text after every apply here, one JSON line each")
     parser.add_argument("--plot")
     parser.add_argument("--include", action="append", default=[],
                         help="rows (--out JSON) of earlier runs to plot with this one; repeatable")
@@ -205,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     for variant in variants:
         variant_rows = run_variant(editor, cases, variant, args.batch_size, checkpoints, json.loads(args.hparams),
                                    on_row=keep, generated_args=args if args.generated else None, state=args.state,
-                                   until=args.until)
+                                   until=args.until, drift_rows=args.drift_rows)
         done += [{**row, "batch_size": args.batch_size} for row in variant_rows]
     if args.plot:
         plot(earlier + rows, args.plot)

@@ -2,6 +2,7 @@
 s/edit covers only the edits since the previous checkpoint, and the generated sample is bounded."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -32,6 +33,20 @@ def test_rows_report_growth_window_time_and_a_bounded_generated_sample(tmp_path)
         assert 1 <= row["value_steps_window_mean"] <= OBJECTIVE["steps"]
     assert [r["gen_cases"] for r in rows] == [1, 2]  # three edits so far, a sample of two judged
     assert not editor.ledger  # the variant reverts what it applied
+
+
+def test_drift_rows_give_one_line_per_apply_ending_at_the_checkpoints_drift(tmp_path):
+    editor = Editor.from_model(*tiny_model("llama"))
+    cases = [r.model_copy(update={"target_true": r.target_true or "Paris", "paraphrases": [r.text],
+                                  "neighbors": ["The capital of Spain is"]}) for r in REQUESTS]
+    path = tmp_path / "drift.jsonl"
+    rows = sequential.run_variant(editor, cases, "memit+null", 1, [1, 3],
+                                  {"memit": {"layers": [1, 2], "objective": OBJECTIVE, **BASE}}, drift_rows=path)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["edits"] for line in lines] == [1, 2, 3]
+    assert [line["cases"] for line in lines] == [[c.id] for c in cases[:3]]
+    assert lines[-1]["drift_kl"] == pytest.approx(rows[-1]["drift_kl"], abs=1e-6)
+    assert all(len(line["kl_per_position"]) == len(lines[0]["kl_per_position"]) > 0 for line in lines)
 
 
 def test_generated_sample_is_seeded_and_ordered():

@@ -35,26 +35,33 @@ def _cache_path(handle: ModelHandle, site: Site, layer: int, corpus_fp: str, spe
 
 
 @torch.no_grad()
-def _accumulate(handle: ModelHandle, site: Site, layers: list[int], texts: list[str], max_tokens: int,
+def key_batches(handle: ModelHandle, layers: list[int], texts: list[str], max_tokens: int, site: Site = "mlp_out",
                 batch_size: int = 16):
+    """Per batch of `texts` (tokenized, truncated to `max_tokens`): (encoding, {layer: keys [real tokens,
+    d_in], float64}), the keys of every non-padding token in row order. The pass stops at the top layer."""
     modules = {layer: handle.model.get_submodule(_module_path(handle, site, layer)) for layer in layers}
-    sums: dict[int, torch.Tensor] = {}
-    count = 0
-    tok = handle.tokenizer
     top = max(layers)
-    for start in tqdm(range(0, len(texts), batch_size), desc=f"{site} input statistics, layers {layers}",
-                      leave=False):
+    for start in range(0, len(texts), batch_size):
         check_cancelled()
-        enc = tok(texts[start:start + batch_size], return_tensors="pt", padding=True, truncation=True,
-                  max_length=max_tokens).to(handle.device)
+        enc = handle.tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, truncation=True,
+                               max_length=max_tokens).to(handle.device)
         sinks: dict[int, list] = {layer: [] for layer in layers}
         with hooks(*(capture_input(modules[layer], sinks[layer], stop=layer == top) for layer in layers)):
             run_until_stopped(handle.model, **enc)
         mask = enc["attention_mask"].bool()
+        yield enc, {layer: sinks[layer][0][mask].double() for layer in layers}
+
+
+@torch.no_grad()
+def _accumulate(handle: ModelHandle, site: Site, layers: list[int], texts: list[str], max_tokens: int):
+    sums: dict[int, torch.Tensor] = {}
+    count = 0
+    batches = key_batches(handle, layers, texts, max_tokens, site)
+    for _, keys in tqdm(batches, total=-(-len(texts) // 16), desc=f"{site} input statistics, layers {layers}",
+                        leave=False):
         for layer in layers:
-            keys = sinks[layer][0][mask].double()
-            sums[layer] = sums.get(layer, 0) + keys.T @ keys
-        count += int(mask.sum())
+            sums[layer] = sums.get(layer, 0) + keys[layer].T @ keys[layer]
+        count += keys[layers[0]].shape[0]
     return {layer: (total / count).float() for layer, total in sums.items()}, count
 
 
