@@ -12,7 +12,7 @@ import resource
 import sys
 import time
 
-from bench_common import add_generated_options, benchmark_parser, generated_row, load_editor, ready
+from bench_common import add_generated_options, add_record_range, benchmark_parser, generated_row, load_editor, ready
 
 
 def _progress(stage: str, fraction: float) -> None:
@@ -21,8 +21,7 @@ def _progress(stage: str, fraction: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--offset", type=int, default=0, help="first record (records 500-599: issue 13's range)")
+    add_record_range(parser, n=100, offset=0)
     parser.add_argument("--hparams", default="{}")
     parser.add_argument("--no-pre", action="store_true",
                         help="skip scoring the unedited model (BENCHMARKS.md has it for all 1,000 records)")

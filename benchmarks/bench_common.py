@@ -17,6 +17,12 @@ def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def add_record_range(parser: argparse.ArgumentParser, n: int, offset: int = 0) -> None:
+    """--n records of the data file from record --offset (tune on records a reported run leaves out)."""
+    parser.add_argument("--n", type=int, default=n, help=f"records (default {n})")
+    parser.add_argument("--offset", type=int, default=offset, help=f"first record (default {offset})")
+
+
 def load_editor(args: argparse.Namespace):
     """The editor of `--model` on `--device` in `--dtype`."""
     from suture.editor import Editor

@@ -12,13 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import benchmark_parser, load_editor, ready
+from bench_common import add_record_range, benchmark_parser, load_editor, ready
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--offset", type=int, default=0, help="first record (tune on records the report skips)")
+    add_record_range(parser, n=100, offset=0)
     parser.add_argument("--method", default="rome")
     parser.add_argument("--hparams", default="{}", help="JSON overrides of the method's hyperparameters")
     parser.add_argument("--out", help="write per-case results as JSON here")

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import benchmark_parser, load_editor, ready
+from bench_common import add_record_range, benchmark_parser, load_editor, ready
 
 
 def paraphrase_margin(handle, case) -> float | None:
@@ -37,8 +37,7 @@ def paraphrase_margin(handle, case) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--offset", type=int, default=600)
-    parser.add_argument("--n", type=int, default=20)
+    add_record_range(parser, n=20, offset=600)
     parser.add_argument("--method", default="memit")
     parser.add_argument("--hparams", default="{}", help="the method's hyperparameters, JSON")
     parser.add_argument("--out", help="one JSON row per edit (appended)")

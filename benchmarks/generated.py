@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import benchmark_parser, load_editor, ready
+from bench_common import add_record_range, benchmark_parser, load_editor, ready
 
 KEYS_TF = ("efficacy", "paraphrase", "neighborhood")
 KEYS_GEN = ("efficacy", "paraphrase", "chat", "generation_prompts", "locality", "subject_kept")
@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summarize(Path(sys.argv[sys.argv.index("--summarize") + 1])), indent=1))
         return 0
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--offset", type=int, default=500)
+    add_record_range(parser, n=100, offset=500)
     parser.add_argument("--method", default="rome")
     parser.add_argument("--hparams", default="{}", help="JSON overrides of the method's hyperparameters")
     parser.add_argument("--generation", default="{}", help="JSON overrides of GenerationOptions")

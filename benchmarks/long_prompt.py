@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from bench_common import benchmark_parser, load_editor, ready
+from bench_common import add_record_range, benchmark_parser, load_editor, ready
 
 
 def filler_text(records: list[dict], avoid: str, tokenizer, tokens: int) -> str:
@@ -49,8 +49,7 @@ def write_corpus(data: str, n: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--lengths", default="20,1500", help="prompt lengths in tokens (subject filled in)")
-    parser.add_argument("--n", type=int, default=3, help="records edited at every length")
-    parser.add_argument("--offset", type=int, default=0)
+    add_record_range(parser, n=3, offset=0)
     parser.add_argument("--hparams", default="{}", help="JSON overrides of ROME's hyperparameters")
     parser.add_argument("--corpus-texts", type=int, default=0,
                         help="statistics from this many paragraphs of the data file's own prompts instead of the "

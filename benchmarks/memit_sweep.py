@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import benchmark_parser, load_editor, ready
+from bench_common import add_record_range, benchmark_parser, load_editor, ready
 
 
 def sweep(editor, cases: list, layer_sets: list[list[int]], weights: list[float], on_row=None,
@@ -77,8 +77,7 @@ def sweep(editor, cases: list, layer_sets: list[list[int]], weights: list[float]
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--offset", type=int, default=0)
+    add_record_range(parser, n=1000, offset=0)
     parser.add_argument("--layer-sets", default="1,2,3,4", help="';'-separated comma lists; all end at one top layer")
     parser.add_argument("--weights", default="1.0", help="comma-separated mom2_weight_per_dim values")
     parser.add_argument("--rounds", default="1", help="comma-separated numbers of passes over the layers")

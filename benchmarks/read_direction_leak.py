@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import sys
 
-from bench_common import benchmark_parser, load_editor, ready
+from bench_common import add_record_range, benchmark_parser, load_editor, ready
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--offset", type=int, default=600)
-    parser.add_argument("--n", type=int, default=20)
+    add_record_range(parser, n=20, offset=600)
     parser.add_argument("--ridges", default="1e-6,1e-2,1e-1,1")
     parser.add_argument("--corpora", default="128", help="comma-separated statistics corpus sizes (texts)")
     args = parser.parse_args(argv)

@@ -20,7 +20,7 @@ import json
 import sys
 from collections import Counter
 
-from bench_common import benchmark_parser, load_editor, ready
+from bench_common import add_record_range, benchmark_parser, load_editor, ready
 
 
 def continuation_flags(tokenizer, ids: list[int]) -> list[bool]:
@@ -32,8 +32,7 @@ def continuation_flags(tokenizer, ids: list[int]) -> list[bool]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--offset", type=int, default=600)
-    parser.add_argument("--n", type=int, default=20)
+    add_record_range(parser, n=20, offset=600)
     parser.add_argument("--layers", default="1,2,3,4")
     parser.add_argument("--weights", default="0", help="comma-separated a: weight of the continuation pieces' C")
     args = parser.parse_args(argv)

@@ -14,13 +14,12 @@ import json
 import sys
 import time
 
-from bench_common import benchmark_parser, load_editor, ready
+from bench_common import add_record_range, benchmark_parser, load_editor, ready
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--n", type=int, default=96)
-    parser.add_argument("--offset", type=int, default=0)
+    add_record_range(parser, n=96, offset=0)
     parser.add_argument("--chunk", type=int, default=32)
     args = parser.parse_args(argv)
     if not ready(args):
