@@ -62,7 +62,7 @@ def check_requests(handle, requests: list[EditRequest], max_new_tokens: int | No
     """The verdict of each request on the handle's current weights (see the module docstring)."""
     tok = handle.tokenizer
     targets = [request_target_ids(tok, r) for r in requests]
-    probs, greedy = target_token_checks(handle, requests, batch_size)
+    probs, greedy = target_token_checks(handle, requests, batch_size, targets=targets)
     budget = max_new_tokens or max(len(t) for t in targets) + 6
     generations = generate_greedy(handle, [r.text for r in requests], max_new_tokens=budget, stop="sentence")
     verdicts = []
@@ -87,14 +87,15 @@ def check_requests(handle, requests: list[EditRequest], max_new_tokens: int | No
 
 
 @torch.no_grad()
-def target_token_checks(handle, requests: list[EditRequest], batch_size: int = 32
-                        ) -> tuple[list[list[float]], list[list[bool]]]:
+def target_token_checks(handle, requests: list[EditRequest], batch_size: int = 32,
+                        targets: list[list[int]] | None = None) -> tuple[list[list[float]], list[list[bool]]]:
     """Per request, teacher-forced on its rewrite prompt: P(token | prompt, earlier target tokens) of each
     target token as trained, and whether it is the greedy choice there. No generation: the cheap half of a
-    verdict, also used to stop MEMIT's rounds once every target is written."""
+    verdict, also used to stop MEMIT's rounds once every target is written. `targets`: the requests'
+    target ids (`request_target_ids`) when the caller already has them."""
     tok, device = handle.tokenizer, handle.device
     prompts = [tok(r.text)["input_ids"] for r in requests]
-    targets = [request_target_ids(tok, r) for r in requests]
+    targets = targets if targets is not None else [request_target_ids(tok, r) for r in requests]
     probs: list[list[float]] = []
     greedy: list[list[bool]] = []
     for begin in range(0, len(requests), batch_size):
