@@ -26,6 +26,21 @@ def edited_names(path: str, edits: int) -> set[str]:
             for word in NAME.findall(case.subject) + NAME.findall(case.target_new)}
 
 
+def reference_positions(tok, names: set[str] = frozenset()) -> tuple[list[tuple[str, str]], list[bool]]:
+    """Per reference-text position in measure_drift's order: (the last 32 characters of the text up to it,
+    the token it predicts), and whether one of the last three words up to it is in `names`."""
+    from suture.evaluation.drift import default_reference_texts
+
+    where, named = [], []
+    for text in default_reference_texts():
+        ids = tok(text)["input_ids"]
+        for i in range(len(ids)):
+            before = tok.decode(ids[:i + 1])
+            where.append((before[-32:], tok.decode([ids[i + 1]]) if i + 1 < len(ids) else ""))
+            named.append(any(word in names for word in re.findall(r"[A-Za-z]+", before)[-3:]))
+    return where, named
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--state", required=True, help="a session file saved by sequential.py --state")
@@ -46,13 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     report = measure_drift(editor)
     tok = editor.tokenizer
     names = edited_names(args.data, args.edits) if args.data and args.edits else set()
-    where, named = [], []  # (text up to the position, the next token), as measure_drift orders them
-    for text in default_reference_texts():
-        ids = tok(text)["input_ids"]
-        for i in range(len(ids)):
-            before = tok.decode(ids[:i + 1])
-            where.append((before[-32:], tok.decode([ids[i + 1]]) if i + 1 < len(ids) else ""))
-            named.append(any(word in names for word in re.findall(r"[A-Za-z]+", before)[-3:]))
+    where, named = reference_positions(tok, names)
     kl = report.kl_per_position
     order = sorted(range(len(kl)), key=lambda i: -kl[i])
     total = sum(kl)
