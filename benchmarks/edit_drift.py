@@ -5,7 +5,8 @@ settings before a 1,000-edit run.
         --method memit --hparams '{"norm_anchor": {}}' --out drift.jsonl
 
 Each record is edited alone on the unedited model, measured, and reverted. Per edit: drift KL on the
-reference text (evaluation/drift.py), the margin log P(new) - log P(true) on the rewrite prompt and on the
+reference text (evaluation/drift.py), the same on a few ordinary sentences using the subject's last word on
+its own (subjects of two or more words; `word_kl`), the margin log P(new) - log P(true) on the rewrite prompt and on the
 paraphrases, teacher-forced efficacy / paraphrase / neighborhood, the verdict, the norm of each layer's
 update and the seconds. Over a sequential run drift adds up about linearly (memit+anchor+preserve: KL
 0.003 at 10 edits, 0.234 at 1,000), so the mean KL of one edit times N is a first estimate of the drift
@@ -35,6 +36,21 @@ def paraphrase_margin(handle, case) -> float | None:
     return statistics.mean(logp[i] - logp[i + count] for i in range(count))
 
 
+# Ordinary sentences around a subject's last word used on its own (lower case: "cars" for "Laurent Cars"):
+# where an edit that reads the word instead of the subject drifts. Not the contexts that
+# preserve_subject_words holds (methods/shared/subject_words.py), so the measure is not what it fits.
+WORD_SENTENCES = ("I read about {} in the paper yesterday.", "There were two {} near the old station.",
+                  "We talked about {} for an hour after dinner.", "Her favourite word is {}, she said.")
+
+
+def word_use_kl(editor, subject: str, measure_drift) -> float | None:
+    """Mean KL over WORD_SENTENCES with the subject's last word in lower case; None for a one-word subject."""
+    words = subject.split()
+    if len(words) < 2:
+        return None
+    return measure_drift(editor, [s.format(words[-1].lower()) for s in WORD_SENTENCES]).mean_kl
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
     add_record_range(parser, n=20, offset=600)
@@ -56,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - started
         scores = score_cases(editor.handle, [case]).cases[0]
         row = {"id": case.id, "hparams": hparams, "kl": measure_drift(editor).mean_kl,
+               "word_kl": word_use_kl(editor, case.subject, measure_drift),
                "margin_rewrite": scores.logp_new - scores.logp_true,
                "margin_paraphrase": paraphrase_margin(editor.handle, case), "efficacy": scores.efficacy,
                "paraphrase": scores.paraphrase, "neighborhood": scores.neighborhood,
@@ -68,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             with Path(args.out).open("a") as sink:
                 sink.write(json.dumps(row) + "\n")
         editor.reset()
-    summary = {key: statistics.mean(r[key] for r in rows if r[key] is not None)
+    summary = {key: statistics.mean([r[key] for r in rows if r[key] is not None] or [float("nan")])
                for key in ("kl", "margin_rewrite", "margin_paraphrase", "efficacy", "paraphrase", "neighborhood",
                            "passed", "seconds")}
     summary["update_norm"] = statistics.mean(sum(n * n for n in r["update_norms"]) ** 0.5 for r in rows)

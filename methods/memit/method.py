@@ -21,6 +21,7 @@ from suture.methods.memit.hparams import MemitHParams, default_layers
 from suture.methods.shared.least_squares import memit_factors, null_space_factors
 from suture.methods.shared.norm_anchor import anchor_deltas, anchor_norm
 from suture.methods.shared.preserved_keys import cached_projector, earlier_keys_gram
+from suture.methods.shared.subject_words import subject_word_gram
 
 
 def _all_written(handle: ModelHandle, requests: list[EditRequest]) -> bool:
@@ -126,7 +127,9 @@ class Memit(EditMethod):
                     keys = torch.cat([compute_keys(handle, [layer], c, templates)[layer] for c in chunks])
                     missing = targets - output_at_subject(handle, site, requests)
                     share = missing / (len(layers) - position)
-                    left, right = self._factors(ctx, layer, keys, share, mom2[layer], hparams)
+                    words = None if hparams.preserve_subject_words is None else \
+                        subject_word_gram(handle, layer, requests)
+                    left, right = self._factors(ctx, layer, keys, share, mom2[layer], hparams, words)
                     layer_delta = WeightDelta.low_rank(handle.sites.mlp_out_path(layer), left, right,
                                                        transposed=handle.sites.weights_transposed)
                     trial.apply([layer_delta])
@@ -140,10 +143,18 @@ class Memit(EditMethod):
         return MethodOutput(out, {"residual_left": residual_left, "rounds": rounds_done},
                             artifacts={"keys": kept_keys})
 
-    def _factors(self, ctx: EditContext, layer: int, keys, share, mom2, hparams: MemitHParams):
+    def _factors(self, ctx: EditContext, layer: int, keys, share, mom2, hparams: MemitHParams,
+                 word_gram: torch.Tensor | None = None):
+        """The layer's update; `word_gram` (K_wK_wᵀ of the subjects' last words, or None) is held with weight
+        `preserve_subject_words` beside the earlier edits' keys."""
+        words = None if word_gram is None else hparams.preserve_subject_words * word_gram
         if hparams.null_space is None:
             gram = earlier_keys_gram(ctx, layer) if hparams.preserve_earlier is not None else None
-            return memit_factors(keys, share, mom2, hparams.mom2_weight_per_dim * mom2.shape[0],
-                                 None if gram is None else hparams.preserve_earlier * gram)
+            if gram is not None:
+                gram = hparams.preserve_earlier * gram
+            held = gram if words is None else words if gram is None else gram + words.to(gram.device)
+            return memit_factors(keys, share, mom2, hparams.mom2_weight_per_dim * mom2.shape[0], held)
         projector = cached_projector(ctx, layer, mom2, hparams.null_space)
-        return null_space_factors(keys, share, projector, earlier_keys_gram(ctx, layer), hparams.null_space)
+        earlier = earlier_keys_gram(ctx, layer)
+        held = earlier if words is None else words if earlier is None else earlier + words.to(earlier.device)
+        return null_space_factors(keys, share, projector, held, hparams.null_space)

@@ -1,0 +1,60 @@
+"""Keys of an edited subject's last word used on its own, to hold fixed in a layer's solve.
+
+A ROME/MEMIT update reads the key at the subject's last token. At the low layers these methods edit, that
+key is still mostly the token itself, so an edit of "Laurent Cars" also writes where a text says "Electric
+cars" (in a sequential run on SmolLM2 that one edit carried 36% of the drift after 45 edits,
+BENCHMARKS.md). Adding the word's keys in a few generic contexts to the solve's preserved term, as earlier
+edits' keys are added (Δ = R Kᵀ(λC + w·K_wK_wᵀ + KKᵀ)⁻¹), makes the update read what tells the subject
+apart from the word. Only subjects of two or more words have such a word: a one-word subject's generic
+uses are uses of the subject itself.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from suture.editor import EditRequest
+from suture.editor.handle import ModelHandle
+from suture.editor.kv.capture import capture_input, hooks, run_until_stopped
+from suture.editor.kv.tokens import build_batch
+
+# What may come before the word in ordinary text. Causal attention: the key at the word's last token
+# depends only on what precedes it, so only prefixes vary. No empty prefix: a text's first token has
+# collapsed activations on many models, a key no ordinary text reads.
+GENERIC_PREFIXES = ("The {}", "the {}", "A {}", "and {}", "of the {}", "In the {}")
+
+
+def last_word(subject: str) -> str | None:
+    """The subject's last whitespace-separated word, if it has two or more; else None."""
+    words = subject.split()
+    return words[-1] if len(words) >= 2 else None
+
+
+def word_variants(requests: list[EditRequest]) -> list[str]:
+    """The distinct last words of the requests' subjects, each as written and in lower case."""
+    found: dict[str, None] = {}
+    for request in requests:
+        word = last_word(request.subject)
+        if word is not None:
+            found[word] = None
+            found[word.lower()] = None
+    return list(found)
+
+
+@torch.no_grad()
+def subject_word_gram(handle: ModelHandle, layer: int, requests: list[EditRequest]) -> torch.Tensor | None:
+    """Σ k kᵀ [d_in, d_in] (float64) over the keys at `layer` of each request's subject's last word in the
+    generic contexts, read on the handle's current weights; None when no subject has two or more words."""
+    words = word_variants(requests)
+    if not words:
+        return None
+    texts = [prefix for word in words for prefix in GENERIC_PREFIXES]
+    subjects = [word for word in words for _ in GENERIC_PREFIXES]
+    batch = build_batch(handle.tokenizer, texts, subjects).to(handle.device)
+    sink: list[torch.Tensor] = []
+    module = handle.model.get_submodule(handle.sites.mlp_out_path(layer))
+    with hooks(capture_input(module, sink, stop=True)):
+        run_until_stopped(handle.model, input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    rows = torch.arange(batch.input_ids.shape[0], device=handle.device)
+    keys = sink[0][rows, batch.subject_last].double()
+    return keys.T @ keys

@@ -1,0 +1,60 @@
+"""Holding a subject's last word fixed (MEMIT's preserve_subject_words): the update stops writing where the
+word is used on its own, the subject is still written, and the edit reverts exactly."""
+
+import pytest
+import torch
+from test_memit import BASE, OBJECTIVE, out_in
+from tiny import tiny_model
+
+from suture.editor import Editor, EditRequest
+from suture.editor.errors import InvalidHyperparametersError
+from suture.methods.shared.subject_words import GENERIC_PREFIXES, last_word, subject_word_gram, word_variants
+
+REQUEST = EditRequest(prompt="{} was employed in", subject="Laurent Cars", target_new="Philadelphia",
+                      target_true="Paris")
+
+
+def test_only_subjects_of_two_or_more_words_have_a_last_word_in_both_cases():
+    assert last_word("Laurent Cars") == "Cars" and last_word("  Percy  Snow ") == "Snow"
+    assert last_word("Colombia") is None
+    one_word = EditRequest(prompt="In {}, they speak", subject="Colombia", target_new="English")
+    assert word_variants([REQUEST, one_word, REQUEST]) == ["Cars", "cars"]
+
+
+def test_the_gram_sums_the_keys_of_every_variant_in_every_context():
+    model, tok = tiny_model("llama")
+    handle = Editor.from_model(model, tok).handle
+    gram = subject_word_gram(handle, 1, [REQUEST])
+    assert gram.dtype == torch.float64 and torch.allclose(gram, gram.T)
+    count = 2 * len(GENERIC_PREFIXES)  # Cars and cars, each after every prefix
+    assert int(torch.linalg.matrix_rank(gram)) <= count
+    one_word = EditRequest(prompt="In {}, they speak", subject="Colombia", target_new="English")
+    assert subject_word_gram(handle, 1, [one_word]) is None
+
+
+def test_holding_the_word_stops_the_write_at_its_generic_keys_but_not_at_the_subject():
+    def edit(weight: float | None):
+        model, tok = tiny_model("llama")
+        editor = Editor.from_model(model, tok)
+        before = out_in(editor, 2)
+        hp = {"layers": [2], "preserve_subject_words": weight, "objective": OBJECTIVE, **BASE}
+        result = editor.apply([REQUEST], method="memit", keep_failed=True, **hp)
+        change = out_in(editor, 2) - before
+        with editor.weights.base_weights():
+            word_keys = torch.linalg.eigh(subject_word_gram(editor.handle, 2, [REQUEST]))[1][:, -4:]
+        at_word = float((change.double() @ word_keys.to(change.device)).norm())
+        editor.revert()
+        assert torch.equal(out_in(editor, 2), before)
+        return at_word, result.details["residual_left"][0]
+
+    word_alone, residual_alone = edit(None)
+    word_held, residual_held = edit(1e3)
+    assert word_held < 0.2 * word_alone
+    assert residual_held < 0.9  # the subject is still written
+
+
+@pytest.mark.parametrize("weight", [0.0, -1.0, float("inf"), float("nan")])
+def test_bad_preserve_subject_words_is_refused(weight):
+    editor = Editor.from_model(*tiny_model("llama"))
+    with pytest.raises(InvalidHyperparametersError, match="preserve_subject_words"):
+        editor.apply([REQUEST], method="memit", layers=[2], preserve_subject_words=weight, **BASE)
