@@ -8,17 +8,29 @@ from tiny import tiny_model
 
 from suture.editor import Editor, EditRequest
 from suture.editor.errors import InvalidHyperparametersError
-from suture.methods.shared.subject_words import GENERIC_PREFIXES, last_word, subject_word_gram, word_variants
+from suture.methods.shared.subject_words import GENERIC_PREFIXES, common_last_words, last_word, subject_word_gram
 
-REQUEST = EditRequest(prompt="{} was employed in", subject="Laurent Cars", target_new="Philadelphia",
-                      target_true="Paris")
+CARS = EditRequest(prompt="{} was employed in", subject="Laurent Cars", target_new="Philadelphia",
+                   target_true="Paris")
+# " man" is one token of the tiny models' 400-token vocabulary, so "man" is a common word there.
+REQUEST = EditRequest(prompt="{} was created by", subject="Iron Man", target_new="Philadelphia")
 
 
-def test_only_subjects_of_two_or_more_words_have_a_last_word_in_both_cases():
+class OneTokenWords:
+    """A tokenizer stand-in: " cars" and " films" are one token each, anything else two."""
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [0] if text in (" cars", " films") else [0, 1]}
+
+
+def test_only_common_last_words_of_subjects_of_two_or_more_words_are_held_in_lower_case():
     assert last_word("Laurent Cars") == "Cars" and last_word("  Percy  Snow ") == "Snow"
     assert last_word("Colombia") is None
     one_word = EditRequest(prompt="In {}, they speak", subject="Colombia", target_new="English")
-    assert word_variants([REQUEST, one_word, REQUEST]) == ["Cars", "cars"]
+    surname = EditRequest(prompt="{} works for", subject="Gene Amdahl", target_new="IBM")
+    bracketed = EditRequest(prompt="{} is owned by", subject="Union (Films)", target_new="Sony")
+    found = common_last_words(OneTokenWords(), [CARS, one_word, surname, CARS, bracketed])
+    assert found == ["cars", "films"]
 
 
 def test_the_gram_sums_the_keys_of_every_variant_in_every_context():
@@ -26,8 +38,8 @@ def test_the_gram_sums_the_keys_of_every_variant_in_every_context():
     handle = Editor.from_model(model, tok).handle
     gram = subject_word_gram(handle, 1, [REQUEST])
     assert gram.dtype == torch.float64 and torch.allclose(gram, gram.T)
-    count = 2 * len(GENERIC_PREFIXES)  # Cars and cars, each after every prefix
-    assert int(torch.linalg.matrix_rank(gram)) <= count
+    assert common_last_words(handle.tokenizer, [REQUEST, CARS]) == ["man"]  # " cars" is 3 tokens there
+    assert int(torch.linalg.matrix_rank(gram)) <= len(GENERIC_PREFIXES)  # "man" after every prefix
     one_word = EditRequest(prompt="In {}, they speak", subject="Colombia", target_new="English")
     assert subject_word_gram(handle, 1, [one_word]) is None
 
@@ -41,7 +53,7 @@ def test_holding_the_word_stops_the_write_at_its_generic_keys_but_not_at_the_sub
         result = editor.apply([REQUEST], method="memit", keep_failed=True, **hp)
         change = out_in(editor, 2) - before
         with editor.weights.base_weights():
-            word_keys = torch.linalg.eigh(subject_word_gram(editor.handle, 2, [REQUEST]))[1][:, -4:]
+            word_keys = torch.linalg.eigh(subject_word_gram(editor.handle, 2, [REQUEST]))[1][:, -3:]
         at_word = float((change.double() @ word_keys.to(change.device)).norm())
         editor.revert()
         assert torch.equal(out_in(editor, 2), before)

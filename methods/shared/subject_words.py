@@ -5,8 +5,13 @@ key is still mostly the token itself, so an edit of "Laurent Cars" also writes w
 cars" (in a sequential run on SmolLM2 that one edit carried 36% of the drift after 45 edits,
 BENCHMARKS.md). Adding the word's keys in a few generic contexts to the solve's preserved term, as earlier
 edits' keys are added (Δ = R Kᵀ(λC + w·K_wK_wᵀ + KKᵀ)⁻¹), makes the update read what tells the subject
-apart from the word. Only subjects of two or more words have such a word: a one-word subject's generic
-uses are uses of the subject itself.
+apart from the word.
+
+Which words: the last word of a subject of two or more words (a one-word subject's other uses are uses of
+the subject), in lower case, and only when the tokenizer spells it after a space as one token, i.e. a word
+common enough for the vocabulary to hold it whole ("cars", "films", "brown"). A rare surname
+("Naughtie", "Amdahl") splits into pieces; text that uses it alone mostly means the subject ("Amdahl
+said"), where the edit should generalize, and holding it cost efficacy and drift on SmolLM2 (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from suture.editor.kv.tokens import build_batch
 # What may come before the word in ordinary text. Causal attention: the key at the word's last token
 # depends only on what precedes it, so only prefixes vary. No empty prefix: a text's first token has
 # collapsed activations on many models, a key no ordinary text reads.
-GENERIC_PREFIXES = ("The {}", "the {}", "A {}", "and {}", "of the {}", "In the {}")
+GENERIC_PREFIXES = ("The {}", "the {}", "a {}", "and {}", "of the {}", "In the {}", "many {}", "my {}")
 
 
 def last_word(subject: str) -> str | None:
@@ -30,22 +35,25 @@ def last_word(subject: str) -> str | None:
     return words[-1] if len(words) >= 2 else None
 
 
-def word_variants(requests: list[EditRequest]) -> list[str]:
-    """The distinct last words of the requests' subjects, each as written and in lower case."""
+def common_last_words(tokenizer, requests: list[EditRequest]) -> list[str]:
+    """The distinct last words of the requests' subjects, in lower case, that the tokenizer spells after a
+    space as a single token (see the module docstring)."""
     found: dict[str, None] = {}
     for request in requests:
         word = last_word(request.subject)
-        if word is not None:
+        if word is None:
+            continue
+        word = word.strip(".,;:!?()[]\"'").lower()
+        if word and len(tokenizer(" " + word, add_special_tokens=False)["input_ids"]) == 1:
             found[word] = None
-            found[word.lower()] = None
     return list(found)
 
 
 @torch.no_grad()
 def subject_word_gram(handle: ModelHandle, layer: int, requests: list[EditRequest]) -> torch.Tensor | None:
     """Σ k kᵀ [d_in, d_in] (float64) over the keys at `layer` of each request's subject's last word in the
-    generic contexts, read on the handle's current weights; None when no subject has two or more words."""
-    words = word_variants(requests)
+    generic contexts, read on the handle's current weights; None when no subject has such a word."""
+    words = common_last_words(handle.tokenizer, requests)
     if not words:
         return None
     texts = [prefix for word in words for prefix in GENERIC_PREFIXES]
