@@ -70,3 +70,23 @@ def test_bad_preserve_subject_words_is_refused(weight):
     editor = Editor.from_model(*tiny_model("llama"))
     with pytest.raises(InvalidHyperparametersError, match="preserve_subject_words"):
         editor.apply([REQUEST], method="memit", layers=[2], preserve_subject_words=weight, **BASE)
+    with pytest.raises(InvalidHyperparametersError, match="preserve_subject_words"):
+        editor.apply([REQUEST], method="rome", layer=2, preserve_subject_words=weight, **BASE)
+
+
+def test_rome_holding_the_word_stops_the_write_at_its_generic_keys():
+    def edit(weight: float | None):
+        model, tok = tiny_model("llama")
+        editor = Editor.from_model(model, tok)
+        before = out_in(editor, 2)
+        editor.apply([REQUEST], method="rome", layer=2, preserve_subject_words=weight, keep_failed=True,
+                     objective=OBJECTIVE, **BASE)
+        change = out_in(editor, 2) - before
+        with editor.weights.base_weights():
+            word_keys = torch.linalg.eigh(subject_word_gram(editor.handle, 2, [REQUEST]))[1][:, -3:]
+        at_word = float((change.double() @ word_keys.to(change.device)).norm())
+        editor.revert()
+        assert torch.equal(out_in(editor, 2), before)
+        return at_word
+
+    assert edit(1e4) < 0.2 * edit(None)

@@ -16,6 +16,7 @@ from suture.methods.shared.least_squares import null_space_directions
 from suture.methods.shared.norm_anchor import anchor_deltas, anchor_norm
 from suture.methods.shared.preserved_keys import cached_projector, earlier_keys_gram
 from suture.methods.shared.rank_one import rank_one_factors, read_directions
+from suture.methods.shared.subject_words import subject_word_gram
 
 # Below this share of its value, ũ·k in the prompt as written, an edit rarely takes there (measured on
 # SmolLM2: reaches of 0.27-0.47 still passed with larger deltas; 0.002-0.007 could not).
@@ -64,14 +65,20 @@ class Rome(EditMethod):
         templates = ctx.templates(hparams.templates)
         steps = hparams.objective.steps
         directions: dict[str, torch.Tensor] = {}
+        words = None if hparams.preserve_subject_words is None else subject_word_gram(handle, layer, requests)
+        if words is not None:
+            words = hparams.preserve_subject_words * words.to(mom2.device)
 
         def read_direction(keys: torch.Tensor) -> torch.Tensor:
             if hparams.null_space is None:
-                directions["u"] = read_directions(keys, mom2, hparams.ridge)
+                held = mom2 if words is None else (mom2.double() + words / mom2.shape[0]).to(mom2.dtype)
+                directions["u"] = read_directions(keys, held, hparams.ridge)
             else:
                 projector = cached_projector(ctx, layer, mom2, hparams.null_space)
-                directions["u"] = null_space_directions(keys, projector, earlier_keys_gram(ctx, layer),
-                                                        hparams.null_space)
+                earlier = earlier_keys_gram(ctx, layer)
+                if words is not None:
+                    earlier = words if earlier is None else earlier + words.to(earlier.device)
+                directions["u"] = null_space_directions(keys, projector, earlier, hparams.null_space)
             return directions["u"]
 
         solution = optimize_values(handle, layer, requests, templates, hparams.objective,
