@@ -7,7 +7,7 @@ all edits so far at checkpoints.
 Variants: rome, memit, memit+null (null-space preservation), memit+anchor (norm anchoring),
 memit+anchor+preserve (anchored, earlier edits' keys kept in each solve), memit+preserve, memit+ngd+preserve
 (short values written in two rounds), memit+ngd+preserve+until (a second round only where needed),
-rome+anchor, rome+null.
+memit+ngd+preserve+until+words (and a subject's last common word held), rome+anchor, rome+null.
 At each checkpoint: Efficacy / Paraphrase / Neighborhood over every edit applied so far,
 drift (mean KL and top-1 agreement to the unedited model on reference text), growth of the edited weights
 (largest ‖W‖/‖W₀‖ - 1 and ‖W - W₀‖/‖W₀‖ over them), seconds per edit (mean over all edits so far, and mean
@@ -45,6 +45,11 @@ VARIANTS = {
     "memit+ngd+preserve+until": ("memit", {"preserve_earlier": 1.0, "rounds": 2, "rounds_until_written": True,
                                            "objective": {"optimizer": "normalized_gradient", "lr": 0.25,
                                                          "steps": 40, "early_stop_nll": 0.6}}),
+    # The same, with the keys of a subject's last common word held in each solve (preserve_subject_words).
+    "memit+ngd+preserve+until+words": ("memit", {"preserve_earlier": 1.0, "rounds": 2, "rounds_until_written": True,
+                                                 "preserve_subject_words": 1.0,
+                                                 "objective": {"optimizer": "normalized_gradient", "lr": 0.25,
+                                                               "steps": 40, "early_stop_nll": 0.6}}),
 }
 
 
