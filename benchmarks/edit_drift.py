@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                 sink.write(json.dumps(row) + "\n")
         editor.reset()
     summary = {key: statistics.mean([r[key] for r in rows if r[key] is not None] or [float("nan")])
-               for key in ("kl", "margin_rewrite", "margin_paraphrase", "efficacy", "paraphrase", "neighborhood",
-                           "passed", "seconds")}
+               for key in ("kl", "word_kl", "margin_rewrite", "margin_paraphrase", "efficacy", "paraphrase",
+                           "neighborhood", "passed", "seconds")}
     summary["update_norm"] = statistics.mean(sum(n * n for n in r["update_norms"]) ** 0.5 for r in rows)
     print(json.dumps({"summary": summary, "n": len(rows), "hparams": hparams}), flush=True)
     return 0
