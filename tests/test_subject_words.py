@@ -44,25 +44,26 @@ def test_the_gram_sums_the_keys_of_every_variant_in_every_context():
     assert subject_word_gram(handle, 1, [one_word]) is None
 
 
-def test_holding_the_word_stops_the_write_at_its_generic_keys_but_not_at_the_subject():
-    def edit(weight: float | None):
-        model, tok = tiny_model("llama")
-        editor = Editor.from_model(model, tok)
-        before = out_in(editor, 2)
-        hp = {"layers": [2], "preserve_subject_words": weight, "objective": OBJECTIVE, **BASE}
-        result = editor.apply([REQUEST], method="memit", keep_failed=True, **hp)
-        change = out_in(editor, 2) - before
-        with editor.weights.base_weights():
-            word_keys = torch.linalg.eigh(subject_word_gram(editor.handle, 2, [REQUEST]))[1][:, -3:]
-        at_word = float((change.double() @ word_keys.to(change.device)).norm())
-        editor.revert()
-        assert torch.equal(out_in(editor, 2), before)
-        return at_word, result.details["residual_left"][0]
+def write_at_word(method: str, **hparams):
+    """(norm of the edit's write along the word's main generic keys, the edit's result) for one tiny-model
+    edit of REQUEST at layer 2; the edit is reverted and must come back bit for bit."""
+    editor = Editor.from_model(*tiny_model("llama"))
+    before = out_in(editor, 2)
+    result = editor.apply([REQUEST], method=method, keep_failed=True, objective=OBJECTIVE, **BASE, **hparams)
+    change = out_in(editor, 2) - before
+    with editor.weights.base_weights():
+        word_keys = torch.linalg.eigh(subject_word_gram(editor.handle, 2, [REQUEST]))[1][:, -3:]
+    at_word = float((change.double() @ word_keys.to(change.device)).norm())
+    editor.revert()
+    assert torch.equal(out_in(editor, 2), before)
+    return at_word, result
 
-    word_alone, residual_alone = edit(None)
-    word_held, residual_held = edit(1e3)
+
+def test_holding_the_word_stops_the_write_at_its_generic_keys_but_not_at_the_subject():
+    word_alone, _ = write_at_word("memit", layers=[2], preserve_subject_words=None)
+    word_held, held = write_at_word("memit", layers=[2], preserve_subject_words=1e3)
     assert word_held < 0.2 * word_alone
-    assert residual_held < 0.9  # the subject is still written
+    assert held.details["residual_left"][0] < 0.9  # the subject is still written
 
 
 @pytest.mark.parametrize("weight", [0.0, -1.0, float("inf"), float("nan")])
@@ -75,18 +76,6 @@ def test_bad_preserve_subject_words_is_refused(weight):
 
 
 def test_rome_holding_the_word_stops_the_write_at_its_generic_keys():
-    def edit(weight: float | None):
-        model, tok = tiny_model("llama")
-        editor = Editor.from_model(model, tok)
-        before = out_in(editor, 2)
-        editor.apply([REQUEST], method="rome", layer=2, preserve_subject_words=weight, keep_failed=True,
-                     objective=OBJECTIVE, **BASE)
-        change = out_in(editor, 2) - before
-        with editor.weights.base_weights():
-            word_keys = torch.linalg.eigh(subject_word_gram(editor.handle, 2, [REQUEST]))[1][:, -3:]
-        at_word = float((change.double() @ word_keys.to(change.device)).norm())
-        editor.revert()
-        assert torch.equal(out_in(editor, 2), before)
-        return at_word
-
-    assert edit(1e4) < 0.2 * edit(None)
+    word_alone, _ = write_at_word("rome", layer=2, preserve_subject_words=None)
+    word_held, _ = write_at_word("rome", layer=2, preserve_subject_words=1e4)
+    assert word_held < 0.2 * word_alone

@@ -30,6 +30,18 @@ def _all_written(handle: ModelHandle, requests: list[EditRequest]) -> bool:
     return all(all(tokens) for tokens in greedy)
 
 
+def _sum_held(*grams: torch.Tensor | None) -> torch.Tensor | None:
+    """The sum of the preserved-key grams that are given, on the first one's device (None when none is):
+    the ledger's grams live where its kept keys do, the word keys' where the model runs."""
+    given = [g for g in grams if g is not None]
+    if not given:
+        return None
+    total = given[0]
+    for gram in given[1:]:
+        total = total + gram.to(total.device)
+    return total
+
+
 def _chunks(items: list, size: int):
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -152,9 +164,8 @@ class Memit(EditMethod):
             gram = earlier_keys_gram(ctx, layer) if hparams.preserve_earlier is not None else None
             if gram is not None:
                 gram = hparams.preserve_earlier * gram
-            held = gram if words is None else words if gram is None else gram + words.to(gram.device)
+            held = _sum_held(gram, words)
             return memit_factors(keys, share, mom2, hparams.mom2_weight_per_dim * mom2.shape[0], held)
         projector = cached_projector(ctx, layer, mom2, hparams.null_space)
         earlier = earlier_keys_gram(ctx, layer)
-        held = earlier if words is None else words if earlier is None else earlier + words.to(earlier.device)
-        return null_space_factors(keys, share, projector, held, hparams.null_space)
+        return null_space_factors(keys, share, projector, _sum_held(earlier, words), hparams.null_space)
