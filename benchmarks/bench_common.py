@@ -23,6 +23,26 @@ def add_record_range(parser: argparse.ArgumentParser, n: int, offset: int = 0) -
     parser.add_argument("--offset", type=int, default=offset, help=f"first record (default {offset})")
 
 
+def json_object(text: str) -> dict:
+    """argparse type of a JSON-object option: the parsed dict, or a usage error that says what is wrong."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. {\"layers\": [3]}")
+    return value
+
+
+def add_method_options(parser: argparse.ArgumentParser, method: str) -> None:
+    """--method (a registered method's name) and --hparams (its hyperparameter overrides, JSON, as a dict)."""
+    parser.add_argument("--method", default=method, help=f"a registered method (default {method})")
+    parser.add_argument("--hparams", type=json_object, default={},
+                        help="JSON overrides of the method's hyperparameters")
+
+
 def load_editor(args: argparse.Namespace):
     """The editor of `--model` on `--device` in `--dtype`."""
     from suture.editor import Editor

@@ -12,14 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import add_record_range, benchmark_parser, load_editor, ready
+from bench_common import add_method_options, add_record_range, benchmark_parser, load_editor, ready
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
     add_record_range(parser, n=100, offset=0)
-    parser.add_argument("--method", default="rome")
-    parser.add_argument("--hparams", default="{}", help="JSON overrides of the method's hyperparameters")
+    add_method_options(parser, "rome")
     parser.add_argument("--out", help="write per-case results as JSON here")
     args = parser.parse_args(argv)
     if not ready(args):
@@ -27,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from suture.evaluation import load_counterfact, score_cases
 
-    hparams = json.loads(args.hparams)
+    hparams = args.hparams  # parsed by add_method_options
     editor = load_editor(args)
     cases = load_counterfact(args.data, limit=args.n, offset=args.offset)
     pre = score_cases(editor.handle, cases)

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import add_record_range, benchmark_parser, load_editor, ready
+from bench_common import add_method_options, add_record_range, benchmark_parser, load_editor, ready
 
 
 def paraphrase_margin(handle, case) -> float | None:
@@ -54,8 +54,7 @@ def word_use_kl(editor, subject: str, measure_drift) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
     add_record_range(parser, n=20, offset=600)
-    parser.add_argument("--method", default="memit")
-    parser.add_argument("--hparams", default="{}", help="the method's hyperparameters, JSON")
+    add_method_options(parser, "memit")
     parser.add_argument("--out", help="one JSON row per edit (appended)")
     args = parser.parse_args(argv)
     if not ready(args):
@@ -64,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from suture.evaluation.drift import measure_drift
 
     editor = load_editor(args)
-    hparams = json.loads(args.hparams)
+    hparams = args.hparams  # parsed by add_method_options
     rows = []
     for case in load_counterfact(args.data, limit=args.n, offset=args.offset):
         started = time.perf_counter()

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import add_record_range, benchmark_parser, load_editor, ready
+from bench_common import add_method_options, add_record_range, benchmark_parser, load_editor, ready
 
 KEYS_TF = ("efficacy", "paraphrase", "neighborhood")
 KEYS_GEN = ("efficacy", "paraphrase", "chat", "generation_prompts", "locality", "subject_kept")
@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = benchmark_parser(__doc__)
     add_record_range(parser, n=100, offset=500)
-    parser.add_argument("--method", default="rome")
-    parser.add_argument("--hparams", default="{}", help="JSON overrides of the method's hyperparameters")
+    add_method_options(parser, "rome")
     parser.add_argument("--generation", default="{}", help="JSON overrides of GenerationOptions")
     parser.add_argument("--rows", required=True, help="append one JSON row per case here")
     parser.add_argument("--label", default="", help="free text stored in the header row")
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from suture.evaluation import load_counterfact, score_cases
     from suture.evaluation.generated import GenerationOptions, evaluate_generated
 
-    hparams = json.loads(args.hparams)
+    hparams = args.hparams  # parsed by add_method_options
     options = GenerationOptions(**{"generation_prompts": 1, **json.loads(args.generation)})
     editor = load_editor(args)
     cases = load_counterfact(args.data, limit=args.n, offset=args.offset)

@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 import sys
 
-from bench_common import add_record_range, benchmark_parser, load_editor, ready
+from bench_common import add_method_options, add_record_range, benchmark_parser, load_editor, ready
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
     add_record_range(parser, n=20, offset=600)
-    parser.add_argument("--method", default="rome")
-    parser.add_argument("--hparams", default="{}", help="the method's hyperparameters, JSON")
+    add_method_options(parser, "rome")
     parser.add_argument("--scales", default="0,0.1,0.25,0.5,1")
     parser.add_argument("--out", help="one JSON row per record and scale (appended)")
     args = parser.parse_args(argv)
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for case in load_counterfact(args.data, limit=args.n, offset=args.offset):
         base = answer(case.neighbors, options.neighbor_tokens)
-        editor.apply([case], method=args.method, keep_failed=True, **json.loads(args.hparams))
+        editor.apply([case], method=args.method, keep_failed=True, **args.hparams)
         params = {d.key: handle.model.get_submodule(d.module).get_parameter(d.param)
                   for d in editor.ledger[-1].deltas}
         edited = {k: p.detach().clone() for k, p in params.items()}
