@@ -14,6 +14,22 @@ from suture.editor.requests import EditRequest
 
 
 @torch.no_grad()
+def keys_at_subject(handle: ModelHandle, layers: list[int], templates: list[str], subjects: list[str],
+                    ) -> dict[int, torch.Tensor]:
+    """{layer: [len(templates), d_in]} float32 keys at the subject's last token of each template filled with
+    its subject ("{}" placeholders, `parse_template`), read on the handle's current weights in one forward
+    pass that stops at the highest layer. Callers bound the batch: every row runs at once."""
+    batch = build_batch(handle.tokenizer, templates, subjects).to(handle.device)
+    sinks: dict[int, list] = {layer: [] for layer in layers}
+    top = max(layers)
+    modules = {layer: handle.model.get_submodule(handle.sites.mlp_out_path(layer)) for layer in layers}
+    with hooks(*(capture_input(modules[layer], sinks[layer], stop=layer == top) for layer in layers)):
+        run_until_stopped(handle.model, input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    rows = torch.arange(batch.input_ids.shape[0], device=handle.device)
+    return {layer: sinks[layer][0][rows, batch.subject_last].float() for layer in layers}
+
+
+@torch.no_grad()
 def compute_keys(handle: ModelHandle, layers: list[int], requests: list[EditRequest], templates: list[str],
                  ) -> dict[int, torch.Tensor]:
     """{layer: [n_requests, d_in]} keys, each averaged over the request's templates (`templates_for`)."""
@@ -22,19 +38,9 @@ def compute_keys(handle: ModelHandle, layers: list[int], requests: list[EditRequ
     subjects = [r.subject for r, mine in zip(requests, chosen) for _ in mine]
     owner = torch.tensor([i for i, mine in enumerate(chosen) for _ in mine], device=handle.device)
     counts = torch.bincount(owner, minlength=len(requests)).unsqueeze(1)
-    batch = build_batch(handle.tokenizer, texts, subjects).to(handle.device)
-    sinks: dict[int, list] = {layer: [] for layer in layers}
-    top = max(layers)
-    modules = {layer: handle.model.get_submodule(handle.sites.mlp_out_path(layer)) for layer in layers}
-    with hooks(*(capture_input(modules[layer], sinks[layer], stop=layer == top) for layer in layers)):
-        run_until_stopped(handle.model, input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-    rows = torch.arange(batch.input_ids.shape[0], device=handle.device)
-    out = {}
-    for layer in layers:
-        at_subject = sinks[layer][0][rows, batch.subject_last].float()
-        out[layer] = torch.zeros(len(requests), at_subject.shape[1], device=handle.device).index_add_(
-            0, owner, at_subject) / counts
-    return out
+    keys = keys_at_subject(handle, layers, texts, subjects)
+    return {layer: torch.zeros(len(requests), at_subject.shape[1], device=handle.device).index_add_(
+        0, owner, at_subject) / counts for layer, at_subject in keys.items()}
 
 
 @torch.no_grad()

@@ -50,7 +50,8 @@ class MemitHParams(BaseModel):
     # layer's solve, so the update reads the subject, not the word (methods/shared/subject_words.py).
     preserve_subject_words: float | None = Field(
         None, gt=0, le=1e6, description="w: weight of the keys of each subject's last word, a common word, in "
-        "generic contexts in each layer's solve (subjects of two or more words)")
+        "generic contexts (each word after each generic prefix) in each layer's solve (subjects of two or more "
+        "words); the result's details list the words held")
     norm_anchor: NormAnchor | None = Field(None, description="NAS-style norm-anchored values")
 
 

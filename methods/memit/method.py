@@ -20,26 +20,14 @@ from suture.editor.verdicts import target_token_checks
 from suture.methods.memit.hparams import MemitHParams, default_layers
 from suture.methods.shared.least_squares import memit_factors, null_space_factors
 from suture.methods.shared.norm_anchor import anchor_deltas, anchor_norm
-from suture.methods.shared.preserved_keys import cached_projector, earlier_keys_gram
-from suture.methods.shared.subject_words import subject_word_gram
+from suture.methods.shared.preserved_keys import cached_projector, earlier_keys_gram, sum_grams
+from suture.methods.shared.subject_words import common_last_words, subject_word_gram
 
 
 def _all_written(handle: ModelHandle, requests: list[EditRequest]) -> bool:
     """Whether every request's target is already the greedy answer on its rewrite prompt, every token."""
     _probs, greedy = target_token_checks(handle, requests)
     return all(all(tokens) for tokens in greedy)
-
-
-def _sum_held(*grams: torch.Tensor | None) -> torch.Tensor | None:
-    """The sum of the preserved-key grams that are given, on the first one's device (None when none is):
-    the ledger's grams live where its kept keys do, the word keys' where the model runs."""
-    given = [g for g in grams if g is not None]
-    if not given:
-        return None
-    total = given[0]
-    for gram in given[1:]:
-        total = total + gram.to(total.device)
-    return total
 
 
 def _chunks(items: list, size: int):
@@ -129,6 +117,7 @@ class Memit(EditMethod):
         site = handle.sites.mlp_out_path(top) if len(layers) == 1 else f"{handle.sites.layers}.{top}"
         targets = output_at_subject(handle, site, requests) + delta
         out, kept_keys = [], {}
+        held_words = [] if hparams.preserve_subject_words is None else common_last_words(handle.tokenizer, requests)
         total = hparams.rounds * len(layers)
         rounds_done = 0
         with ctx.weights.trial() as trial:
@@ -139,8 +128,7 @@ class Memit(EditMethod):
                     keys = torch.cat([compute_keys(handle, [layer], c, templates)[layer] for c in chunks])
                     missing = targets - output_at_subject(handle, site, requests)
                     share = missing / (len(layers) - position)
-                    words = None if hparams.preserve_subject_words is None else \
-                        subject_word_gram(handle, layer, requests)
+                    words = subject_word_gram(handle, layer, held_words)
                     left, right = self._factors(ctx, layer, keys, share, mom2[layer], hparams, words)
                     layer_delta = WeightDelta.low_rank(handle.sites.mlp_out_path(layer), left, right,
                                                        transposed=handle.sites.weights_transposed)
@@ -152,8 +140,10 @@ class Memit(EditMethod):
             ctx.report("layers", 1.0)
             final_missing = targets - output_at_subject(handle, site, requests)
         residual_left = float(final_missing.norm(dim=1).mean() / delta.norm(dim=1).mean().clamp_min(1e-12))
-        return MethodOutput(out, {"residual_left": residual_left, "rounds": rounds_done},
-                            artifacts={"keys": kept_keys})
+        details = {"residual_left": residual_left, "rounds": rounds_done}
+        if hparams.preserve_subject_words is not None:
+            details["subject_words"] = held_words  # the words held (empty: the option changed nothing)
+        return MethodOutput(out, details, artifacts={"keys": kept_keys})
 
     def _factors(self, ctx: EditContext, layer: int, keys, share, mom2, hparams: MemitHParams,
                  word_gram: torch.Tensor | None = None):
@@ -164,8 +154,8 @@ class Memit(EditMethod):
             gram = earlier_keys_gram(ctx, layer) if hparams.preserve_earlier is not None else None
             if gram is not None:
                 gram = hparams.preserve_earlier * gram
-            held = _sum_held(gram, words)
+            held = sum_grams(gram, words)
             return memit_factors(keys, share, mom2, hparams.mom2_weight_per_dim * mom2.shape[0], held)
         projector = cached_projector(ctx, layer, mom2, hparams.null_space)
         earlier = earlier_keys_gram(ctx, layer)
-        return null_space_factors(keys, share, projector, _sum_held(earlier, words), hparams.null_space)
+        return null_space_factors(keys, share, projector, sum_grams(earlier, words), hparams.null_space)

@@ -43,10 +43,13 @@ class RomeHParams(BaseModel):
     null_space: NullSpace | None = Field(None, description="AlphaEdit-style null-space projection")
     norm_anchor: NormAnchor | None = Field(None, description="NAS-style norm-anchored values")
     # The keys of a subject's last common word in generic contexts kept out of the read direction:
-    # ũ ∝ (C + (w/d_in)·K_wK_wᵀ)⁻¹k*, MEMIT's preserve_subject_words at its λ = d_in (subject_words.py).
+    # ũ ∝ (C + (w/d_in)·K_wK_wᵀ)⁻¹k*, MEMIT's preserve_subject_words at its λ = d_in (subject_words.py);
+    # with null_space, w·K_wK_wᵀ joins the earlier edits' keys in the projected solve, as in MEMIT. w weighs
+    # each (word, generic prefix) key; the values the norm anchor's probes get do not depend on it.
     preserve_subject_words: float | None = Field(
         None, gt=0, le=1e6, description="w: weight of the keys of the subject's last word, a common word, in "
-        "generic contexts against the key covariance (subjects of two or more words)")
+        "generic contexts (each word after each generic prefix), held against the key covariance or, with "
+        "null_space, beside the earlier edits' keys (subjects of two or more words)")
     optimize_through_update: bool = Field(
         True, description="optimize δ through the exact rank-one update (W x + (ũ·x) δ at every token) "
         "instead of adding δ at the subject's last token only (the paper's objective)")

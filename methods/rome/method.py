@@ -14,9 +14,9 @@ from suture.editor.kv import optimize_values
 from suture.methods.rome.hparams import RomeHParams, default_layer
 from suture.methods.shared.least_squares import null_space_directions
 from suture.methods.shared.norm_anchor import anchor_deltas, anchor_norm
-from suture.methods.shared.preserved_keys import cached_projector, earlier_keys_gram
+from suture.methods.shared.preserved_keys import cached_projector, earlier_keys_gram, sum_grams
 from suture.methods.shared.rank_one import rank_one_factors, read_directions
-from suture.methods.shared.subject_words import subject_word_gram
+from suture.methods.shared.subject_words import common_last_words, subject_word_gram
 
 # Below this share of its value, ũ·k in the prompt as written, an edit rarely takes there (measured on
 # SmolLM2: reaches of 0.27-0.47 still passed with larger deltas; 0.002-0.007 could not).
@@ -65,20 +65,20 @@ class Rome(EditMethod):
         templates = ctx.templates(hparams.templates)
         steps = hparams.objective.steps
         directions: dict[str, torch.Tensor] = {}
-        words = None if hparams.preserve_subject_words is None else subject_word_gram(handle, layer, requests)
+        held_words = [] if hparams.preserve_subject_words is None else common_last_words(handle.tokenizer, requests)
+        words = subject_word_gram(handle, layer, held_words)
         if words is not None:
             words = hparams.preserve_subject_words * words.to(mom2.device)
 
         def read_direction(keys: torch.Tensor) -> torch.Tensor:
             if hparams.null_space is None:
-                held = mom2 if words is None else (mom2.double() + words / mom2.shape[0]).to(mom2.dtype)
+                held = mom2 if words is None else mom2.double() + words / mom2.shape[0]  # λ = d_in, as MEMIT's
                 directions["u"] = read_directions(keys, held, hparams.ridge)
             else:
                 projector = cached_projector(ctx, layer, mom2, hparams.null_space)
                 earlier = earlier_keys_gram(ctx, layer)
-                if words is not None:
-                    earlier = words if earlier is None else earlier + words.to(earlier.device)
-                directions["u"] = null_space_directions(keys, projector, earlier, hparams.null_space)
+                directions["u"] = null_space_directions(keys, projector, sum_grams(earlier, words),
+                                                        hparams.null_space)
             return directions["u"]
 
         solution = optimize_values(handle, layer, requests, templates, hparams.objective,
@@ -89,6 +89,8 @@ class Rome(EditMethod):
             direction = read_direction(solution.keys)
         residual = solution.deltas
         details: dict = {"target_prob": float(solution.target_prob[0]), "value_steps": solution.steps}
+        if hparams.preserve_subject_words is not None:
+            details["subject_words"] = held_words  # the words held (empty: the option changed nothing)
         if hparams.norm_anchor is not None:
             def solve_plain(probes):  # the values plain ROME writes for the probes, on the base weights
                 through = (lambda keys: read_directions(keys, mom2, hparams.ridge)) \
@@ -96,7 +98,8 @@ class Rome(EditMethod):
                 found = optimize_values(handle, layer, probes, templates, hparams.objective, read_direction=through)
                 return found.init_values, found.deltas
 
-            key = json.dumps(["rome", hparams.model_dump(mode="json", exclude={"null_space", "norm_anchor"})])
+            key = json.dumps(["rome", hparams.model_dump(mode="json", exclude={"null_space", "norm_anchor",
+                                                                          "preserve_subject_words"})])
             anchor = anchor_norm(ctx, layer, hparams.corpus, hparams.norm_anchor, key, solve_plain)
             residual, records = anchor_deltas(residual, solution.init_values, anchor, hparams.norm_anchor,
                                               [r.label for r in requests])

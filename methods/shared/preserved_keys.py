@@ -49,3 +49,16 @@ def earlier_keys_gram(ctx: EditContext, layer: int) -> torch.Tensor | None:
         gram = k.T @ k if gram is None else gram + k.T.to(gram.device) @ k.to(gram.device)
     ctx.memo[key] = (ids, gram)
     return gram
+
+
+def sum_grams(*grams: torch.Tensor | None) -> torch.Tensor | None:
+    """The sum of the preserved-key grams [d_in, d_in] that are given, on the first one's device and in its
+    dtype (None when none is): the ledger's grams live where its kept keys do, the word keys' where the model
+    runs."""
+    given = [g for g in grams if g is not None]
+    if not given:
+        return None
+    total = given[0]
+    for gram in given[1:]:
+        total = total + gram.to(total.device, total.dtype)
+    return total

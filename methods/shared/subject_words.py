@@ -20,49 +20,50 @@ import torch
 
 from suture.editor import EditRequest
 from suture.editor.handle import ModelHandle
-from suture.editor.kv.capture import capture_input, hooks, run_until_stopped
-from suture.editor.kv.tokens import build_batch
+from suture.editor.kv.keys import keys_at_subject
+from suture.editor.kv.tokens import encode_target
 
 # What may come before the word in ordinary text. Causal attention: the key at the word's last token
 # depends only on what precedes it, so only prefixes vary. No empty prefix: a text's first token has
-# collapsed activations on many models, a key no ordinary text reads.
+# collapsed activations on many models, a key no ordinary text reads. The preserved weight w applies to
+# each (word, prefix) key, so the hold's strength grows with this tuple's length.
 GENERIC_PREFIXES = ("The {}", "the {}", "a {}", "and {}", "of the {}", "In the {}", "many {}", "my {}")
+# Rows per forward pass when reading the words' keys (a batch of a thousand requests has up to 8,000).
+ROWS_PER_PASS = 64
 
 
 def last_word(subject: str) -> str | None:
-    """The subject's last whitespace-separated word, if it has two or more; else None."""
+    """The subject's last whitespace-separated word without surrounding punctuation, in lower case, if the
+    subject has two or more words; else None."""
     words = subject.split()
-    return words[-1] if len(words) >= 2 else None
+    if len(words) < 2:
+        return None
+    return words[-1].strip(".,;:!?()[]\"'").lower() or None
 
 
 def common_last_words(tokenizer, requests: list[EditRequest]) -> list[str]:
-    """The distinct last words of the requests' subjects, in lower case, that the tokenizer spells after a
-    space as a single token (see the module docstring)."""
+    """The distinct last words of the requests' subjects (`last_word`) that the tokenizer spells as a single
+    token after "The " in running text (see the module docstring). Read in context, not alone: a
+    SentencePiece tokenizer spells a lone " cars" as two pieces, a space and "▁cars"."""
     found: dict[str, None] = {}
     for request in requests:
         word = last_word(request.subject)
-        if word is None:
-            continue
-        word = word.strip(".,;:!?()[]\"'").lower()
-        if word and len(tokenizer(" " + word, add_special_tokens=False)["input_ids"]) == 1:
+        if word and len(encode_target(tokenizer, word, " ", prompt="The")) == 1:
             found[word] = None
     return list(found)
 
 
 @torch.no_grad()
-def subject_word_gram(handle: ModelHandle, layer: int, requests: list[EditRequest]) -> torch.Tensor | None:
-    """Σ k kᵀ [d_in, d_in] (float64) over the keys at `layer` of each request's subject's last word in the
-    generic contexts, read on the handle's current weights; None when no subject has such a word."""
-    words = common_last_words(handle.tokenizer, requests)
+def subject_word_gram(handle: ModelHandle, layer: int, words: list[str]) -> torch.Tensor | None:
+    """Σ k kᵀ [d_in, d_in] (float64) over the keys at `layer` of each word (`common_last_words`) after each
+    of GENERIC_PREFIXES, read on the handle's current weights; None when `words` is empty."""
     if not words:
         return None
-    texts = [prefix for word in words for prefix in GENERIC_PREFIXES]
+    templates = [prefix for word in words for prefix in GENERIC_PREFIXES]
     subjects = [word for word in words for _ in GENERIC_PREFIXES]
-    batch = build_batch(handle.tokenizer, texts, subjects).to(handle.device)
-    sink: list[torch.Tensor] = []
-    module = handle.model.get_submodule(handle.sites.mlp_out_path(layer))
-    with hooks(capture_input(module, sink, stop=True)):
-        run_until_stopped(handle.model, input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-    rows = torch.arange(batch.input_ids.shape[0], device=handle.device)
-    keys = sink[0][rows, batch.subject_last].double()
-    return keys.T @ keys
+    gram = None
+    for start in range(0, len(templates), ROWS_PER_PASS):
+        keys = keys_at_subject(handle, [layer], templates[start: start + ROWS_PER_PASS],
+                               subjects[start: start + ROWS_PER_PASS])[layer].double()
+        gram = keys.T @ keys if gram is None else gram + keys.T @ keys
+    return gram
