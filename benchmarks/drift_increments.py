@@ -18,6 +18,23 @@ import sys
 from pathlib import Path
 
 
+def rows_problem(rows: list[dict], positions: int) -> str | None:
+    """Why `rows` are not one run from the unedited model that this tokenizer's reference positions name
+    (--drift-rows appends: a rerun or a resumed run adds a second sequence), or None."""
+    if not rows:
+        return "no rows"
+    for line, (before, row) in enumerate(zip([{"edits": 0}] + rows, rows), start=1):
+        if row["edits"] <= before["edits"]:
+            return (f"line {line}: edits {row['edits']} after {before['edits']}: not one run from the unedited "
+                    "model (rows of several runs appended?)")
+        if len(row["kl_per_position"]) != positions:
+            return (f"line {line}: {len(row['kl_per_position'])} positions, but --model's tokenizer makes "
+                    f"{positions} of the reference text")
+    if rows[-1]["drift_kl"] <= 0:
+        return "the final drift is 0: no increments to share out"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("rows", help="JSONL of sequential.py --drift-rows")
@@ -32,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
 
     where, _ = reference_positions(AutoTokenizer.from_pretrained(resolve_zoo(args.model, progress=False)))
     rows = [json.loads(line) for line in Path(args.rows).read_text().splitlines() if line.strip()]
-    if not rows:
-        print("no rows", file=sys.stderr)
+    problem = rows_problem(rows, len(where))
+    if problem:
+        print(f"{args.rows}: {problem}", file=sys.stderr)
         return 2
     before = [0.0] * len(rows[0]["kl_per_position"])
     steps = []

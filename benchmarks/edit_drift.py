@@ -44,11 +44,15 @@ WORD_SENTENCES = ("I read about {} in the paper yesterday.", "There were two {} 
 
 
 def word_use_kl(editor, subject: str, measure_drift) -> float | None:
-    """Mean KL over WORD_SENTENCES with the subject's last word in lower case; None for a one-word subject."""
-    words = subject.split()
-    if len(words) < 2:
+    """Mean KL over WORD_SENTENCES with the subject's last word (`subject_words.last_word`: lower case, no
+    punctuation); None for a one-word subject. Every such word, common or not: the measure asks where an
+    edit reads the word, including the rare surnames the hold leaves alone."""
+    from suture.methods.shared.subject_words import last_word
+
+    word = last_word(subject)
+    if word is None:
         return None
-    return measure_drift(editor, [s.format(words[-1].lower()) for s in WORD_SENTENCES]).mean_kl
+    return measure_drift(editor, [s.format(word) for s in WORD_SENTENCES]).mean_kl
 
 
 def main(argv: list[str] | None = None) -> int:

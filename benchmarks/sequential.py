@@ -26,7 +26,14 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import add_generated_options, benchmark_parser, generated_row, load_editor, ready
+from bench_common import add_generated_options, benchmark_parser, generated_row, json_object, load_editor, ready
+
+# Short values: normalized-gradient steps stop at the test with about half Adam's ‖δ‖ (BENCHMARKS.md, "Short
+# values").
+NGD_OBJECTIVE = {"optimizer": "normalized_gradient", "lr": 0.25, "steps": 40, "early_stop_nll": 0.6}
+# Short values written in two rounds over the layers (the second writes what the first left missing), with
+# earlier edits' keys held in each solve.
+NGD_PRESERVE = {"preserve_earlier": 1.0, "rounds": 2, "objective": NGD_OBJECTIVE}
 
 VARIANTS = {
     "rome": ("rome", {}),
@@ -37,19 +44,12 @@ VARIANTS = {
     "memit+anchor": ("memit", {"norm_anchor": {}}),
     "memit+anchor+preserve": ("memit", {"norm_anchor": {}, "preserve_earlier": 1.0}),
     "memit+preserve": ("memit", {"preserve_earlier": 1.0}),
-    # Short values (normalized-gradient steps stop at the test with about half Adam's ‖δ‖) and a second round
-    # over the layers, which writes what the first left missing (BENCHMARKS.md, "Short values").
-    "memit+ngd+preserve": ("memit", {"preserve_earlier": 1.0, "rounds": 2, "objective": {
-        "optimizer": "normalized_gradient", "lr": 0.25, "steps": 40, "early_stop_nll": 0.6}}),
+    "memit+ngd+preserve": ("memit", NGD_PRESERVE),
     # The same, the second round only while a target is not yet the greedy answer (rounds_until_written).
-    "memit+ngd+preserve+until": ("memit", {"preserve_earlier": 1.0, "rounds": 2, "rounds_until_written": True,
-                                           "objective": {"optimizer": "normalized_gradient", "lr": 0.25,
-                                                         "steps": 40, "early_stop_nll": 0.6}}),
+    "memit+ngd+preserve+until": ("memit", {**NGD_PRESERVE, "rounds_until_written": True}),
     # The same, with the keys of a subject's last common word held in each solve (preserve_subject_words).
-    "memit+ngd+preserve+until+words": ("memit", {"preserve_earlier": 1.0, "rounds": 2, "rounds_until_written": True,
-                                                 "preserve_subject_words": 1.0,
-                                                 "objective": {"optimizer": "normalized_gradient", "lr": 0.25,
-                                                               "steps": 40, "early_stop_nll": 0.6}}),
+    "memit+ngd+preserve+until+words": ("memit", {**NGD_PRESERVE, "rounds_until_written": True,
+                                                 "preserve_subject_words": 1.0}),
 }
 
 
@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", default="10,50,100,250,500")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--offset", type=int, default=0, help="first record (records 500-599: issue 13's range)")
-    parser.add_argument("--hparams", default="{}", help='per-method overrides, e.g. {"memit": {"layers": [3, 4]}}')
+    parser.add_argument("--hparams", type=json_object, default={},
+                        help='per-method overrides, e.g. {"memit": {"layers": [3, 4]}}')
     parser.add_argument("--out")
     parser.add_argument("--state", type=Path,
                         help="session file saved at every checkpoint; a run that finds it continues from it "
@@ -199,6 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generated-sample", type=int,
                         help="with --generated: judge at most this many of the edits so far (seeded sample)")
     args = parser.parse_args(argv)
+    variants = args.variants.split(",") if args.variants else []
+    methods = {method for method, _ in VARIANTS.values()}
+    for variant in variants:
+        if variant not in VARIANTS:
+            parser.error(f"--variants: unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
+    for method, overrides in args.hparams.items():  # keyed by method: a flat override would be ignored
+        if method not in methods or not isinstance(overrides, dict):
+            parser.error(f"--hparams: {method!r} is not one of the variants' methods ({', '.join(sorted(methods))}) "
+                         "with an object of overrides, e.g. {\"memit\": {\"layers\": [3, 4]}}")
     earlier = [row for path in args.include for row in json.loads(Path(path).read_text())]
     if not args.variants:  # plot earlier runs only
         plot(earlier, args.plot)
@@ -219,11 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             Path(args.out).write_text(json.dumps(rows, indent=1))
 
-    variants = args.variants.split(",")
     if args.state is not None and len(variants) != 1:
         parser.error("--state: one variant per session file")
     for variant in variants:
-        variant_rows = run_variant(editor, cases, variant, args.batch_size, checkpoints, json.loads(args.hparams),
+        variant_rows = run_variant(editor, cases, variant, args.batch_size, checkpoints, args.hparams,
                                    on_row=keep, generated_args=args if args.generated else None, state=args.state,
                                    until=args.until, drift_rows=args.drift_rows)
         done += [{**row, "batch_size": args.batch_size} for row in variant_rows]

@@ -94,3 +94,26 @@ def test_ledger_overhead_copies_write_nothing_and_keep_the_keys():
     assert all(float(d.materialize().abs().max()) == 0 for c in copies for d in c.deltas)
     assert all(c.artifacts["keys"] is entry.artifacts["keys"] for c in copies)
     assert all(float(d.materialize().abs().max()) > 0 for d in entry.deltas)  # the template is left as it was
+
+
+def test_drift_increments_refuses_rows_that_are_not_one_run():
+    import drift_increments
+
+    def row(edits, kl=0.1, positions=3):
+        return {"edits": edits, "drift_kl": kl, "kl_per_position": [kl] * positions}
+
+    assert drift_increments.rows_problem([row(1), row(2)], 3) is None
+    assert "no rows" in drift_increments.rows_problem([], 3)
+    assert "appended" in drift_increments.rows_problem([row(1), row(2), row(1)], 3)  # a rerun appended
+    assert "tokenizer" in drift_increments.rows_problem([row(1, positions=4)], 3)
+    assert "0" in drift_increments.rows_problem([row(1, kl=0.0)], 3)
+
+
+def test_hparams_must_be_keyed_by_a_variants_method(capsys):
+    for hparams in ('{"layers": [3]}', '{"memit": 3}'):
+        with pytest.raises(SystemExit):
+            sequential.main(["--data", "missing.json", "--hparams", hparams])
+        assert "--hparams" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sequential.main(["--data", "missing.json", "--variants", "memit+typo"])
+    assert "unknown variant" in capsys.readouterr().err

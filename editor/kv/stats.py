@@ -35,10 +35,15 @@ def _cache_path(handle: ModelHandle, site: Site, layer: int, corpus_fp: str, spe
 
 
 @torch.no_grad()
+KEY_BATCH = 16  # texts per forward pass when reading a corpus's keys
+
+
 def key_batches(handle: ModelHandle, layers: list[int], texts: list[str], max_tokens: int, site: Site = "mlp_out",
-                batch_size: int = 16):
+                batch_size: int = KEY_BATCH):
     """Per batch of `texts` (tokenized, truncated to `max_tokens`): (encoding, {layer: keys [real tokens,
-    d_in], float64}), the keys of every non-padding token in row order. The pass stops at the top layer."""
+    d_in], float64}), the keys of every non-padding token in row order, read on the handle's current weights
+    (callers that want the unedited model's keys run it inside `base_weights()`). The pass stops at the top
+    layer."""
     modules = {layer: handle.model.get_submodule(_module_path(handle, site, layer)) for layer in layers}
     top = max(layers)
     for start in range(0, len(texts), batch_size):
@@ -57,7 +62,7 @@ def _accumulate(handle: ModelHandle, site: Site, layers: list[int], texts: list[
     sums: dict[int, torch.Tensor] = {}
     count = 0
     batches = key_batches(handle, layers, texts, max_tokens, site)
-    for _, keys in tqdm(batches, total=-(-len(texts) // 16), desc=f"{site} input statistics, layers {layers}",
+    for _, keys in tqdm(batches, total=-(-len(texts) // KEY_BATCH), desc=f"{site} input statistics, layers {layers}",
                         leave=False):
         for layer in layers:
             sums[layer] = sums.get(layer, 0) + keys[layer].T @ keys[layer]
