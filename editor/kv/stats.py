@@ -34,10 +34,10 @@ def _cache_path(handle: ModelHandle, site: Site, layer: int, corpus_fp: str, spe
     return cache_dir("stats") / handle.cache_key[:16] / name
 
 
-@torch.no_grad()
 KEY_BATCH = 16  # texts per forward pass when reading a corpus's keys
 
 
+@torch.no_grad()
 def key_batches(handle: ModelHandle, layers: list[int], texts: list[str], max_tokens: int, site: Site = "mlp_out",
                 batch_size: int = KEY_BATCH):
     """Per batch of `texts` (tokenized, truncated to `max_tokens`): (encoding, {layer: keys [real tokens,
