@@ -12,7 +12,15 @@ import resource
 import sys
 import time
 
-from bench_common import add_generated_options, add_record_range, benchmark_parser, generated_row, load_editor, ready
+from bench_common import (
+    add_generated_options,
+    add_record_range,
+    benchmark_parser,
+    generated_row,
+    json_object,
+    load_editor,
+    ready,
+)
 
 
 def _progress(stage: str, fraction: float) -> None:
@@ -22,7 +30,7 @@ def _progress(stage: str, fraction: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
     add_record_range(parser, n=100, offset=0)
-    parser.add_argument("--hparams", default="{}")
+    parser.add_argument("--hparams", type=json_object, default={})
     parser.add_argument("--no-pre", action="store_true",
                         help="skip scoring the unedited model (BENCHMARKS.md has it for all 1,000 records)")
     add_generated_options(parser)
@@ -39,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     for clash in clashes:
         print(f"left out record {clash.second}: same subject and prompt as record {clash.first}", file=sys.stderr)
     pre = None if args.no_pre else score_cases(editor.handle, cases)
-    hparams = json.loads(args.hparams)
+    hparams = args.hparams
     # One-off statistics are not part of the edit's time.
     from suture.methods.memit import Memit
 

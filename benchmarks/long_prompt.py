@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from bench_common import add_record_range, benchmark_parser, load_editor, ready
+from bench_common import add_record_range, benchmark_parser, json_object, load_editor, ready
 
 
 def filler_text(records: list[dict], avoid: str, tokenizer, tokens: int) -> str:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--lengths", default="20,1500", help="prompt lengths in tokens (subject filled in)")
     add_record_range(parser, n=3, offset=0)
-    parser.add_argument("--hparams", default="{}", help="JSON overrides of ROME's hyperparameters")
+    parser.add_argument("--hparams", type=json_object, default={}, help="JSON overrides of ROME's hyperparameters")
     parser.add_argument("--corpus-texts", type=int, default=0,
                         help="statistics from this many paragraphs of the data file's own prompts instead of the "
                              "model-sampled corpus (one-off, excluded from the timing; sampling is slow on CPU)")
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     force = {"force": True} if args.force and "force" in inspect.signature(Editor.apply).parameters else {}
     from suture.evaluation import load_counterfact, score_cases, target_logprobs
 
-    hparams = json.loads(args.hparams)
+    hparams = args.hparams
     if args.corpus_texts:
         hparams.setdefault("corpus", {}).update(source=write_corpus(args.data, args.corpus_texts),
                                                n_samples=args.corpus_texts)

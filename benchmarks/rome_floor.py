@@ -18,7 +18,7 @@ import sys
 import time
 
 import torch
-from bench_common import benchmark_parser, load_editor, ready
+from bench_common import benchmark_parser, json_object, load_editor, ready
 
 
 def step_seconds(handle, layer: int, request, templates: list[str], kl_prompt: str) -> float:
@@ -49,7 +49,7 @@ def step_seconds(handle, layer: int, request, templates: list[str], kl_prompt: s
 def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--n", type=int, default=10)
-    parser.add_argument("--hparams", default="{}", help="JSON overrides of ROME's hyperparameters")
+    parser.add_argument("--hparams", type=json_object, default={}, help="JSON overrides of ROME's hyperparameters")
     args = parser.parse_args(argv)
     if not ready(args):
         return 2
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     editor = load_editor(args)
     handle = editor.handle
-    overrides = json.loads(args.hparams)
+    overrides = args.hparams
     hp = RomeHParams(**{"layer": default_layer(handle.sites.family, handle.n_layers), **overrides})
     templates = editor.context.templates(hp.templates)
     cases = load_counterfact(args.data, limit=args.n + 1)

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import benchmark_parser, load_editor, ready
+from bench_common import benchmark_parser, json_object, load_editor, ready
 
 
 def service_settings(root: Path, workers: int, threads: int, nice: int | None = 0):
@@ -69,7 +69,7 @@ def latency(args, requests) -> dict:
     from suture.service.local import local_service
 
     editor = load_editor(args)
-    hparams = json.loads(args.hparams)
+    hparams = args.hparams
     editor.apply(requests[0], method="rome", **hparams)  # warm: statistics and templates loaded
     editor.revert()
     direct, service = [], []
@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput-jobs", type=int, default=12)
     parser.add_argument("--compete", type=int, default=0, help="CPU-bound processes running beside latency")
     parser.add_argument("--worker-nice", default="0", help="the workers' nice value, or 'ray' to keep Ray's")
-    parser.add_argument("--hparams", default="{}", help="JSON overrides of ROME's hyperparameters (latency)")
+    parser.add_argument("--hparams", type=json_object, default={},
+                        help="JSON overrides of ROME's hyperparameters (latency)")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     if not ready(args):
