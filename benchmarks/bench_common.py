@@ -65,7 +65,7 @@ def add_generated_options(parser: argparse.ArgumentParser) -> None:
     """--generated (judge greedy answers too, evaluation/generated.py) and --answers (their JSONL)."""
     parser.add_argument("--generated", action="store_true",
                         help="also score greedy generations, judged (beside the teacher-forced scores)")
-    parser.add_argument("--generation", default="{}", help="JSON overrides of GenerationOptions")
+    parser.add_argument("--generation", type=json_object, default={}, help="JSON overrides of GenerationOptions")
     parser.add_argument("--answers", help="with --generated: every generated answer, JSONL")
 
 
@@ -76,7 +76,7 @@ def generated_row(editor, cases, args, base_cache: dict | None = None, edits: in
 
     from suture.evaluation.generated import GenerationOptions, evaluate_generated
 
-    options = GenerationOptions(**{"generation_prompts": 1, **json.loads(args.generation)})
+    options = GenerationOptions(**{"generation_prompts": 1, **args.generation})
     scores = evaluate_generated(editor, cases, options, base_cache=base_cache)
     if args.answers:
         with Path(args.answers).open("a") as sink:

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import add_method_options, add_record_range, benchmark_parser, load_editor, ready
+from bench_common import add_method_options, add_record_range, benchmark_parser, json_object, load_editor, ready
 
 KEYS_TF = ("efficacy", "paraphrase", "neighborhood")
 KEYS_GEN = ("efficacy", "paraphrase", "chat", "generation_prompts", "locality", "subject_kept")
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = benchmark_parser(__doc__)
     add_record_range(parser, n=100, offset=500)
     add_method_options(parser, "rome")
-    parser.add_argument("--generation", default="{}", help="JSON overrides of GenerationOptions")
+    parser.add_argument("--generation", type=json_object, default={}, help="JSON overrides of GenerationOptions")
     parser.add_argument("--rows", required=True, help="append one JSON row per case here")
     parser.add_argument("--label", default="", help="free text stored in the header row")
     args = parser.parse_args(argv)
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from suture.evaluation.generated import GenerationOptions, evaluate_generated
 
     hparams = args.hparams  # parsed by add_method_options
-    options = GenerationOptions(**{"generation_prompts": 1, **json.loads(args.generation)})
+    options = GenerationOptions(**{"generation_prompts": 1, **args.generation})
     editor = load_editor(args)
     cases = load_counterfact(args.data, limit=args.n, offset=args.offset)
     rows_path = Path(args.rows)

@@ -21,7 +21,7 @@ def test_rows_report_growth_window_time_and_a_bounded_generated_sample(tmp_path)
     editor = Editor.from_model(model, tok)
     cases = [r.model_copy(update={"target_true": r.target_true or "Paris", "paraphrases": [r.text],
                                   "neighbors": ["The capital of Spain is"]}) for r in REQUESTS]
-    args = argparse.Namespace(generation='{"answer_tokens": 2, "neighbor_tokens": 2, "generation_prompts": 0}',
+    args = argparse.Namespace(generation={"answer_tokens": 2, "neighbor_tokens": 2, "generation_prompts": 0},
                               answers=str(tmp_path / "answers.jsonl"), generated_sample=2)
     rows = sequential.run_variant(editor, cases, "memit+null", 1, [1, 3],
                                   {"memit": {"layers": [1, 2], "objective": OBJECTIVE, **BASE}},
@@ -117,3 +117,10 @@ def test_hparams_must_be_keyed_by_a_variants_method(capsys):
     with pytest.raises(SystemExit):
         sequential.main(["--data", "missing.json", "--variants", "memit+typo"])
     assert "unknown variant" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("generation", ["not json", "[1, 2]"])
+def test_generation_options_must_be_a_json_object(capsys, generation):
+    with pytest.raises(SystemExit):
+        sequential.main(["--data", "missing.json", "--generation", generation])
+    assert "--generation" in capsys.readouterr().err
