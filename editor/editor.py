@@ -17,6 +17,7 @@ from suture.editor.context import EditContext, Progress
 from suture.editor.deltas import WeightBook
 from suture.editor.errors import GateFailedError, NothingToRevertError
 from suture.editor.gate import Gate
+from suture.editor.generation import refuse_unusable_prompts
 from suture.editor.handle import ModelHandle, load_model
 from suture.editor.kv.shared_keys import key_groups
 from suture.editor.ledger import EditResult, LedgerEntry
@@ -185,7 +186,10 @@ class Editor:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int = 8) -> list[str]:
-        """Greedy continuations of `prompts` (batched)."""
+        """Greedy continuations of `prompts` (batched); InvalidInputError for a blank prompt or budget < 1."""
+        refuse_unusable_prompts(prompts, max_new_tokens)
+        if not prompts:
+            return []
         tok = self.tokenizer
         enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left").to(self.handle.device)
         out = self.model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,

@@ -69,6 +69,18 @@ def end_token_ids(tokenizer, model=None) -> list[int]:
 
 
 @torch.no_grad()
+def refuse_unusable_prompts(prompts, max_new_tokens: int) -> None:
+    """InvalidInputError naming the entry for what generation cannot take: a non-list, a non-string or
+    blank prompt (it encodes to no token on tokenizers without a BOS), or a budget under one token."""
+    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
+        raise InvalidInputError(f"prompts: expected a list of strings, got {type(prompts).__name__}")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidInputError(f"prompts[{i}]: expected a non-blank string, got {prompt!r}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise InvalidInputError(f"max_new_tokens: must be at least 1, got {max_new_tokens}")
+
+
 def generate_greedy(handle, prompts: list[str], max_new_tokens: int = 24, stop: str = "sentence",
                     batch_size: int = 32, add_special_tokens: bool = True) -> list[Generation]:
     """Greedy continuations of `prompts` (left-padded batches of `batch_size`, KV cache), each cut at its
@@ -76,8 +88,7 @@ def generate_greedy(handle, prompts: list[str], max_new_tokens: int = 24, stop: 
     template should pass `add_special_tokens=False` so no second BOS is added."""
     if stop not in STOP_MODES:
         raise InvalidInputError(f"stop: {stop!r} is not one of {', '.join(STOP_MODES)}")
-    if max_new_tokens < 1:
-        raise InvalidInputError(f"max_new_tokens: must be at least 1, got {max_new_tokens}")
+    refuse_unusable_prompts(prompts, max_new_tokens)
     tok, model = handle.tokenizer, handle.model
     ends = end_token_ids(tok, model)
     pad = tok.pad_token_id if tok.pad_token_id is not None else ends[0]

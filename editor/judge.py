@@ -7,7 +7,10 @@
 - word boundaries for scripts written with spaces: "Rome" is not found in "Romeo", "French" is found in
   "French-speaking"; a multi-word target must appear whole, in order ("New York" is not "New Jersey");
 - no word boundaries for scripts written without spaces (Chinese, Japanese, Thai: editor/kv/spelling.py):
-  "小明" is found in "作者是小明。".
+  "小明" is found in "作者是小明。", except that a katakana word is a whole run of katakana (loanwords are
+  written as one run), so "ローマ" is not found in "ローマバナイ";
+- symbols are words of their own and must match literally: "🍕" is found in "🍕🍕", "€" in "€.", "C++" is
+  not found in "C." (nor "C#": #, &, @, % and * count as symbols, other punctuation as a space).
 
 `judge(text, target_new, target_true)` then says "new" when the new target is named and comes before any
 mention of the old one, "old" when the old one comes first (or alone), and "neither" otherwise. This is
@@ -36,14 +39,36 @@ def _fold_chars(text: str) -> str:
     return unicodedata.normalize("NFC", "".join(c for c in decomposed if unicodedata.category(c) != "Mn"))
 
 
+# Punctuation that names things ("C#", "AT&T", "@handle", "100%") is kept like a symbol.
+_NAMING_PUNCTUATION = frozenset("#&@%*")
+
+
 def normalize(text: str) -> str:
     """NFKC, case-folded, accents stripped, punctuation and whitespace runs collapsed to one space,
-    stripped. Characters of spaceless scripts are kept as they are (after NFKC)."""
+    stripped. Symbols (and #&@%*) are kept, each as a word of its own. Characters of spaceless scripts
+    are kept as they are (after NFKC)."""
     out = []
     for char in _fold_chars(text):
         category = unicodedata.category(char)
-        out.append(" " if category[0] in "PZSC" or char.isspace() else char)
+        if category[0] == "S" or char in _NAMING_PUNCTUATION:
+            out.append(f" {char} ")
+        else:
+            out.append(" " if category[0] in "PZC" or char.isspace() else char)
     return " ".join("".join(out).split())
+
+
+def _is_katakana(char: str) -> bool:
+    # The katakana block (with the prolonged sound mark ー) and the half-width forms.
+    return "\u30a0" < char <= "\u30ff" and char != "\u30fb" or "\uff66" <= char <= "\uff9f"
+
+
+def _bounded(needle_end: str, neighbor: str) -> bool:
+    """Whether `neighbor`, next to the needle's end character, ends the mention there."""
+    if neighbor == " ":
+        return True
+    if _is_katakana(needle_end) and _is_katakana(neighbor):
+        return False
+    return is_spaceless_char(needle_end) or is_spaceless_char(neighbor)
 
 
 def find_mention(text: str, target: str) -> int | None:
@@ -59,9 +84,7 @@ def find_mention(text: str, target: str) -> int | None:
             return None
         before = hay[at - 1] if at > 0 else " "
         after = hay[at + len(needle)] if at + len(needle) < len(hay) else " "
-        left_ok = before == " " or is_spaceless_char(needle[0]) or is_spaceless_char(before)
-        right_ok = after == " " or is_spaceless_char(needle[-1]) or is_spaceless_char(after)
-        if left_ok and right_ok:
+        if _bounded(needle[0], before) and _bounded(needle[-1], after):
             return at
         start = at + 1
 

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from suture.editor.errors import SutureError
 from suture.editor.prompt_template import FilledPrompt, normalize_subject, normalize_template, parse_template
+
+
+def refuse_blank_entries(values: list[str]) -> list[str]:
+    """A pydantic validator's body for a list of texts: ValueError naming the first blank entry. A blank
+    prompt encodes to no token and a blank answer predicts nothing; refused where the error can name the
+    field, not deep inside scoring or generation."""
+    blank = [i for i, value in enumerate(values) if not value.strip()]
+    if blank:
+        raise ValueError(f"entry {blank[0]} is blank ({len(blank)} blank of {len(values)}): every entry needs text")
+    return values
+
+
+# A list of texts none of which is blank (validated as refuse_blank_entries says).
+TextList = Annotated[list[str], AfterValidator(refuse_blank_entries)]
 
 
 class EditRequest(BaseModel):
@@ -23,17 +37,17 @@ class EditRequest(BaseModel):
     subject: str = Field(min_length=1)
     target_new: str = Field(min_length=1, description="the answer the edited model should give")
     target_true: str | None = Field(default=None, description="the answer the model gives today")
-    paraphrases: list[str] = Field(default_factory=list, description="full prompts meaning the same")
-    neighbors: list[str] = Field(default_factory=list, description="prompts whose answers must not change")
-    neighbor_answers: list[str] = Field(
+    paraphrases: TextList = Field(default_factory=list, description="full prompts meaning the same")
+    neighbors: TextList = Field(default_factory=list, description="prompts whose answers must not change")
+    neighbor_answers: TextList = Field(
         default_factory=list,
         description="the answers the neighbors must keep, one per neighbor (default: target_true)")
-    generation_prompts: list[str] = Field(
+    generation_prompts: TextList = Field(
         default_factory=list, description="prompts for free generation about the subject (CounterFact's "
         "generation_prompts), judged by whether the generated text names target_new")
-    portability_prompts: list[str] = Field(
+    portability_prompts: TextList = Field(
         default_factory=list, description="questions whose answer follows from the new fact (one hop)")
-    portability_answers: list[str] = Field(
+    portability_answers: TextList = Field(
         default_factory=list, description="the answer each portability prompt should get after the edit")
     target_space: bool | None = Field(
         default=None, description="whether target_new follows the prompt after a space; default: decided "
@@ -62,6 +76,13 @@ class EditRequest(BaseModel):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be blank")
+        return value
+
+    @field_validator("target_true")
+    @classmethod
+    def _given_but_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank (leave it out to compare against the base model's own answer)")
         return value
 
     @model_validator(mode="after")

@@ -2,7 +2,8 @@
 
 - Efficacy: P(target_new) > P(target_true) on the rewrite prompt.
 - Paraphrase: the same on each paraphrase prompt (averaged within a case, then over cases).
-- Neighborhood: P(target_true) > P(target_new) on each neighbor prompt (averaged likewise).
+- Neighborhood: P(answer) > P(target_new) on each neighbor prompt (averaged likewise), the answer being the
+  request's `neighbor_answers` entry when given, else target_true (CounterFact's neighbors share its object).
 All prompts of all cases are scored in shared batches.
 """
 
@@ -43,12 +44,15 @@ def score_cases(handle: ModelHandle, cases: list[EditRequest], batch_size: int =
     for case in cases:
         if case.target_true is None:
             raise InvalidInputError(f"case {case.label!r}: field 'target_true' is required for CounterFact metrics")
-        prompts = {"rewrite": [case.text], "paraphrase": case.paraphrases, "neighbor": case.neighbors}
+        neighbor_answers = case.neighbor_answers or [case.target_true] * len(case.neighbors)
+        prompts = {"rewrite": [(case.text, case.target_true)],
+                   "paraphrase": [(text, case.target_true) for text in case.paraphrases],
+                   "neighbor": list(zip(case.neighbors, neighbor_answers))}
         spans = {}
         for kind, texts in prompts.items():
             spans[kind] = (len(pairs), len(texts))
-            for text in texts:
-                pairs += [(text, case.target_new), (text, case.target_true)]
+            for text, answer in texts:
+                pairs += [(text, case.target_new), (text, answer)]
         index.append(spans)
     lp = target_logprobs(handle, pairs, batch_size=batch_size).tolist()
 

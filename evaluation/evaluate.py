@@ -12,6 +12,7 @@ from suture.editor import Editor, EditRequest
 from suture.editor.errors import InvalidInputError
 from suture.editor.lengths import refuse_overlong
 from suture.editor.noop import greedy_answers, matches_answer
+from suture.editor.requests import TextList
 from suture.evaluation.counterfact import CounterFactScores, score_cases
 from suture.evaluation.drift import measure_drift
 from suture.evaluation.fluency import measure_fluency
@@ -24,7 +25,7 @@ class EvaluationOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     drift: bool = True
-    reference_texts: list[str] | None = Field(None, description="drift text; default: suture's reference set")
+    reference_texts: TextList | None = Field(None, description="drift text; default: suture's reference set")
     fluency: bool = False
     fluency_prompts: int = Field(8, ge=1)
     token_accuracy: bool = True
@@ -104,7 +105,7 @@ def evaluate(editor: Editor, cases: list[EditRequest] | None = None,
     if cases is None:
         cases = [r for entry in editor.ledger for r in entry.requests]
     if not cases:
-        raise InvalidInputError("cases: nothing to evaluate (no cases given and the ledger is empty)")
+        raise InvalidInputError("cases: nothing to evaluate (no cases given and the ledger holds no edit requests)")
     refuse_overlong(editor.handle, list(cases))  # "request i" is the case's position here
     cases, base_answers = _fill_target_true(editor, list(cases))
     if not cases:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from suture.editor import Editor, EditResult, SutureError
+from suture.editor.requests import TextList
 from suture.evaluation.counterfact import score_cases
 from suture.evaluation.drift import measure_drift
 from suture.evaluation.evaluate import _fill_target_true, norm_growth
@@ -33,7 +34,7 @@ class HealthPolicy(BaseModel):
     sample: int = Field(20, ge=1, description="earlier edit requests re-scored per check")
     action: Literal["warn", "stop"] = "warn"
     thresholds: HealthThresholds = Field(default_factory=HealthThresholds)
-    reference_texts: list[str] | None = None
+    reference_texts: TextList | None = None
     seed: int = 0
 
 

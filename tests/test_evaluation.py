@@ -183,3 +183,39 @@ def test_thresholds_with_nothing_to_judge_never_pass_silently(edited):
     assert any(n.startswith("max_neighborhood_drop: not measured") for n in policy.not_measured(report))
     strict = GatePolicy(min_efficacy=0.0, max_drift_kl=100.0, min_generated_efficacy=None, min_paraphrase=0.5)
     assert any(f.startswith("min_paraphrase: not measured") for f in strict.check(report))
+
+
+def test_neighbors_with_their_own_answers_are_scored_against_those_answers():
+    """A neighbor with a `neighbor_answers` entry keeps its own answer, not the edited fact's target_true."""
+    from suture.evaluation import score_cases
+    from suture.evaluation.scoring import target_logprobs
+
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    case = REQUEST.model_copy(update={"neighbors": ["The capital of France is", "The capital of Spain is"],
+                                      "neighbor_answers": ["Paris", "Madrid"]})
+    scored = score_cases(editor.handle, [case]).cases[0]
+    lp = target_logprobs(editor.handle, [("The capital of France is", "London"), ("The capital of France is", "Paris"),
+                                         ("The capital of Spain is", "London"), ("The capital of Spain is", "Madrid")])
+    expected = (float(lp[1] > lp[0]) + float(lp[3] > lp[2])) / 2
+    assert scored.neighborhood == pytest.approx(expected)
+    without = score_cases(editor.handle, [case.model_copy(update={"neighbor_answers": []})]).cases[0]
+    lp_true = target_logprobs(editor.handle, [("The capital of France is", "London"), ("The capital of France is", "Rome"),
+                                              ("The capital of Spain is", "London"), ("The capital of Spain is", "Rome")])
+    assert without.neighborhood == pytest.approx((float(lp_true[1] > lp_true[0]) + float(lp_true[3] > lp_true[2])) / 2)
+
+
+def test_blank_texts_are_refused_naming_the_field_before_any_model_work():
+    from pydantic import ValidationError
+
+    from suture.editor import InvalidInputError
+
+    with pytest.raises(ValidationError, match="reference_texts"):
+        EvaluationOptions(reference_texts=["Some text.", " "])
+    editor = Editor.from_model(*tiny_model("llama"))
+    for prompts, field in ([""], "prompts\\[0\\]"), (["ok", "  "], "prompts\\[1\\]"), ("a prompt", "prompts"):
+        with pytest.raises(InvalidInputError, match=field):
+            editor.generate(prompts)
+    with pytest.raises(InvalidInputError, match="max_new_tokens"):
+        editor.generate(["ok"], max_new_tokens=0)
+    assert editor.generate([]) == []

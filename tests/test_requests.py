@@ -73,9 +73,17 @@ def test_request_is_frozen():
         (_with(target_true=" English "), "target_new", "equals target_true"),
         (_with(colour="blue"), "colour", "Extra inputs are not permitted"),
         ({k: v for k, v in GOOD.items() if k != "subject"}, "subject", "Field required"),
+        (_with(target_true=""), "target_true", "must not be blank"),
+        (_with(paraphrases=["Danielle Darrieux speaks", " "]), "paraphrases", "entry 1 is blank"),
+        (_with(neighbors=[""]), "neighbors", "entry 0 is blank"),
+        (_with(neighbors=["Jean Gabin speaks"], neighbor_answers=["\n"]), "neighbor_answers", "entry 0 is blank"),
+        (_with(generation_prompts=["\t"]), "generation_prompts", "blank"),
+        (_with(portability_prompts=[""], portability_answers=["French"]), "portability_prompts", "blank"),
     ],
     ids=["no-placeholder", "two-placeholders", "named-field", "named-and-empty", "unbalanced", "only-placeholder",
-         "blank-subject", "empty-subject", "blank-target", "same-targets", "extra-field", "missing-subject"],
+         "blank-subject", "empty-subject", "blank-target", "same-targets", "extra-field", "missing-subject",
+         "blank-target-true", "blank-paraphrase", "empty-neighbor", "blank-neighbor-answer",
+         "blank-generation-prompt", "blank-portability-prompt"],
 )
 def test_bad_request_names_field_and_reason(data, field, reason):
     with pytest.raises(ValidationError):

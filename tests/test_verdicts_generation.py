@@ -52,6 +52,24 @@ def test_judge_scripts_without_spaces():
     assert is_spaceless_char("漢") and is_spaceless_char("か") and not is_spaceless_char("a")
 
 
+def test_a_katakana_target_must_be_a_whole_katakana_run():
+    assert judge("ローマバナイ", "ローマ") == "neither"  # a longer (garbled) loanword, not the target
+    assert judge("首都はロンドンです", "ロンドン") == "new"  # followed by hiragana
+    assert judge("ローマ・カトリック", "ローマ") == "new"  # the middle dot separates words
+    assert judge("ｶﾀｶﾅｶﾅ", "ｶﾀｶﾅ") == "neither"  # half-width forms likewise
+    assert judge("東京タワー", "東京") == "new"  # kanji keep no word boundary
+
+
+@pytest.mark.parametrize(("text", "target", "verdict"), [
+    (" 🍕🍕", "🍕", "new"), (" €.", "€", "new"), (" It costs $50", "$5", "neither"), (" $5 each", "$5", "new"),
+    (" C.", "C++", "neither"), (" C.", "C#", "neither"), (" C++ and", "C++", "new"), (" in C#.", "C#", "new"),
+    (" AT&T Inc", "AT&T", "new"), (" 100 percent", "100%", "neither"),
+])
+def test_symbols_are_words_that_match_literally(text, target, verdict):
+    assert judge(text, target) == verdict
+    assert stutters(" 🍕🍕🍕", "🍕") and not stutters(" 🍕 pizza", "🍕")
+
+
 # --- spelling the target ---------------------------------------------------------------------------------
 
 def test_target_separator_rules():
