@@ -194,15 +194,16 @@ def test_neighbors_with_their_own_answers_are_scored_against_those_answers():
     editor = Editor.from_model(model, tok)
     case = REQUEST.model_copy(update={"neighbors": ["The capital of France is", "The capital of Spain is"],
                                       "neighbor_answers": ["Paris", "Madrid"]})
-    scored = score_cases(editor.handle, [case]).cases[0]
-    lp = target_logprobs(editor.handle, [("The capital of France is", "London"), ("The capital of France is", "Paris"),
-                                         ("The capital of Spain is", "London"), ("The capital of Spain is", "Madrid")])
-    expected = (float(lp[1] > lp[0]) + float(lp[3] > lp[2])) / 2
-    assert scored.neighborhood == pytest.approx(expected)
-    without = score_cases(editor.handle, [case.model_copy(update={"neighbor_answers": []})]).cases[0]
-    lp_true = target_logprobs(editor.handle, [("The capital of France is", "London"), ("The capital of France is", "Rome"),
-                                              ("The capital of Spain is", "London"), ("The capital of Spain is", "Rome")])
-    assert without.neighborhood == pytest.approx((float(lp_true[1] > lp_true[0]) + float(lp_true[3] > lp_true[2])) / 2)
+    france, spain = "The capital of France is", "The capital of Spain is"
+
+    def expected(answers):
+        lp = target_logprobs(editor.handle, [(france, "London"), (france, answers[0]),
+                                             (spain, "London"), (spain, answers[1])])
+        return (float(lp[1] > lp[0]) + float(lp[3] > lp[2])) / 2
+
+    assert score_cases(editor.handle, [case]).cases[0].neighborhood == pytest.approx(expected(["Paris", "Madrid"]))
+    without = case.model_copy(update={"neighbor_answers": []})
+    assert score_cases(editor.handle, [without]).cases[0].neighborhood == pytest.approx(expected(["Rome", "Rome"]))
 
 
 def test_blank_texts_are_refused_naming_the_field_before_any_model_work():
