@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
         for t in tokens.list():
             print(f"{t.id}\t{t.name}\t{'admin' if t.admin else 'user'}\t{'revoked' if t.revoked else 'active'}")
     else:
+        if tokens.is_environment_admin(args.id):  # the server restores it at its next start anyway
+            raise CliError(f"token {args.id} is the admin token of a server's environment (SUTURE_ADMIN_TOKEN): "
+                           "change that variable and restart the server to retire it")
         revoked = tokens.revoke(args.id)
         if revoked is None:
             raise CliError(f"no token {args.id}")

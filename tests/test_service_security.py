@@ -383,6 +383,18 @@ def test_the_environments_admin_token_cannot_be_revoked_and_is_restored_at_start
         assert c.get("/v1/jobs", headers=AUTH).status_code == 200
 
 
+def test_the_cli_refuses_to_revoke_the_environments_admin_token(home, model_dir, monkeypatch, capsys):
+    from suture.cli.main import main
+
+    with TestClient(make_app(home, model_dir)) as c:
+        mine = next(t for t in c.get("/v1/tokens", headers=AUTH).json() if "SUTURE_ADMIN_TOKEN" in t["name"])
+        monkeypatch.setenv("SUTURE_DATABASE_URL", f"sqlite:///{home / 'db' / 'jobs.db'}")
+        monkeypatch.delenv("SUTURE_ADMIN_TOKEN", raising=False)  # an operator's shell need not have it
+        assert main(["token", "revoke", str(mine["id"])]) == 2
+        assert "SUTURE_ADMIN_TOKEN" in capsys.readouterr().err
+        assert c.get("/v1/jobs", headers=AUTH).status_code == 200  # the server keeps its admin
+
+
 def test_revoking_a_token_cancels_its_jobs(client):
     mallory = user(client, "mallory")
     ids = [client.post("/v1/jobs", json=edit_body(1), headers=mallory).json()["id"] for _ in range(3)]

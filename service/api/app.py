@@ -25,6 +25,7 @@ from suture.service.api.state import ServiceState
 from suture.service.jobs import ModelCatalog
 from suture.service.settings import ServiceSettings
 from suture.service.store import JobStore, TokenStore, make_engine
+from suture.service.store.tokens import ENVIRONMENT_ADMIN_NAME
 
 log = logging.getLogger("suture.api")
 
@@ -51,7 +52,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                       catalog=ModelCatalog(settings.models), metrics=Metrics())
     st.metrics.watch_store(st.jobs.counts, lambda: (st.workers_health()["busy"], st.workers_health()["workers"]))
     if settings.admin_token:
-        st.tokens.ensure("admin (SUTURE_ADMIN_TOKEN)", settings.admin_token, admin=True)
+        st.tokens.ensure(ENVIRONMENT_ADMIN_NAME, settings.admin_token, admin=True)
     if not settings.artifacts_dir.exists():  # new: this user's only (an operator's shared mount stays as it is)
         settings.artifacts_dir.mkdir(parents=True, mode=0o700)
 

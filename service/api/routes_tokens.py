@@ -34,7 +34,8 @@ async def revoke_token(token_id: int, _: Admin, st: State) -> TokenView:
     if not 0 <= token_id < 2**31:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no token {token_id}")
     secret = st.settings.admin_token
-    if secret and await run_in_threadpool(st.tokens.is_secret, token_id, secret):
+    if (secret and await run_in_threadpool(st.tokens.is_secret, token_id, secret)) or \
+            await run_in_threadpool(st.tokens.is_environment_admin, token_id):
         raise HTTPException(status.HTTP_409_CONFLICT, "this is the admin token of the server's environment "
                                                       "(SUTURE_ADMIN_TOKEN); change that variable to retire it")
     revoked = await run_in_threadpool(st.tokens.revoke, token_id)

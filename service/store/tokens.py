@@ -33,6 +33,10 @@ def _view(row) -> TokenView:
                      revoked=row.revoked_at is not None)
 
 
+# The name of the row `ensure` makes for the environment's admin token.
+ENVIRONMENT_ADMIN_NAME = "admin (SUTURE_ADMIN_TOKEN)"
+
+
 class TokenStore:
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -73,6 +77,13 @@ class TokenStore:
     def list(self) -> list[TokenView]:
         with self.engine.connect() as conn:
             return [_view(r) for r in conn.execute(select(tokens).order_by(tokens.c.id)).all()]
+
+    def is_environment_admin(self, token_id: int) -> bool:
+        """Whether the row is the admin token a server made from its environment (SUTURE_ADMIN_TOKEN). Told by
+        its name, which no API or CLI token can take (NAME_PATTERN has no spaces or parentheses), so a
+        process without the variable (`suture token revoke`) knows it too."""
+        row = self._row(token_id)
+        return row is not None and row.name == ENVIRONMENT_ADMIN_NAME
 
     def is_secret(self, token_id: int, secret: str) -> bool:
         row = self._row(token_id)
