@@ -4,6 +4,7 @@ entry-point group through which installed packages (ours included) make their me
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -70,10 +71,7 @@ class EditMethod(ABC):
         try:
             hparams = self.hparams_model.model_validate(_deep_merge(base, overrides))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"hyperparameter '{'.'.join(map(str, e['loc']))}': {e['msg']}" if e["loc"]
-                else f"hyperparameters: {e['msg']}" for e in exc.errors())
-            raise InvalidHyperparametersError(f"{self.name}: {problems}") from None
+            raise InvalidHyperparametersError(f"{self.name}: {_describe(exc)}") from None
         where = non_finite_field(hparams.model_dump())
         if where is not None:  # no method means a NaN or an infinity
             raise InvalidHyperparametersError(f"{self.name}: hyperparameter '{where}': must be a finite number")
@@ -86,6 +84,21 @@ class EditMethod(ABC):
     @abstractmethod
     def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: BaseModel) -> MethodOutput:
         """The deltas realizing `requests`; must not leave the model changed."""
+
+
+# What pydantic puts in an error's location for each member of a union ("int", "literal['auto']",
+# "function-after[...]", a model's class name): not a field, so left out of the path a user reads.
+_UNION_MEMBER = re.compile(r"^(int|float|str|bool|none|(literal|list|dict|tuple|set|function-\w+)\[.*\]|[A-Z]\w*)$")
+
+
+def _describe(exc: ValidationError) -> str:
+    """One clause per field path; the alternatives of a union are joined under their field's name."""
+    reasons: dict[str, list[str]] = {}
+    for error in exc.errors():
+        path = ".".join(str(p) for p in error["loc"] if not (isinstance(p, str) and _UNION_MEMBER.match(p)))
+        reasons.setdefault(path, []).append(error["msg"])
+    return "; ".join(f"hyperparameter '{path}': {' or '.join(dict.fromkeys(msgs))}" if path
+                     else f"hyperparameters: {' or '.join(msgs)}" for path, msgs in reasons.items())
 
 
 def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

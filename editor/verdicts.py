@@ -52,7 +52,8 @@ class EditRequestsFailedError(SutureError):
         self.verdicts = verdicts
         self.rolled_back = rolled_back
         names = "; ".join(f"{v.request!r}: {v.reason}" for v in verdicts)
-        tail = " The edit was rolled back (pass keep_failed=True to keep partial results)." if rolled_back else ""
+        tail = (" The edit was rolled back (keep partial results with keep_failed: `apply(..., keep_failed=True)`, "
+                "`suture edit --keep-failed`, or a job's \"keep_failed\": true)." if rolled_back else "")
         super().__init__(f"{len(verdicts)} request(s) failed their post-edit check: {names}.{tail}")
 
 

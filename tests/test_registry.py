@@ -287,3 +287,15 @@ def test_a_no_op_the_edit_breaks_fails_it():
     kept = editor.apply([already, other], method="test-scramble", keep_failed=True)
     assert kept.status == "partial" and kept.details["noop"][0]["request"] == 0
     assert kept.details["noop_broken"][0]["request"] == already.label
+
+
+def test_a_union_field_is_named_once_without_pydantic_member_tags():
+    from suture.editor.errors import InvalidHyperparametersError
+    from suture.editor.registry import get_method
+
+    editor = Editor.from_model(*tiny_model("llama"))
+    with pytest.raises(InvalidHyperparametersError) as info:
+        get_method("rome").resolve_hparams(editor.handle, {"layer": "x"})
+    message = str(info.value)
+    assert message.count("hyperparameter 'layer'") == 1 and "'auto'" in message
+    assert "layer.int" not in message and "literal[" not in message
