@@ -42,7 +42,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_model: str | No
     parser.add_argument("--device", default=None, metavar="D",
                         help="torch device, e.g. cpu or cuda:0 (default: cuda when available, else cpu)")
     parser.add_argument("--dtype", default=None, metavar="T",
-                        help="float32, bfloat16 or float16 (default: float32; bf16 loses part of an edit)")
+                        help="float32 (fp32), bfloat16 (bf16) or float16 (fp16, half); default: float32 "
+                             "(bf16 loses part of an edit)")
 
 
 def add_hparams_argument(parser: argparse.ArgumentParser) -> None:

@@ -113,14 +113,19 @@ def _check_out(out: str | None) -> Path | None:
 # --- the command -----------------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
+    from suture.editor.conflicts import refuse_clashes
+    from suture.editor.device import pick_dtype
     from suture.editor.registry import get_method
 
     # Everything that can be checked without the model is checked first.
     requests = read_requests(Path(args.requests))
     hparams = load_hparams(args.hparams)
     method = get_method(args.method)
+    if method.takes_requests:
+        refuse_clashes(requests)  # conflicting or duplicate requests, before minutes of loading
     out = _check_out(args.out)
     check_device(args.device)
+    pick_dtype(args.dtype, None)  # an unknown --dtype fails here, naming the choices, not after loading
     gate = gate_from_args(args)
     if args.max_new_tokens < 1:
         raise CliError("--max-new-tokens must be at least 1")

@@ -123,6 +123,17 @@ def test_usage_errors(model_dir, tmp_path, capsys):
     assert main([]) == 2
 
 
+def test_input_errors_come_before_the_model_is_loaded(tmp_path, capsys):
+    """A model path that does not exist shows the model was never loaded: the input error came first."""
+    clash = [REQUESTS[0], {**REQUESTS[0], "target_new": REQUESTS[0]["target_new"] + "ville"}]
+    requests = write_jsonl(tmp_path / "requests.jsonl", clash)
+    assert main(["edit", "--model", str(tmp_path / "nowhere"), "--requests", requests]) == 2
+    assert "conflicting targets" in capsys.readouterr().err
+    single = write_jsonl(tmp_path / "single.jsonl", REQUESTS[:1])
+    assert main(["edit", "--model", str(tmp_path / "nowhere"), "--requests", single, "--dtype", "fp64"]) == 2
+    assert "dtype 'fp64'" in capsys.readouterr().err
+
+
 def test_help(capsys):
     assert main(["--help"]) == 0
     assert "edit" in capsys.readouterr().out
