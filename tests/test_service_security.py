@@ -152,6 +152,30 @@ def test_the_worker_confines_again_at_run_time(model_dir, home):
     assert not (home / "artifacts" / "j").exists()
 
 
+def test_a_dataset_offset_past_its_end_fails_naming_the_offset(home):
+    from suture.service.jobs.runner import JobFailed, load_dataset
+    from suture.service.schemas import DatasetRef
+
+    with pytest.raises(JobFailed, match="offset 5"):
+        load_dataset(DatasetRef(path="cases.jsonl", format="jsonl", offset=5), home / "data")
+
+
+def test_failed_jobs_name_the_servers_directories_without_spelling_them_out(tmp_path):
+    from types import SimpleNamespace
+
+    from suture.service.workers.actor import EditWorker
+
+    settings = SimpleNamespace(artifacts_dir=tmp_path / "art", data_dir=tmp_path / "data",
+                               allowed_dirs=[tmp_path / "data" / "nested", Path("/srv/corpora")])
+    worker = SimpleNamespace(settings=settings)
+    message = (f"SutureError: {tmp_path}/data/bin.jsonl: cannot read; {tmp_path}/data/nested/x.txt; "
+               f"/srv/corpora/a.txt; {tmp_path}/art/token-1/out")
+    public = EditWorker._public(worker, message)
+    assert str(tmp_path) not in public and "/srv/corpora" not in public
+    assert public == ("SutureError: <data>/bin.jsonl: cannot read; <allowed dir>/x.txt; <allowed dir>/a.txt; "
+                      "<artifacts>/token-1/out")
+
+
 # --- limits: everything a request can make expensive ------------------------------------------------------
 
 @pytest.mark.parametrize(("body", "field"), [

@@ -97,9 +97,13 @@ def load_dataset(ref: DatasetRef, data_dir: Path | None, allowed_dirs: list[Path
         raise JobFailed(str(exc)) from None
     limit = min(ref.limit or limits.max_requests, limits.max_requests)
     if ref.format == "jsonl":
-        return load_requests_jsonl(path)[ref.offset:][:limit]
-    loader = load_counterfact if ref.format == "counterfact" else load_zsre
-    return loader(path, limit=limit, offset=ref.offset)
+        cases = load_requests_jsonl(path)[ref.offset:][:limit]
+    else:
+        loader = load_counterfact if ref.format == "counterfact" else load_zsre
+        cases = loader(path, limit=limit, offset=ref.offset)
+    if not cases:
+        raise JobFailed(f"dataset: no records from offset {ref.offset} on ({ref.path!r} ends before it)")
+    return cases
 
 
 def _cases(ctx: RunContext) -> list[EditRequest] | None:

@@ -13,6 +13,7 @@ import os
 import socket
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -86,7 +87,7 @@ class EditWorker:
             return finish(job_id, JobStatus.failed, error=f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # anything else may be transient (memory, a device, a file system): retry
             log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-            reason = f"internal error: {type(exc).__name__}: {exc}"
+            reason = self._public(f"internal error: {type(exc).__name__}: {exc}")
             status = self.store.retry_or_fail(job_id, reason) or JobStatus.failed
             return self._outcome(status, error=reason)
 
@@ -121,8 +122,26 @@ class EditWorker:
 
         return check
 
+    def _public(self, message: str | None) -> str | None:
+        """The message with the server's own directories named, not spelled out: a job's caller learns
+        what failed, not where the server keeps its files."""
+        if not message:
+            return message
+        roots = [(self.settings.artifacts_dir, "<artifacts>"), (self.settings.data_dir, "<data>"),
+                 *((d, "<allowed dir>") for d in self.settings.allowed_dirs)]
+        spelled = {}
+        for root, name in roots:
+            if root is not None:
+                for form in {str(root), str(Path(root).expanduser().resolve())}:
+                    spelled[form.rstrip("/") or "/"] = name
+        for form in sorted(spelled, key=len, reverse=True):  # a nested root before the one holding it
+            if form != "/":
+                message = message.replace(form, spelled[form])
+        return message
+
     def _finish(self, job_id: str, status: JobStatus, result: dict | None = None, error: str | None = None,
                 attempt: int | None = None):
+        error = self._public(error)
         if not self.store.finish(job_id, status, result=result, error=error, attempt=attempt):
             return self._outcome(JobStatus.queued, error="lost the lease; the job runs elsewhere")
         return self._outcome(status, result, error)
