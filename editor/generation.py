@@ -68,7 +68,6 @@ def end_token_ids(tokenizer, model=None) -> list[int]:
     return sorted(ids)
 
 
-@torch.no_grad()
 def refuse_unusable_prompts(prompts, max_new_tokens: int) -> None:
     """InvalidInputError naming the entry for what generation cannot take: a non-list, a non-string or
     blank prompt (it encodes to no token on tokenizers without a BOS), or a budget under one token."""
@@ -81,6 +80,7 @@ def refuse_unusable_prompts(prompts, max_new_tokens: int) -> None:
         raise InvalidInputError(f"max_new_tokens: must be at least 1, got {max_new_tokens}")
 
 
+@torch.no_grad()
 def generate_greedy(handle, prompts: list[str], max_new_tokens: int = 24, stop: str = "sentence",
                     batch_size: int = 32, add_special_tokens: bool = True) -> list[Generation]:
     """Greedy continuations of `prompts` (left-padded batches of `batch_size`, KV cache), each cut at its

@@ -59,7 +59,7 @@ def normalize(text: str) -> str:
 
 def _is_katakana(char: str) -> bool:
     # The katakana block (with the prolonged sound mark ー) and the half-width forms.
-    return "\u30a0" < char <= "\u30ff" and char != "\u30fb" or "\uff66" <= char <= "\uff9f"
+    return ("\u30a0" < char <= "\u30ff" and char != "\u30fb") or "\uff66" <= char <= "\uff9f"
 
 
 def _bounded(needle_end: str, neighbor: str) -> bool:

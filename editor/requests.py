@@ -71,18 +71,11 @@ class EditRequest(BaseModel):
             raise ValueError("must not be blank")
         return value
 
-    @field_validator("target_new")
+    @field_validator("target_new", "target_true")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():  # target_true may be left out, not given blank
             raise ValueError("must not be blank")
-        return value
-
-    @field_validator("target_true")
-    @classmethod
-    def _given_but_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must not be blank (leave it out to compare against the base model's own answer)")
         return value
 
     @model_validator(mode="after")
