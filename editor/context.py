@@ -11,6 +11,7 @@ from suture.editor.deltas import WeightBook
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.anchors import mean_output_norm
 from suture.editor.kv.corpus import CorpusSpec
+from suture.editor.kv.output_fisher import output_fisher
 from suture.editor.kv.stats import Site, second_moment
 from suture.editor.kv.templates import TemplateSpec, context_templates
 
@@ -52,6 +53,14 @@ class EditContext:
         """Mean MLP-output norm at `layer` on the base model (NAS's anchor)."""
         with self.weights.base_weights():
             return mean_output_norm(self.handle, layer, corpus)
+
+    def output_fisher(self, layers: list[int], corpus: CorpusSpec, n_texts: int) -> dict[int, torch.Tensor]:
+        """{layer: G} the output-Fisher metric of each layer's MLP output on the base model (output_fisher.py)."""
+        key = ("fisher", tuple(layers), n_texts, corpus.model_dump_json())
+        if key not in self.memo:
+            with self.weights.base_weights():
+                self.memo[key] = output_fisher(self.handle, layers, corpus, n_texts)
+        return self.memo[key]
 
     def second_moment(self, layers: list[int], corpus: CorpusSpec, site: Site = "mlp_out") -> dict[int, torch.Tensor]:
         """C = E[k kᵀ] of the site's input per layer, measured on the base model (memory, then disk cache)."""

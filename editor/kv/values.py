@@ -110,6 +110,7 @@ def optimize_values(
     objective: ValueObjective,
     progress: Callable[[int, float], None] | None = None,
     read_direction: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    step_metric: torch.Tensor | None = None,
 ) -> ValueSolution:
     """Optimize one δ per request (one per key: requests that share their key share it).
 
@@ -118,7 +119,13 @@ def optimize_values(
     gives per request a vector ũ with ũ·k* = 1 (for ROME ũ = C⁻¹k*/(k*ᵀC⁻¹k*)), and the layer's output
     becomes W x + (ũ·x) δ at every token, which is W' x. What the loss sees is then what the edited
     model does, on every template, the KL prompt and every other position alike.
+
+    `step_metric` (P [d_out, d_out], symmetric; only with the normalized_gradient optimizer) turns each
+    gradient g into the step direction P g before it is normalized: steepest descent in the metric P⁻¹
+    (output_fisher.natural_step).
     """
+    if step_metric is not None and objective.optimizer != "normalized_gradient":
+        raise ValueError("a step metric needs the normalized_gradient optimizer")
     device = handle.device
     n = len(requests)
     batch, lay = value_layout(handle.tokenizer, requests, templates, objective.kl_prompt, objective.word_boundary,
@@ -266,6 +273,8 @@ def optimize_values(
         if normalized:
             with torch.no_grad():
                 grad = delta.grad
+                if step_metric is not None:
+                    grad.copy_(grad @ step_metric)
                 grad.mul_((objective.lr * init_norm / grad.norm(dim=1).clamp_min(1e-12))[:, None])
         optimizer.step()
         with torch.no_grad():

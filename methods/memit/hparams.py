@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from suture.editor.kv import CorpusSpec, TemplateSpec, ValueObjective
+from suture.editor.kv.output_fisher import FisherSteps
 from suture.methods.rome.hparams import default_layer
 from suture.methods.shared.least_squares import NullSpace
 from suture.methods.shared.norm_anchor import NormAnchor
@@ -53,6 +54,13 @@ class MemitHParams(BaseModel):
         "generic contexts (each word after each generic prefix) in each layer's solve (subjects of two or more "
         "words); the result's details list the words held")
     norm_anchor: NormAnchor | None = Field(None, description="NAS-style norm-anchored values")
+    # δ is written, scaled by how much each key resembles the subject's, into every position's MLP output:
+    # steps in the metric of how much that moves the model's predictions on ordinary text find a δ that
+    # drifts less for the same target (editor/kv/output_fisher.py). Needs objective.optimizer
+    # "normalized_gradient".
+    value_metric: FisherSteps | None = Field(
+        None, description="value steps in the output-Fisher metric of the layers' MLP outputs (mean over "
+        "the layers), with objective.optimizer 'normalized_gradient'")
 
 
 def default_layers(family: str, n_layers: int, width: int = 4) -> list[int]:

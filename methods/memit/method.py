@@ -16,6 +16,7 @@ from suture.editor.errors import InvalidHyperparametersError
 from suture.editor.handle import ModelHandle
 from suture.editor.kv import compute_keys, optimize_values
 from suture.editor.kv.keys import output_at_subject
+from suture.editor.kv.output_fisher import natural_step
 from suture.editor.verdicts import target_token_checks
 from suture.methods.memit.hparams import MemitHParams, default_layers
 from suture.methods.shared.least_squares import memit_factors, null_space_factors
@@ -58,6 +59,10 @@ class Memit(EditMethod):
             raise InvalidHyperparametersError(
                 "memit: hyperparameter 'rounds_until_written': stops further rounds, but rounds is 1; "
                 "give rounds > 1 (the most rounds to run)")
+        if hparams.value_metric is not None and hparams.objective.optimizer != "normalized_gradient":
+            raise InvalidHyperparametersError(
+                "memit: hyperparameter 'value_metric': needs objective.optimizer 'normalized_gradient' (Adam "
+                "rescales every coordinate of a step, which would undo the metric)")
         if not handle.sites.mlp_out_adds_to_residual and len(hparams.layers) > 1:
             raise InvalidHyperparametersError(
                 f"memit: hyperparameter 'layers': the {handle.sites.family} family normalizes MLP outputs before "
@@ -83,8 +88,9 @@ class Memit(EditMethod):
         deltas, init_values = [], []
         chunks = list(_chunks(requests, hparams.chunk_size))
         details["value_steps"] = []  # per chunk: where an edit's time goes (benchmarks/sequential.py)
+        metric = self._step_metric(ctx, hparams)
         for i, chunk in enumerate(chunks):
-            solution = optimize_values(handle, top, chunk, templates, hparams.objective)
+            solution = optimize_values(handle, top, chunk, templates, hparams.objective, step_metric=metric)
             deltas.append(solution.deltas)
             init_values.append(solution.init_values)
             details["value_steps"].append(solution.steps)
@@ -92,15 +98,26 @@ class Memit(EditMethod):
         delta = torch.cat(deltas)
         if hparams.norm_anchor is not None:
             def solve(probes):  # the values MEMIT writes for the probes at its top layer, on the base weights
-                found = optimize_values(handle, top, probes, templates, hparams.objective)
+                found = optimize_values(handle, top, probes, templates, hparams.objective, step_metric=metric)
                 return found.init_values, found.deltas
 
-            key = json.dumps(["memit", top, hparams.objective.model_dump(mode="json"),
+            metric_spec = None if hparams.value_metric is None else hparams.value_metric.model_dump(mode="json")
+            key = json.dumps(["memit", top, hparams.objective.model_dump(mode="json"), metric_spec,
                               hparams.templates.model_dump(mode="json"), hparams.corpus.model_dump(mode="json")])
             anchor = anchor_norm(ctx, top, hparams.corpus, hparams.norm_anchor, key, solve)
             delta, details["norm_anchor"] = anchor_deltas(delta, torch.cat(init_values), anchor,
                                                           hparams.norm_anchor, [r.label for r in requests])
         return delta, details
+
+    @staticmethod
+    def _step_metric(ctx: EditContext, hparams: MemitHParams) -> torch.Tensor | None:
+        """The value steps' metric: the output Fisher averaged over the layers, each of which writes a share
+        of δ into its MLP output (None: plain steps)."""
+        if hparams.value_metric is None:
+            return None
+        fishers = ctx.output_fisher(hparams.layers, hparams.corpus, hparams.value_metric.n_texts)
+        mean = torch.stack([fishers[layer] for layer in hparams.layers]).mean(0)
+        return natural_step(mean, hparams.value_metric.damping)
 
     def spread(self, ctx: EditContext, requests: list[EditRequest], delta: torch.Tensor,
                hparams: MemitHParams) -> MethodOutput:
