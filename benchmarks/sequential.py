@@ -7,7 +7,8 @@ all edits so far at checkpoints.
 Variants: rome, memit, memit+null (null-space preservation), memit+anchor (norm anchoring),
 memit+anchor+preserve (anchored, earlier edits' keys kept in each solve), memit+preserve, memit+ngd+preserve
 (short values written in two rounds), memit+ngd+preserve+until (a second round only where needed),
-memit+ngd+preserve+until+words (and a subject's last common word held), rome+anchor, rome+null.
+memit+ngd+preserve+until+words (and a subject's last common word held), ...+fisher (value steps in the
+output-Fisher metric), rome+anchor, rome+null.
 At each checkpoint: Efficacy / Paraphrase / Neighborhood over every edit applied so far,
 drift (mean KL and top-1 agreement to the unedited model on reference text), growth of the edited weights
 (largest ‖W‖/‖W₀‖ - 1 and ‖W - W₀‖/‖W₀‖ over them), seconds per edit (mean over all edits so far, and mean
@@ -50,6 +51,13 @@ VARIANTS = {
     # The same, with the keys of a subject's last common word held in each solve (preserve_subject_words).
     "memit+ngd+preserve+until+words": ("memit", {**NGD_PRESERVE, "rounds_until_written": True,
                                                  "preserve_subject_words": 1.0}),
+    # The same, the value steps taken in the output-Fisher metric (value_metric): δ that drifts less.
+    "memit+ngd+preserve+until+words+fisher": ("memit", {**NGD_PRESERVE, "rounds_until_written": True,
+                                                        "preserve_subject_words": 1.0, "value_metric": {}}),
+    # The same, each value orthogonal to the mean direction of the earlier values (orthogonal_to_shared_value).
+    "memit+ngd+preserve+until+words+orth": ("memit", {**NGD_PRESERVE, "rounds_until_written": True,
+                                                      "preserve_subject_words": 1.0,
+                                                      "orthogonal_to_shared_value": True}),
 }
 
 

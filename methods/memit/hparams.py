@@ -54,6 +54,10 @@ class MemitHParams(BaseModel):
         "generic contexts (each word after each generic prefix) in each layer's solve (subjects of two or more "
         "words); the result's details list the words held")
     norm_anchor: NormAnchor | None = Field(None, description="NAS-style norm-anchored values")
+    # Values share a direction; over many sequential edits it adds up in step (methods/shared/shared_value.py).
+    orthogonal_to_shared_value: bool = Field(
+        False, description="optimize each value orthogonal to the mean direction of earlier edits' values "
+        "(sequential editing; with objective.optimizer 'normalized_gradient')")
     # δ is written, scaled by how much each key resembles the subject's, into every position's MLP output:
     # steps in the metric of how much that moves the model's predictions on ordinary text find a δ that
     # drifts less for the same target (editor/kv/output_fisher.py). Needs objective.optimizer

@@ -22,6 +22,7 @@ from suture.methods.memit.hparams import MemitHParams, default_layers
 from suture.methods.shared.least_squares import memit_factors, null_space_factors
 from suture.methods.shared.norm_anchor import anchor_deltas, anchor_norm
 from suture.methods.shared.preserved_keys import cached_projector, earlier_keys_gram, sum_grams
+from suture.methods.shared.shared_value import ARTIFACT, orthogonal_steps, shared_value_direction
 from suture.methods.shared.subject_words import common_last_words, subject_word_gram
 
 
@@ -59,6 +60,10 @@ class Memit(EditMethod):
             raise InvalidHyperparametersError(
                 "memit: hyperparameter 'rounds_until_written': stops further rounds, but rounds is 1; "
                 "give rounds > 1 (the most rounds to run)")
+        if hparams.orthogonal_to_shared_value and hparams.objective.optimizer != "normalized_gradient":
+            raise InvalidHyperparametersError(
+                "memit: hyperparameter 'orthogonal_to_shared_value': needs objective.optimizer "
+                "'normalized_gradient' (the projection acts on each step)")
         if hparams.value_metric is not None and hparams.objective.optimizer != "normalized_gradient":
             raise InvalidHyperparametersError(
                 "memit: hyperparameter 'value_metric': needs objective.optimizer 'normalized_gradient' (Adam "
@@ -74,6 +79,8 @@ class Memit(EditMethod):
         delta, details = self.target_deltas(ctx, requests, hparams)
         output = self.spread(ctx, requests, delta, hparams)
         output.details = {**details, **output.details}
+        if hparams.orthogonal_to_shared_value:
+            output.artifacts[ARTIFACT] = torch.nn.functional.normalize(delta, dim=1).cpu()
         return output
 
     def target_deltas(self, ctx: EditContext, requests: list[EditRequest],
@@ -89,6 +96,11 @@ class Memit(EditMethod):
         chunks = list(_chunks(requests, hparams.chunk_size))
         details["value_steps"] = []  # per chunk: where an edit's time goes (benchmarks/sequential.py)
         metric = self._step_metric(ctx, hparams)
+        if hparams.orthogonal_to_shared_value:
+            shared = shared_value_direction(ctx)
+            details["shared_value_direction"] = shared is not None  # False: too few earlier values yet
+            if shared is not None:
+                metric = orthogonal_steps(shared.to(handle.device), metric)
         for i, chunk in enumerate(chunks):
             solution = optimize_values(handle, top, chunk, templates, hparams.objective, step_metric=metric)
             deltas.append(solution.deltas)
