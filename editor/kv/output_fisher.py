@@ -20,11 +20,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from suture.editor.handle import ModelHandle
+from suture.editor.kv.capture import hooks
 from suture.editor.kv.corpus import CorpusSpec, corpus_fingerprint, load_corpus
+from suture.editor.kv.stats import cached_per_layer
 from suture.editor.paths import cache_dir
 from suture.editor.progress import check_cancelled
 
@@ -52,7 +53,7 @@ def _add_probe(probes: dict[int, torch.Tensor], layer: int):
 def _accumulate(handle: ModelHandle, layers: list[int], texts: list[str], max_tokens: int, seed: int):
     """{layer: Σ_t g_t g_tᵀ (float64)} and the number of positions, over `texts`."""
     modules = {layer: handle.model.get_submodule(handle.sites.mlp_out_path(layer)) for layer in layers}
-    sums = {layer: torch.zeros(0) for layer in layers}
+    sums: dict[int, torch.Tensor] = {}
     count = 0
     generator = torch.Generator(device=handle.device).manual_seed(seed)
     for start in tqdm(range(0, len(texts), FISHER_BATCH), desc=f"output Fisher, layers {layers}", leave=False):
@@ -60,21 +61,16 @@ def _accumulate(handle: ModelHandle, layers: list[int], texts: list[str], max_to
         enc = handle.tokenizer(texts[start:start + FISHER_BATCH], return_tensors="pt", padding=True,
                                truncation=True, max_length=max_tokens).to(handle.device)
         probes: dict[int, torch.Tensor] = {}
-        handles = [modules[layer].register_forward_hook(_add_probe(probes, layer)) for layer in layers]
-        try:
-            with torch.enable_grad():
-                logits = handle.model(**enc, use_cache=False).logits.float()
-                logp = F.log_softmax(logits, dim=-1)
-                sampled = torch.multinomial(logp.detach().exp().flatten(0, 1), 1, generator=generator)
-                mask = enc["attention_mask"].bool()
-                picked = logp.flatten(0, 1).gather(1, sampled).view(mask.shape)
-                grads = torch.autograd.grad(picked[mask].sum(), [probes[layer] for layer in layers])
-        finally:
-            for hook in handles:
-                hook.remove()
+        with hooks(*(modules[layer].register_forward_hook(_add_probe(probes, layer)) for layer in layers)), \
+                torch.enable_grad():
+            logp = F.log_softmax(handle.model(**enc, use_cache=False).logits.float(), dim=-1)
+            sampled = torch.multinomial(logp.detach().exp().flatten(0, 1), 1, generator=generator)
+            mask = enc["attention_mask"].bool()
+            picked = logp.flatten(0, 1).gather(1, sampled).view(mask.shape)
+            grads = torch.autograd.grad(picked[mask].sum(), [probes[layer] for layer in layers])
         for layer, grad in zip(layers, grads, strict=True):
             g = grad[mask].double()
-            sums[layer] = g.T @ g if sums[layer].numel() == 0 else sums[layer] + g.T @ g
+            sums[layer] = sums.get(layer, 0) + g.T @ g
         count += int(mask.sum())
     return sums, count
 
@@ -87,26 +83,14 @@ def output_fisher(handle: ModelHandle, layers: list[int], spec: CorpusSpec | Non
     spec = spec or CorpusSpec()
     texts = load_corpus(handle, spec)[:n_texts]
     corpus_fp = corpus_fingerprint(texts)
-    result: dict[int, torch.Tensor] = {}
-    missing = []
-    for layer in layers:
-        path = _cache_path(handle, layer, corpus_fp, spec, len(texts), seed)
-        if path.is_file():
-            result[layer] = load_file(path)["fisher"].to(handle.device)
-        else:
-            missing.append(layer)
-    if missing:
+
+    def compute(missing: list[int]):
         sums, count = _accumulate(handle, missing, texts, spec.max_tokens, seed)
-        for layer in missing:
-            fisher = (sums[layer] / count).float()
-            path = _cache_path(handle, layer, corpus_fp, spec, len(texts), seed)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            save_file({"fisher": fisher.cpu().contiguous()}, str(tmp),
-                      metadata={"positions": str(count), "texts": str(len(texts)), "corpus_sha256": corpus_fp})
-            tmp.replace(path)
-            result[layer] = fisher
-    return result
+        return {layer: (sums[layer] / count).float() for layer in missing}, count
+
+    return cached_per_layer(
+        layers, lambda layer: _cache_path(handle, layer, corpus_fp, spec, len(texts), seed), "fisher",
+        handle.device, compute, {"texts": str(len(texts)), "corpus_sha256": corpus_fp})
 
 
 def natural_step(fisher: torch.Tensor, damping: float) -> torch.Tensor:

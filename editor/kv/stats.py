@@ -8,6 +8,8 @@ pass. The pass stops at the highest requested layer; sums are kept in float64.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -70,28 +72,38 @@ def _accumulate(handle: ModelHandle, site: Site, layers: list[int], texts: list[
     return {layer: (total / count).float() for layer, total in sums.items()}, count
 
 
+def cached_per_layer(layers: list[int], path_of: Callable[[int], Path], name: str, device,
+                     compute: Callable[[list[int]], tuple[dict[int, torch.Tensor], int]],
+                     metadata: dict[str, str]) -> dict[int, torch.Tensor]:
+    """{layer: tensor} read from `path_of(layer)` where cached; the layers not cached are computed together by
+    `compute(missing) -> ({layer: tensor}, count)` and written (through a temporary file, so a killed run
+    leaves no truncated cache) with `metadata` and the count."""
+    result: dict[int, torch.Tensor] = {}
+    missing = []
+    for layer in layers:
+        if path_of(layer).is_file():
+            result[layer] = load_file(path_of(layer))[name].to(device)
+        else:
+            missing.append(layer)
+    if missing:
+        computed, count = compute(missing)
+        for layer, value in computed.items():
+            path = path_of(layer)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            save_file({name: value.cpu().contiguous()}, str(tmp), metadata={**metadata, "count": str(count)})
+            tmp.replace(path)
+            result[layer] = value
+    return result
+
+
 def second_moment(handle: ModelHandle, layers: list[int], spec: CorpusSpec | None = None,
                   site: Site = "mlp_out") -> dict[int, torch.Tensor]:
     """{layer: C} with C = E[k kᵀ] over every token of the corpus, loaded from cache when present."""
     spec = spec or CorpusSpec()
     texts = load_corpus(handle, spec)
     corpus_fp = corpus_fingerprint(texts)
-    result: dict[int, torch.Tensor] = {}
-    missing = []
-    for layer in layers:
-        path = _cache_path(handle, site, layer, corpus_fp, spec)
-        if path.is_file():
-            result[layer] = load_file(path)["mom2"].to(handle.device)
-        else:
-            missing.append(layer)
-    if missing:
-        computed, count = _accumulate(handle, site, missing, texts, spec.max_tokens)
-        for layer, mom2 in computed.items():
-            path = _cache_path(handle, site, layer, corpus_fp, spec)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            save_file({"mom2": mom2.cpu().contiguous()}, str(tmp),
-                      metadata={"tokens": str(count), "texts": str(len(texts)), "corpus_sha256": corpus_fp})
-            tmp.replace(path)
-            result[layer] = mom2
-    return result
+    return cached_per_layer(
+        layers, lambda layer: _cache_path(handle, site, layer, corpus_fp, spec), "mom2", handle.device,
+        lambda missing: _accumulate(handle, site, missing, texts, spec.max_tokens),
+        {"texts": str(len(texts)), "corpus_sha256": corpus_fp})

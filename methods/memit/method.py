@@ -60,14 +60,13 @@ class Memit(EditMethod):
             raise InvalidHyperparametersError(
                 "memit: hyperparameter 'rounds_until_written': stops further rounds, but rounds is 1; "
                 "give rounds > 1 (the most rounds to run)")
-        if hparams.orthogonal_to_shared_value and hparams.objective.optimizer != "normalized_gradient":
+        # Both act on each value step's direction, which Adam's per-coordinate rescaling would undo.
+        step_options = [name for name, given in (("orthogonal_to_shared_value", hparams.orthogonal_to_shared_value),
+                                                 ("value_metric", hparams.value_metric is not None)) if given]
+        if step_options and hparams.objective.optimizer != "normalized_gradient":
             raise InvalidHyperparametersError(
-                "memit: hyperparameter 'orthogonal_to_shared_value': needs objective.optimizer "
-                "'normalized_gradient' (the projection acts on each step)")
-        if hparams.value_metric is not None and hparams.objective.optimizer != "normalized_gradient":
-            raise InvalidHyperparametersError(
-                "memit: hyperparameter 'value_metric': needs objective.optimizer 'normalized_gradient' (Adam "
-                "rescales every coordinate of a step, which would undo the metric)")
+                f"memit: hyperparameter '{step_options[0]}': needs objective.optimizer 'normalized_gradient' "
+                "(Adam rescales every coordinate of a step, which would undo it)")
         if not handle.sites.mlp_out_adds_to_residual and len(hparams.layers) > 1:
             raise InvalidHyperparametersError(
                 f"memit: hyperparameter 'layers': the {handle.sites.family} family normalizes MLP outputs before "
@@ -95,7 +94,8 @@ class Memit(EditMethod):
         deltas, init_values = [], []
         chunks = list(_chunks(requests, hparams.chunk_size))
         details["value_steps"] = []  # per chunk: where an edit's time goes (benchmarks/sequential.py)
-        metric = self._step_metric(ctx, hparams)
+        fisher = self._step_metric(ctx, hparams)
+        metric = fisher
         if hparams.orthogonal_to_shared_value:
             shared = shared_value_direction(ctx)
             details["shared_value_direction"] = shared is not None  # False: too few earlier values yet
@@ -110,7 +110,8 @@ class Memit(EditMethod):
         delta = torch.cat(deltas)
         if hparams.norm_anchor is not None:
             def solve(probes):  # the values MEMIT writes for the probes at its top layer, on the base weights
-                found = optimize_values(handle, top, probes, templates, hparams.objective, step_metric=metric)
+                # the anchor is cached per settings: the probes take no direction of this session's ledger
+                found = optimize_values(handle, top, probes, templates, hparams.objective, step_metric=fisher)
                 return found.init_values, found.deltas
 
             metric_spec = None if hparams.value_metric is None else hparams.value_metric.model_dump(mode="json")
