@@ -8,7 +8,8 @@ Variants: rome, memit, memit+null (null-space preservation), memit+anchor (norm 
 memit+anchor+preserve (anchored, earlier edits' keys kept in each solve), memit+preserve, memit+ngd+preserve
 (short values written in two rounds), memit+ngd+preserve+until (a second round only where needed),
 memit+ngd+preserve+until+words (and a subject's last common word held), ...+fisher (value steps in the
-output-Fisher metric), rome+anchor, rome+null.
+output-Fisher metric), ...+orth (each value orthogonal to the earlier values' shared direction), ...+orth+mean
+(and the corpus mean key held in each solve), rome+anchor, rome+null.
 At each checkpoint: Efficacy / Paraphrase / Neighborhood over every edit applied so far,
 drift (mean KL and top-1 agreement to the unedited model on reference text), growth of the edited weights
 (largest ‖W‖/‖W₀‖ - 1 and ‖W - W₀‖/‖W₀‖ over them), seconds per edit (mean over all edits so far, and mean
@@ -58,6 +59,11 @@ VARIANTS = {
     "memit+ngd+preserve+until+words+orth": ("memit", {**NGD_PRESERVE, "rounds_until_written": True,
                                                       "preserve_subject_words": 1.0,
                                                       "orthogonal_to_shared_value": True}),
+    # The same, the corpus mean key held in each solve (preserve_mean_key): less of one shift to every position.
+    "memit+ngd+preserve+until+words+orth+mean": ("memit", {**NGD_PRESERVE, "rounds_until_written": True,
+                                                           "preserve_subject_words": 1.0,
+                                                           "orthogonal_to_shared_value": True,
+                                                           "preserve_mean_key": 10.0}),
 }
 
 

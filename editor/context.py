@@ -11,6 +11,7 @@ from suture.editor.deltas import WeightBook
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.anchors import mean_output_norm
 from suture.editor.kv.corpus import CorpusSpec
+from suture.editor.kv.key_mean import mean_key
 from suture.editor.kv.output_fisher import output_fisher
 from suture.editor.kv.stats import Site, second_moment
 from suture.editor.kv.templates import TemplateSpec, context_templates
@@ -60,6 +61,15 @@ class EditContext:
         if key not in self.memo:
             with self.weights.base_weights():
                 self.memo[key] = output_fisher(self.handle, layers, corpus, n_texts)
+        return self.memo[key]
+
+    def mean_key(self, layers: list[int], corpus: CorpusSpec) -> dict[int, torch.Tensor]:
+        """{layer: μ} the mean MLP key of each layer on the base model, each text's first position left out
+        (key_mean.py; memory, then disk cache)."""
+        key = ("mean_key", tuple(layers), corpus.model_dump_json())
+        if key not in self.memo:
+            with self.weights.base_weights():
+                self.memo[key] = mean_key(self.handle, layers, corpus)
         return self.memo[key]
 
     def second_moment(self, layers: list[int], corpus: CorpusSpec, site: Site = "mlp_out") -> dict[int, torch.Tensor]:

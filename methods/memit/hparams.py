@@ -53,6 +53,13 @@ class MemitHParams(BaseModel):
         None, gt=0, le=1e6, description="w: weight of the keys of each subject's last word, a common word, in "
         "generic contexts (each word after each generic prefix) in each layer's solve (subjects of two or more "
         "words); the result's details list the words held")
+    # Every position's key shares the mean key μ, so ΔW μ is one shift added to every position's MLP output;
+    # over a sequential run it carries a fifth of the drift (editor/kv/key_mean.py). λC already holds μ with
+    # weight λ (C = Σ + μμᵀ): this adds w·λ·μμᵀ to each layer's solve.
+    preserve_mean_key: float | None = Field(
+        None, gt=0, le=1e6, description="w: extra weight, in units of λ, of the corpus mean key μμᵀ in each "
+        "layer's solve, so the update adds less of one shift to every position's output; not with null_space, "
+        "whose projection already keeps the update off the covariance's leading directions, where μ lies")
     norm_anchor: NormAnchor | None = Field(None, description="NAS-style norm-anchored values")
     # Values share a direction; over many sequential edits it adds up in step (methods/shared/shared_value.py).
     orthogonal_to_shared_value: bool = Field(

@@ -56,6 +56,10 @@ class Memit(EditMethod):
             raise InvalidHyperparametersError(
                 "memit: hyperparameter 'preserve_earlier': null_space already carries earlier edits' keys; "
                 "give one of the two")
+        if hparams.preserve_mean_key is not None and hparams.null_space is not None:
+            raise InvalidHyperparametersError(
+                "memit: hyperparameter 'preserve_mean_key': null_space already keeps the update off the key "
+                "covariance's leading directions, where the mean key lies; give one of the two")
         if hparams.rounds_until_written and hparams.rounds == 1:
             raise InvalidHyperparametersError(
                 "memit: hyperparameter 'rounds_until_written': stops further rounds, but rounds is 1; "
@@ -75,6 +79,8 @@ class Memit(EditMethod):
 
     def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: MemitHParams) -> MethodOutput:
         ctx.second_moment(hparams.layers, hparams.corpus)  # statistics fail before the costly values
+        if hparams.preserve_mean_key is not None:
+            ctx.mean_key(hparams.layers, hparams.corpus)
         delta, details = self.target_deltas(ctx, requests, hparams)
         output = self.spread(ctx, requests, delta, hparams)
         output.details = {**details, **output.details}
@@ -178,14 +184,19 @@ class Memit(EditMethod):
     def _factors(self, ctx: EditContext, layer: int, keys, share, mom2, hparams: MemitHParams,
                  word_gram: torch.Tensor | None = None):
         """The layer's update; `word_gram` (K_wK_wᵀ of the subjects' last words, or None) is held with weight
-        `preserve_subject_words` beside the earlier edits' keys."""
+        `preserve_subject_words` beside the earlier edits' keys, and the mean key with `preserve_mean_key`·λ."""
         words = None if word_gram is None else hparams.preserve_subject_words * word_gram
         if hparams.null_space is None:
+            weight = hparams.mom2_weight_per_dim * mom2.shape[0]
             gram = earlier_keys_gram(ctx, layer) if hparams.preserve_earlier is not None else None
             if gram is not None:
                 gram = hparams.preserve_earlier * gram
-            held = sum_grams(gram, words)
-            return memit_factors(keys, share, mom2, hparams.mom2_weight_per_dim * mom2.shape[0], held)
+            mean = None
+            if hparams.preserve_mean_key is not None:
+                mu = ctx.mean_key(hparams.layers, hparams.corpus)[layer].double()
+                mean = hparams.preserve_mean_key * weight * torch.outer(mu, mu)
+            held = sum_grams(gram, words, mean)
+            return memit_factors(keys, share, mom2, weight, held)
         projector = cached_projector(ctx, layer, mom2, hparams.null_space)
         earlier = earlier_keys_gram(ctx, layer)
         return null_space_factors(keys, share, projector, sum_grams(earlier, words), hparams.null_space)
