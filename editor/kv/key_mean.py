@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from suture.editor.errors import InvalidHyperparametersError
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.corpus import CorpusSpec, corpus_fingerprint, load_corpus
 from suture.editor.kv.stats import cached_per_layer, key_batches
@@ -43,7 +44,8 @@ def _accumulate(handle: ModelHandle, layers: list[int], texts: list[str], max_to
             sums[layer] = sums.get(layer, 0) + keys[layer][later].sum(0)
         count += int(later.sum())
     if count == 0:
-        raise ValueError("mean key: the corpus texts have no position after their first token")
+        raise InvalidHyperparametersError(
+            "corpus: the statistics texts have no position after their first token, so no mean key")
     return {layer: (total / count).float() for layer, total in sums.items()}, count
 
 
