@@ -55,7 +55,8 @@ class MemitHParams(BaseModel):
         "words); the result's details list the words held")
     # Every position's key shares the mean key μ, so ΔW μ is one shift added to every position's MLP output;
     # over a sequential run it carries a fifth of the drift (editor/kv/key_mean.py). λC already holds μ with
-    # weight λ (C = Σ + μμᵀ): this adds w·λ·μμᵀ to each layer's solve.
+    # weight λ (C = Σ + μμᵀ): this adds w·λ·μμᵀ to each layer's solve. Measured with w=10 over 250 sequential
+    # edits: no less drift than without (BENCHMARKS.md, "Holding the mean key"); off by default.
     preserve_mean_key: float | None = Field(
         None, gt=0, le=1e6, description="w: extra weight, in units of λ, of the corpus mean key μμᵀ in each "
         "layer's solve, so the update adds less of one shift to every position's output; not with null_space, "
