@@ -19,17 +19,14 @@ import torch
 from suture.editor.errors import InvalidHyperparametersError
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.corpus import CorpusSpec, corpus_fingerprint, load_corpus
-from suture.editor.kv.stats import cached_per_layer, key_batches
-from suture.editor.paths import cache_dir
+from suture.editor.kv.stats import cached_per_layer, key_batches, layer_cache_path
 
 DEFAULT_TEXTS = 200  # ~25,000 positions at 128 tokens: the mean's standard error is ~1% of a key's spread
 
 
 def _cache_path(handle: ModelHandle, layer: int, corpus_fp: str, spec: CorpusSpec, n_texts: int):
-    module = handle.sites.mlp_out_path(layer).replace(".", "_")
-    dtype = str(handle.dtype).removeprefix("torch.")
-    name = f"{module}-mean-nofirst-corpus{corpus_fp[:16]}-n{n_texts}-t{spec.max_tokens}-{dtype}.safetensors"
-    return cache_dir("stats") / handle.cache_key[:16] / name
+    return layer_cache_path(handle, handle.sites.mlp_out_path(layer),
+                            ["mean-nofirst", f"corpus{corpus_fp[:16]}", f"n{n_texts}", f"t{spec.max_tokens}"])
 
 
 @torch.no_grad()

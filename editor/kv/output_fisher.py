@@ -25,19 +25,15 @@ from tqdm.auto import tqdm
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import hooks
 from suture.editor.kv.corpus import CorpusSpec, corpus_fingerprint, load_corpus
-from suture.editor.kv.stats import cached_per_layer
-from suture.editor.paths import cache_dir
+from suture.editor.kv.stats import cached_per_layer, layer_cache_path
 from suture.editor.progress import check_cancelled
 
 FISHER_BATCH = 8  # texts per forward and backward pass
 
 
 def _cache_path(handle: ModelHandle, layer: int, corpus_fp: str, spec: CorpusSpec, n_texts: int, seed: int):
-    module = handle.sites.mlp_out_path(layer).replace(".", "_")
-    dtype = str(handle.dtype).removeprefix("torch.")
-    name = (f"{module}-fisher-corpus{corpus_fp[:16]}-n{n_texts}-t{spec.max_tokens}-s{seed}-{dtype}"
-            ".safetensors")
-    return cache_dir("stats") / handle.cache_key[:16] / name
+    return layer_cache_path(handle, handle.sites.mlp_out_path(layer),
+                            ["fisher", f"corpus{corpus_fp[:16]}", f"n{n_texts}", f"t{spec.max_tokens}", f"s{seed}"])
 
 
 def _add_probe(probes: dict[int, torch.Tensor], layer: int):

@@ -29,11 +29,17 @@ def _module_path(handle: ModelHandle, site: Site, layer: int) -> str:
     return handle.sites.mlp_out_path(layer) if site == "mlp_out" else handle.sites.attn_out_path(layer)
 
 
-def _cache_path(handle: ModelHandle, site: Site, layer: int, corpus_fp: str, spec: CorpusSpec):
-    module = _module_path(handle, site, layer).replace(".", "_")
+def layer_cache_path(handle: ModelHandle, module_path: str, tags: list[str]) -> Path:
+    """Where a per-layer statistic is cached: under the base weights' fingerprint, a file named by the module,
+    `tags` (what the numbers were computed from: kind, corpus fingerprint, sizes, seed) and the dtype."""
     dtype = str(handle.dtype).removeprefix("torch.")
-    name = f"{module}-corpus{corpus_fp[:16]}-n{spec.n_samples}-t{spec.max_tokens}-{dtype}.safetensors"
+    name = "-".join([module_path.replace(".", "_"), *tags, dtype]) + ".safetensors"
     return cache_dir("stats") / handle.cache_key[:16] / name
+
+
+def _cache_path(handle: ModelHandle, site: Site, layer: int, corpus_fp: str, spec: CorpusSpec):
+    return layer_cache_path(handle, _module_path(handle, site, layer),
+                            [f"corpus{corpus_fp[:16]}", f"n{spec.n_samples}", f"t{spec.max_tokens}"])
 
 
 KEY_BATCH = 16  # texts per forward pass when reading a corpus's keys
