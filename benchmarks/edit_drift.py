@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                "paraphrase": scores.paraphrase, "neighborhood": scores.neighborhood,
                "passed": all(v.passed for v in result.verdicts) if result.verdicts else None,
                "update_norms": [d.norm for d in result.deltas], "seconds": seconds,
-               "value_steps": result.details.get("value_steps"), "residual_left": result.details.get("residual_left")}
+               "value_steps": result.details.get("value_steps"), "residual_left": result.details.get("residual_left"),
+               "write_scale": result.details.get("write_scale")}
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.out:

@@ -60,6 +60,12 @@ class WeightDelta:
     def norm(self) -> float:
         return float(self.materialize().float().norm())
 
+    def scaled(self, factor: float) -> WeightDelta:
+        """The same change times `factor` (a low-rank delta keeps its rank: only `left` is scaled)."""
+        if self.dense is not None:
+            return WeightDelta(self.module, self.param, dense=self.dense * factor, create=self.create)
+        return WeightDelta(self.module, self.param, self.left * factor, self.right, create=self.create)
+
     def to(self, device: torch.device | str) -> WeightDelta:
         move = (lambda t: None if t is None else t.to(device))  # noqa: E731
         return WeightDelta(self.module, self.param, move(self.left), move(self.right), move(self.dense), self.create)

@@ -9,6 +9,7 @@ from suture.editor.kv import CorpusSpec, TemplateSpec, ValueObjective
 from suture.editor.kv.output_fisher import FisherSteps
 from suture.methods.rome.hparams import default_layer
 from suture.methods.shared.least_squares import NullSpace
+from suture.methods.shared.least_write import LeastWrite
 from suture.methods.shared.norm_anchor import NormAnchor
 
 
@@ -62,6 +63,12 @@ class MemitHParams(BaseModel):
         "layer's solve, so the update adds less of one shift to every position's output; not with null_space, "
         "whose projection already keeps the update off the covariance's leading directions, where μ lies")
     norm_anchor: NormAnchor | None = Field(None, description="NAS-style norm-anchored values")
+    # Drift goes with the square of an edit's size, and the solves overshoot what the rewrite prompt needs
+    # (methods/shared/least_write.py). Meant for sequential single edits: a batch shares one scale, set by
+    # its hardest request, and stays at 1 unless every request is written.
+    least_write: LeastWrite | None = Field(
+        None, description="scale the update down to the least multiple at which every target is still the "
+        "greedy answer on its rewrite prompt, times 1 + headroom; the result's details give write_scale")
     # Values share a direction; over many sequential edits it adds up in step (methods/shared/shared_value.py).
     orthogonal_to_shared_value: bool = Field(
         False, description="optimize each value orthogonal to the mean direction of earlier edits' values "

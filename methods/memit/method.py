@@ -20,6 +20,7 @@ from suture.editor.kv.output_fisher import natural_step
 from suture.editor.verdicts import target_token_checks
 from suture.methods.memit.hparams import MemitHParams, default_layers
 from suture.methods.shared.least_squares import memit_factors, null_space_factors
+from suture.methods.shared.least_write import least_written_scale
 from suture.methods.shared.norm_anchor import anchor_deltas, anchor_norm
 from suture.methods.shared.preserved_keys import cached_projector, earlier_keys_gram, sum_grams
 from suture.methods.shared.shared_value import ARTIFACT, orthogonal_steps, shared_value_direction
@@ -173,10 +174,16 @@ class Memit(EditMethod):
                     kept_keys[layer] = keys.cpu()  # the last round's: the keys the written weights answer to
                     ctx.report("layers", (round_index * len(layers) + position + 1) / total)
                 rounds_done += 1
+            scale = None
+            if hparams.least_write is not None:
+                scale = least_written_scale(trial, out, lambda: _all_written(handle, requests), hparams.least_write)
+                out = [delta.scaled(scale) for delta in out]
             ctx.report("layers", 1.0)
             final_missing = targets - output_at_subject(handle, site, requests)
         residual_left = float(final_missing.norm(dim=1).mean() / delta.norm(dim=1).mean().clamp_min(1e-12))
         details = {"residual_left": residual_left, "rounds": rounds_done}
+        if scale is not None:
+            details["write_scale"] = scale  # the edit as written, against what the solves gave (1)
         if hparams.preserve_subject_words is not None:
             details["subject_words"] = held_words  # the words held (empty: the option changed nothing)
         return MethodOutput(out, details, artifacts={"keys": kept_keys})
