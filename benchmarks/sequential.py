@@ -87,7 +87,7 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
 
     method, hparams = VARIANTS[variant]
     hparams = {**hparams, **extra.get(method, {})}
-    rows, times, steps, passed, applied, last = [], [], [], [], 0, 0
+    rows, times, steps, passed, scales, applied, last = [], [], [], [], [], 0, 0
     base_cache: dict = {}  # the unedited model's answers, kept across checkpoints
     run = {"variant": variant, "hparams": json.dumps(hparams, sort_keys=True), "batch_size": batch_size,
            "cases": [f"{c.id}|{c.text}|{c.target_new}" for c in cases]}
@@ -100,6 +100,7 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
         rows, times, steps, applied, last = (json.loads(saved["rows"]), saved["times"], saved["steps"],
                                              saved["applied"], saved["applied"])
         passed = saved.get("passed", [None] * applied)  # sessions saved before verdicts were kept
+        scales = saved.get("scales", [None] * applied)  # and before least_write
         pre_neighborhood = saved["pre_neighborhood"]
         print(f"continuing from {applied} edits ({state})", flush=True)
     else:
@@ -111,6 +112,7 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
         times += [(time.perf_counter() - started) / len(batch)] * len(batch)
         steps += [_most(result.details.get("value_steps"))] * len(batch)
         passed += [v.passed for v in result.verdicts] if result.verdicts else [None] * len(batch)
+        scales += [_mean(_flat(result.details.get("write_scale")))] * len(batch)
         applied += len(batch)
         if drift_rows is not None:
             _append_drift(drift_rows, applied, batch, measure_drift(editor))
@@ -133,7 +135,9 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
                          # Written when made (its verdict at the time) against kept (efficacy now): an edit
                          # that never took and one a later edit undid are different failures.
                          "verdicts_passed_window": _mean(passed[last:applied]),
-                         "verdicts_passed": _mean(passed)})
+                         "verdicts_passed": _mean(passed),
+                         # least_write: the mean scale the window's edits were written at (None: option off)
+                         "write_scale_window_mean": _mean(scales[last:applied])})
             if generated_args is not None:
                 judged = generated_sample(cases[:applied], generated_args.generated_sample)
                 rows[-1].update(generated_row(editor, judged, generated_args, base_cache, edits=applied))
@@ -143,7 +147,8 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
             last = applied
             if state is not None:
                 editor.save_session(state, extra={"run": run, "rows": json.dumps(rows), "times": times,
-                                                  "steps": steps, "passed": passed, "applied": applied,
+                                                  "steps": steps, "passed": passed, "scales": scales,
+                                                  "applied": applied,
                                                   "pre_neighborhood": pre_neighborhood})
     editor.reset()
     return rows
@@ -162,6 +167,13 @@ def _most(found) -> int | None:
         inner = [_most(item) for item in found]
         return max((i for i in inner if i is not None), default=None)
     return found if isinstance(found, int) else None
+
+
+def _flat(found) -> list[float]:
+    """The numbers in a detail nested per group and per chunk."""
+    if isinstance(found, list):
+        return [x for item in found for x in _flat(item)]
+    return [float(found)] if isinstance(found, int | float) else []
 
 
 def _mean(values: list) -> float | None:

@@ -31,6 +31,7 @@ def test_rows_report_growth_window_time_and_a_bounded_generated_sample(tmp_path)
         assert row["norm_growth_max"] > -1 and row["weight_change_max"] > 0
         assert row["seconds_per_edit_window"] > 0 and row["seconds_per_edit_window_median"] > 0
         assert 1 <= row["value_steps_window_mean"] <= OBJECTIVE["steps"]
+        assert row["write_scale_window_mean"] is None  # least_write off
     assert [r["gen_cases"] for r in rows] == [1, 2]  # three edits so far, a sample of two judged
     assert not editor.ledger  # the variant reverts what it applied
 
@@ -47,6 +48,16 @@ def test_drift_rows_give_one_line_per_apply_ending_at_the_checkpoints_drift(tmp_
     assert [line["cases"] for line in lines] == [[c.id] for c in cases[:3]]
     assert lines[-1]["drift_kl"] == pytest.approx(rows[-1]["drift_kl"], abs=1e-6)
     assert all(len(line["kl_per_position"]) == len(lines[0]["kl_per_position"]) > 0 for line in lines)
+
+
+def test_rows_give_the_scale_least_write_wrote_at():
+    editor = Editor.from_model(*tiny_model("llama"))
+    cases = [r.model_copy(update={"target_true": r.target_true or "Paris", "paraphrases": [r.text],
+                                  "neighbors": ["The capital of Spain is"]}) for r in REQUESTS]
+    rows = sequential.run_variant(editor, cases, "memit+null", 1, [2],
+                                  {"memit": {"layers": [1, 2], "objective": OBJECTIVE, "least_write": {}, **BASE}})
+    # the tiny model never says its targets: an edit that did not take is written whole
+    assert rows[0]["write_scale_window_mean"] == 1.0
 
 
 def test_generated_sample_is_seeded_and_ordered():
