@@ -19,8 +19,7 @@ from suture.editor.errors import GateFailedError, NothingToRevertError
 from suture.editor.gate import Gate
 from suture.editor.generation import refuse_unusable_prompts
 from suture.editor.handle import ModelHandle, load_model
-from suture.editor.kv.shared_keys import key_groups
-from suture.editor.ledger import EditResult, LedgerEntry
+from suture.editor.ledger import EditResult, InProgressEntry, LedgerEntry
 from suture.editor.lengths import refuse_overlong
 from suture.editor.noop import split_noops
 from suture.editor.progress import generation_stoppers
@@ -37,7 +36,12 @@ class Editor:
         self.handle = handle
         self.weights = WeightBook(handle.model)
         self.ledger: list[LedgerEntry] = []
-        self.context = EditContext(handle, self.weights, history=lambda: self.ledger)
+        self._in_progress: InProgressEntry | None = None
+        self.context = EditContext(handle, self.weights, history=self._history)
+
+    def _history(self) -> list[LedgerEntry | InProgressEntry]:
+        """The ledger, and while an edit is applied in several calls, what its earlier calls kept."""
+        return self.ledger if self._in_progress is None else [*self.ledger, self._in_progress]
 
     @classmethod
     def load(cls, ref: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None) -> Editor:
@@ -90,27 +94,30 @@ class Editor:
         if noops and not requests:  # nothing to change: no weights written, no ledger entry
             return EditResult(id=uuid.uuid4().hex[:12], method=method, hparams=resolved.model_dump(mode="json"),
                               requests=[], deltas=[], seconds=time.perf_counter() - started, details={"noop": noops})
-        self.context.progress = progress
+        entry_id = uuid.uuid4().hex[:12]
         applied = []
         details: dict[str, Any] = {}
         artifacts: dict[str, Any] = {}
         hints: dict[int, str] = {}
         try:
-            # One key can hold one value: a one-at-a-time method sees requests that share their key together
-            # (editor/kv/shared_keys.py), and writes one value for all of them.
-            groups = key_groups(requests) if impl.one_request_at_a_time else [list(range(len(requests)))]
+            # The method says how its compute calls split the requests (one-at-a-time methods: one call per
+            # key, editor/kv/shared_keys.py); each call sees the weights and artifacts the earlier ones left.
+            groups = impl.request_groups(requests, resolved)
             for i, positions in enumerate(groups):
+                self.context.progress = _share_of(progress, i, len(groups))
                 out = impl.compute(self.context, [requests[p] for p in positions], resolved)
                 self.weights.apply(out.deltas)
                 applied += out.deltas
                 hints.update({positions[j]: text for j, text in out.hints.items()})
                 details = _merge_details(details, out.details, i)
                 artifacts = _merge_details(artifacts, out.artifacts, i)
+                self._in_progress = InProgressEntry(entry_id, artifacts)
         except BaseException:
             self._rebuild()  # never leave half an edit in the weights
             raise
         finally:
             self.context.progress = None
+            self._in_progress = None
         if noops:
             details["noop"] = noops
         try:  # may roll back and raise
@@ -123,7 +130,7 @@ class Editor:
             details["noop_broken"] = [v.model_dump(mode="json") for v in broken]
         entry = LedgerEntry(method=method, hparams=resolved.model_dump(mode="json"), requests=requests,
                             deltas=applied, seconds=time.perf_counter() - started, details=details,
-                            artifacts=artifacts, verdicts=verdicts)
+                            artifacts=artifacts, verdicts=verdicts, id=entry_id)
         self.ledger.append(entry)
         return EditResult.from_entry(entry)
 
@@ -195,6 +202,13 @@ class Editor:
         out = self.model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
                                   pad_token_id=tok.pad_token_id, stopping_criteria=generation_stoppers() or None)
         return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def _share_of(progress: Progress | None, index: int, count: int) -> Progress | None:
+    """Progress of compute call `index` of `count`, reported as its share of the whole edit."""
+    if progress is None or count == 1:
+        return progress
+    return lambda stage, fraction: progress(stage, (index + fraction) / count)
 
 
 def _merge_details(acc: dict[str, Any], new: dict[str, Any], index: int) -> dict[str, Any]:

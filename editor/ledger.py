@@ -28,6 +28,15 @@ class LedgerEntry:
     created: float = field(default_factory=time.time)
 
 
+@dataclass
+class InProgressEntry:
+    """What the earlier `compute` calls of an edit still being applied kept: its later calls see it as the
+    ledger's last entry (the keys earlier groups wrote, to hold them), under the id the entry will get."""
+
+    id: str
+    artifacts: dict[str, Any]
+
+
 class DeltaSummary(BaseModel):
     module: str
     param: str

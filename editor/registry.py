@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from suture.editor.deltas import WeightDelta
 from suture.editor.errors import DuplicateRegistrationError, InvalidHyperparametersError, UnknownMethodError
+from suture.editor.kv.shared_keys import key_groups
 from suture.editor.requests import EditRequest
 
 if TYPE_CHECKING:
@@ -80,6 +81,14 @@ class EditMethod(ABC):
 
     def check_hparams(self, handle: ModelHandle, hparams: BaseModel) -> None:  # noqa: B027  (optional hook)
         """Checks that need the model (layer indices in range, ...); raise InvalidHyperparametersError."""
+
+    def request_groups(self, requests: list[EditRequest], hparams: BaseModel) -> list[list[int]]:
+        """Positions of the requests each `compute` call gets, in order. The editor applies each call's
+        deltas before the next, which also finds the earlier calls' artifacts in `ctx.history()` (as the
+        ledger's last entry). One call for all by default; one call per key for one-at-a-time methods."""
+        if self.one_request_at_a_time:
+            return key_groups(requests)
+        return [list(range(len(requests)))]
 
     @abstractmethod
     def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: BaseModel) -> MethodOutput:

@@ -7,7 +7,7 @@ from tiny import tiny_model
 
 from suture.editor import Editor, EditRequest
 from suture.editor.kv import ValueObjective, optimize_values
-from suture.editor.kv.shared_keys import key_groups, value_slots
+from suture.editor.kv.shared_keys import key_groups, packed_key_groups, value_slots
 
 PLAYS = EditRequest(prompt="{} plays the", subject="Toko Yasuda", target_new="piano")
 BORN = EditRequest(prompt="{} was born in", subject="Toko Yasuda", target_new="Berlin")
@@ -45,3 +45,14 @@ def test_rome_writes_one_update_for_requests_that_share_a_key():
     result = editor.apply([PLAYS, OTHER, BORN], method="rome", force=True, **hparams)
     assert len(result.deltas) == 2  # one rank-one update per key, not per request
     assert len(result.verdicts) == 3  # each request still judged on its own target
+
+
+def test_requests_sharing_a_key_stay_in_one_group():
+    same = [EditRequest(prompt="{} plays the", subject="Toko Yasuda", target_new="guitar"),
+            EditRequest(prompt="{} was born in", subject="Toko Yasuda", target_new="Paris")]
+    other = [EditRequest(prompt="The capital of {} is", subject=s, target_new="Rome") for s in ("Chile", "Peru")]
+    requests = [other[0], same[0], other[1], same[1]]
+    assert packed_key_groups(requests, 2) == [[0], [1, 3], [2]]
+    assert packed_key_groups(requests, 3) == [[0, 1, 3], [2]]
+    assert packed_key_groups(requests, 1) == [[0], [1, 3], [2]]  # one key's requests are never split
+    assert packed_key_groups(requests, 10) == [[0, 1, 3, 2]]

@@ -30,3 +30,16 @@ def key_groups(requests: list[EditRequest]) -> list[list[int]]:
     for position, slot in enumerate(value_slots(requests)):
         groups.setdefault(slot, []).append(position)
     return list(groups.values())
+
+
+def packed_key_groups(requests: list[EditRequest], size: int) -> list[list[int]]:
+    """Positions of requests in consecutive groups of at most `size` (more only where one key's requests
+    alone are more), requests that share a key always in the same group: a later group cannot then write a
+    second value for a key an earlier one wrote."""
+    packed: list[list[int]] = []
+    for group in key_groups(requests):
+        if packed and len(packed[-1]) + len(group) <= size:
+            packed[-1] += group
+        else:
+            packed.append(list(group))
+    return packed

@@ -40,6 +40,13 @@ class MemitHParams(BaseModel):
         False, description="with rounds > 1: stop the rounds once every request's target is the greedy answer "
         "on its rewrite prompt, token by token")
     chunk_size: int = Field(32, ge=1, description="requests per value-optimization batch (bounds memory)")
+    # Many facts in one call written as sequential edits of a few each: a group's values are optimized on the
+    # weights the earlier groups wrote, so they correct for what those did, and with preserve_earlier (or
+    # null_space) each solve holds the earlier groups' keys as a sequential run holds earlier edits'. One
+    # joint solve of 1,000 facts leaves about half of each target unwritten (BENCHMARKS.md, "The sweep").
+    group_size: int | None = Field(
+        None, ge=1, le=100_000, description="write the requests in consecutive groups of at most this many, "
+        "one after the other (requests sharing a key stay together); None: one group")
     null_space: NullSpace | None = Field(None, description="AlphaEdit-style null-space projection")
     # Sequential editing as recursive least squares: the keys every earlier edit wrote at a layer join that
     # layer's preserved covariance (λC + w·K_pK_pᵀ + KKᵀ), so a later edit's solve also keeps what earlier

@@ -17,6 +17,7 @@ from suture.editor.handle import ModelHandle
 from suture.editor.kv import compute_keys, optimize_values
 from suture.editor.kv.keys import output_at_subject
 from suture.editor.kv.output_fisher import natural_step
+from suture.editor.kv.shared_keys import packed_key_groups
 from suture.editor.verdicts import target_token_checks
 from suture.methods.memit.hparams import MemitHParams, default_layers
 from suture.methods.shared.least_squares import memit_factors, null_space_factors
@@ -77,6 +78,11 @@ class Memit(EditMethod):
                 f"memit: hyperparameter 'layers': the {handle.sites.family} family normalizes MLP outputs before "
                 "the residual stream, so updates of several layers do not add up; give a single layer "
                 "(or use rome)")
+
+    def request_groups(self, requests: list[EditRequest], hparams: MemitHParams) -> list[list[int]]:
+        if hparams.group_size is None:
+            return super().request_groups(requests, hparams)
+        return packed_key_groups(requests, hparams.group_size)
 
     def compute(self, ctx: EditContext, requests: list[EditRequest], hparams: MemitHParams) -> MethodOutput:
         ctx.second_moment(hparams.layers, hparams.corpus)  # statistics fail before the costly values
