@@ -136,16 +136,15 @@ def load_editor(ref: str, device: str | None, dtype: str | None) -> tuple[Editor
 class EditProgress:
     """Feeds `Editor.apply(progress=...)` into one tqdm bar.
 
-    A method reports `(stage, fraction)`; methods that take requests one at a time (ROME) report each
-    request's stages from 0 to 1 again, so a stage coming back with a fraction that did not grow means
-    the next request has started. The bar is created on the first report, so that bars printed before
-    it (key statistics, corpus sampling) are not interleaved with it.
+    The editor reports each stage as its share of the whole edit, naming its requests in the stage
+    when the edit runs in several calls (editor/progress.py). The bar is created on the first report, so
+    that bars printed before it (key statistics, corpus sampling) are not interleaved with it.
     """
 
-    def __init__(self, units: int, desc: str = "editing"):
+    def __init__(self, desc: str = "editing"):
         from suture.editor.progress import ProgressTracker
 
-        self.tracker = ProgressTracker(units)
+        self.tracker = ProgressTracker()
         self.desc = desc
         self.bar: tqdm | None = None
 
@@ -153,11 +152,8 @@ class EditProgress:
         if self.bar is None:
             self.bar = tqdm(total=100, desc=self.desc, leave=True, dynamic_ncols=True,
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
-        done = self.tracker.update(stage, fraction)
-        self.bar.n = round(100 * done, 2)
-        units, index = self.tracker.units, self.tracker.index
-        where = f", request {index + 1}/{units}" if units > 1 else ""
-        self.bar.set_postfix_str(f"{stage}{where}", refresh=False)
+        self.bar.n = round(100 * self.tracker.update(stage, fraction), 2)
+        self.bar.set_postfix_str(stage, refresh=False)
         self.bar.refresh()
 
     def close(self, completed: bool) -> None:
@@ -171,8 +167,8 @@ class EditProgress:
 
 
 @contextmanager
-def edit_progress(units: int, desc: str = "editing") -> Iterator[EditProgress]:
-    progress = EditProgress(units, desc)
+def edit_progress(desc: str = "editing") -> Iterator[EditProgress]:
+    progress = EditProgress(desc)
     completed = False
     try:
         yield progress

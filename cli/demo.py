@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     for i, request in enumerate(requests, 1):
         was = f" (was {request.target_true})" if request.target_true else ""
         print(f"  edit {i}/{n}: {request.text} -> {request.target_new}{was}", flush=True)
-        with timer(f"edit {i}"), edit_progress(1, desc=f"  edit {i}/{n}") as progress:
+        with timer(f"edit {i}"), edit_progress(desc=f"  edit {i}/{n}") as progress:
             result = editor.apply(request, method=args.method, progress=progress, **hparams)
         results.append(result)
         deltas = ", ".join(f"{d.module} (norm {d.norm:.3g})" for d in result.deltas)

@@ -139,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
     with timer("answers before"):
         before = editor.generate(prompts, max_new_tokens=args.max_new_tokens)
 
-    units = len(requests) if method.one_request_at_a_time else 1
-    with timer("edit"), edit_progress(units, desc=f"{args.method}") as progress:
+    with timer("edit"), edit_progress(desc=f"{args.method}") as progress:
         result = editor.apply(requests, method=args.method, progress=progress,
                               keep_failed=True if args.keep_failed else None, **hparams)
     print(f"edit {result.id} ({result.method}) applied in {format_seconds(result.seconds)}: "

@@ -104,7 +104,8 @@ class Editor:
             # key, editor/kv/shared_keys.py); each call sees the weights and artifacts the earlier ones left.
             groups = impl.request_groups(requests, resolved)
             for i, positions in enumerate(groups):
-                self.context.progress = _share_of(progress, i, len(groups))
+                before = sum(len(group) for group in groups[:i])
+                self.context.progress = _share_of(progress, before, len(positions), len(requests))
                 out = impl.compute(self.context, [requests[p] for p in positions], resolved)
                 self.weights.apply(out.deltas)
                 applied += out.deltas
@@ -204,11 +205,13 @@ class Editor:
         return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def _share_of(progress: Progress | None, index: int, count: int) -> Progress | None:
-    """Progress of compute call `index` of `count`, reported as its share of the whole edit."""
-    if progress is None or count == 1:
+def _share_of(progress: Progress | None, start: int, size: int, total: int) -> Progress | None:
+    """Progress of the compute call on requests start+1..start+size of `total`, reported as their share of
+    the whole edit, the stage naming them ("value (request 3/10)", "value (requests 33-64/1000)")."""
+    if progress is None or size == total:
         return progress
-    return lambda stage, fraction: progress(stage, (index + fraction) / count)
+    where = f"request {start + 1}/{total}" if size == 1 else f"requests {start + 1}-{start + size}/{total}"
+    return lambda stage, fraction: progress(f"{stage} ({where})", (start + fraction * size) / total)
 
 
 def _merge_details(acc: dict[str, Any], new: dict[str, Any], index: int) -> dict[str, Any]:

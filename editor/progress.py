@@ -1,8 +1,9 @@
-"""Turn a method's (stage, fraction) reports into one overall fraction for a call with several requests;
-and the cooperative cancellation check that long loops call.
+"""One overall fraction done from an edit's (stage, fraction) reports; and the cooperative cancellation
+check that long loops call.
 
-One-request-at-a-time methods restart their stages for every request: a stage reported again at a
-fraction no larger than before means the next request has started.
+`Editor.apply` reports each of a method's compute calls (one per request for one-at-a-time methods, one per
+group for grouped ones) as its share of the whole edit, naming its requests in the stage ("value (request
+3/10)"). A method's stages each run from 0 to 1 within that share, so the overall fraction is the largest.
 """
 
 from __future__ import annotations
@@ -13,20 +14,12 @@ from contextvars import ContextVar
 
 
 class ProgressTracker:
-    def __init__(self, units: int):
-        self.units = max(1, units)
-        self.index = 0
+    def __init__(self) -> None:
         self.done = 0.0
-        self._seen: dict[str, float] = {}
 
     def update(self, stage: str, fraction: float) -> float:
         """Record a report; return the overall fraction done (never decreasing)."""
-        fraction = min(max(float(fraction), 0.0), 1.0)
-        if stage in self._seen and fraction <= self._seen[stage] and self.index < self.units - 1:
-            self.index += 1
-            self._seen = {}
-        self._seen[stage] = fraction
-        self.done = max(self.done, (self.index + fraction) / self.units)
+        self.done = max(self.done, min(max(float(fraction), 0.0), 1.0))
         return self.done
 
 

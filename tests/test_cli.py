@@ -156,14 +156,17 @@ def test_demo_runs_and_reverts(model_dir, capsys):
     assert "equal to the base weights bit for bit: OK" in out
 
 
-def test_progress_follows_requests_one_at_a_time():
-    progress = EditProgress(units=2)
-    for fraction in (0.2, 0.6):  # request 1 stops early at 0.6
-        progress("value", fraction)
-    assert progress.tracker.index == 0
-    progress("value", 0.2)  # the fraction fell back: request 2 started
-    assert progress.tracker.index == 1 and progress.tracker.done == pytest.approx(0.6)
-    progress("value", 1.0)
+def test_progress_bar_follows_the_editors_shares():
+    """The editor reports each request's or group's stages as its share of the edit (test_memit_groups.py);
+    the bar shows the largest fraction so far and the stage, which names the part."""
+    progress = EditProgress()
+    for stage, fraction in (("value (request 1/2)", 0.1), ("value (request 1/2)", 0.3), ("layers (request 1/2)", 0.5),
+                            ("value (request 2/2)", 0.6)):
+        progress(stage, fraction)
+    assert progress.tracker.done == pytest.approx(0.6) and progress.bar.postfix == "value (request 2/2)"
+    progress("layers (request 2/2)", 0.55)  # never backwards
+    assert progress.tracker.done == pytest.approx(0.6)
+    progress("layers (request 2/2)", 1.0)
     assert progress.tracker.done == pytest.approx(1.0)
     progress.close(completed=True)
 

@@ -171,14 +171,11 @@ def _apply(editor: Editor, ctx: RunContext, cases: list[EditRequest] | None, tim
     if spec.kind is JobKind.repair and method.takes_requests:
         raise JobFailed(f"method: {spec.method!r} edits with requests; submit it as an 'edit' job")
     requests = cases if spec.kind is JobKind.edit else None
-    units = len(requests) if requests and method.one_request_at_a_time else 1
-    tracker = ProgressTracker(units)
+    tracker = ProgressTracker()
     share = 0.8 if spec.gate else 0.9  # the rest of the bar is evaluation and writing
 
-    def progress(stage: str, fraction: float) -> None:
-        done = tracker.update(stage, fraction)
-        where = f" (request {tracker.index + 1}/{units})" if units > 1 else ""
-        ctx.report(share * done, f"{spec.method}: {stage}{where}")
+    def progress(stage: str, fraction: float) -> None:  # the stage names its requests: "value (request 3/10)"
+        ctx.report(share * tracker.update(stage, fraction), f"{spec.method}: {stage}")
 
     try:  # file sources are confined again now: the file may have changed since submission
         hparams = confine_corpus_sources(method, spec.hparams, ctx.roots, ctx.limits)
