@@ -83,3 +83,15 @@ def test_memit_writes_its_update_at_the_least_passing_scale(monkeypatch):
     editor.revert()
     assert all(torch.equal(p, q) for p, q in zip(editor.handle.model.parameters(),
                                                  tiny_model("llama")[0].parameters(), strict=True))
+
+
+def test_the_rounds_own_check_at_full_scale_is_not_repeated(monkeypatch):
+    """When rounds_until_written has just found every target written (and stopped the rounds), the weights are
+    those of scale 1: the search starts at 0.95 instead of checking scale 1 again."""
+    from suture.methods.memit import method as memit_method
+
+    calls = []
+    monkeypatch.setattr(memit_method, "_all_written", lambda handle, requests: calls.append(1) or len(calls) <= 2)
+    _, result = _edit(least_write={"headroom": 0.0}, rounds=2, rounds_until_written=True)
+    assert result.details["rounds"] == [1] and result.details["write_scale"] == [pytest.approx(0.95)]
+    assert len(calls) == 3  # the rounds' check (written: one round), then 0.95 (written) and 0.9 (not)

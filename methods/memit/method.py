@@ -163,10 +163,13 @@ class Memit(EditMethod):
         held_words = [] if hparams.preserve_subject_words is None else common_last_words(handle.tokenizer, requests)
         total = hparams.rounds * len(layers)
         rounds_done = 0
+        written = None  # whether the weights as they are now were found to write every target (None: unchecked)
         with ctx.weights.trial() as trial:
             for round_index in range(hparams.rounds):
-                if round_index and hparams.rounds_until_written and _all_written(handle, requests):
-                    break
+                if round_index and hparams.rounds_until_written:
+                    written = _all_written(handle, requests)
+                    if written:
+                        break
                 for position, layer in enumerate(layers):
                     keys = torch.cat([compute_keys(handle, [layer], c, templates)[layer] for c in chunks])
                     missing = targets - output_at_subject(handle, site, requests)
@@ -176,13 +179,15 @@ class Memit(EditMethod):
                     layer_delta = WeightDelta.low_rank(handle.sites.mlp_out_path(layer), left, right,
                                                        transposed=handle.sites.weights_transposed)
                     trial.apply([layer_delta])
+                    written = None
                     out.append(layer_delta)
                     kept_keys[layer] = keys.cpu()  # the last round's: the keys the written weights answer to
                     ctx.report("layers", (round_index * len(layers) + position + 1) / total)
                 rounds_done += 1
             scale = None
             if hparams.least_write is not None:
-                scale = least_written_scale(trial, out, lambda: _all_written(handle, requests), hparams.least_write)
+                scale = least_written_scale(trial, out, lambda: _all_written(handle, requests), hparams.least_write,
+                                            written_at_one=written)
                 out = [delta.scaled(scale) for delta in out]
             ctx.report("layers", 1.0)
             final_missing = targets - output_at_subject(handle, site, requests)

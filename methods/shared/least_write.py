@@ -28,13 +28,14 @@ class LeastWrite(BaseModel):
 
 
 def least_written_scale(book: WeightBook, deltas: list[WeightDelta], written: Callable[[], bool],
-                        spec: LeastWrite) -> float:
+                        spec: LeastWrite, written_at_one: bool | None = None) -> float:
     """The scale s ∈ [floor, 1] the edit is written at. `deltas` are applied in `book` at scale 1 on entry
     and at the returned scale on exit; `written()` says whether every target is still the greedy answer
     on the weights as they are. The scale falls in steps of `step` while `written()` holds (each check one
     teacher-forced pass); the last passing scale, times 1 + headroom and at most 1, is returned. An edit not
-    written at scale 1 stays at 1."""
-    if not written():
+    written at scale 1 stays at 1. `written_at_one`: the caller's own check of the weights as they are on
+    entry (None: check here)."""
+    if not (written() if written_at_one is None else written_at_one):
         return 1.0
     current, passing = 1.0, 1.0
     scale = 1.0 - spec.step
