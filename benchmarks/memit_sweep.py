@@ -35,6 +35,8 @@ def sweep(editor, cases: list, layer_sets: list[list[int]], weights: list[float]
     from suture.evaluation import score_cases
     from suture.methods.memit import Memit
 
+    if hparams.get("group_size") is not None:  # a later group's values depend on the lower layers' writes
+        raise ValueError("sweep: group_size cannot share values between settings; sweep without it")
     memo: dict = torch.load(values, weights_only=True) if values and values.is_file() else {}
     computed = Memit.target_deltas
 

@@ -136,7 +136,7 @@ def load_editor(ref: str, device: str | None, dtype: str | None) -> tuple[Editor
 class EditProgress:
     """Feeds `Editor.apply(progress=...)` into one tqdm bar.
 
-    The editor reports each stage as its share of the whole edit, naming its requests in the stage
+    The editor reports each stage as its share of the whole edit, naming the call (request or group) in the stage
     when the edit runs in several calls (editor/progress.py). The bar is created on the first report, so
     that bars printed before it (key statistics, corpus sampling) are not interleaved with it.
     """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -24,7 +24,8 @@ class EditContext:
     handle: ModelHandle
     weights: WeightBook
     progress: Progress | None = None
-    history: Callable[[], list] = list  # the editor's ledger entries so far, oldest first
+    # the editor's ledger entries so far, oldest first (and an edit's earlier groups while it is applied)
+    history: Callable[[], Sequence] = list
     # Values methods derive from statistics or from the ledger and keep between edits (null-space projectors,
     # running sums of earlier keys); each key names what its value was computed from.
     memo: dict = field(default_factory=dict)

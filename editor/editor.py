@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ class Editor:
         self._in_progress: InProgressEntry | None = None
         self.context = EditContext(handle, self.weights, history=self._history)
 
-    def _history(self) -> list[LedgerEntry | InProgressEntry]:
+    def _history(self) -> Sequence[LedgerEntry | InProgressEntry]:
         """The ledger, and while an edit is applied in several calls, what its earlier calls kept."""
         return self.ledger if self._in_progress is None else [*self.ledger, self._in_progress]
 
@@ -104,8 +105,7 @@ class Editor:
             # key, editor/kv/shared_keys.py); each call sees the weights and artifacts the earlier ones left.
             groups = impl.request_groups(requests, resolved)
             for i, positions in enumerate(groups):
-                before = sum(len(group) for group in groups[:i])
-                self.context.progress = _share_of(progress, before, len(positions), len(requests))
+                self.context.progress = _share_of(progress, i, groups, len(requests))
                 out = impl.compute(self.context, [requests[p] for p in positions], resolved)
                 self.weights.apply(out.deltas)
                 applied += out.deltas
@@ -205,12 +205,15 @@ class Editor:
         return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def _share_of(progress: Progress | None, start: int, size: int, total: int) -> Progress | None:
-    """Progress of the compute call on requests start+1..start+size of `total`, reported as their share of
-    the whole edit, the stage naming them ("value (request 3/10)", "value (requests 33-64/1000)")."""
-    if progress is None or size == total:
+def _share_of(progress: Progress | None, index: int, groups: list[list[int]], total: int) -> Progress | None:
+    """Progress of compute call `index` (on the requests at `groups[index]`), reported as its requests' share
+    of the whole edit, the stage naming the call ("value (request 3/10)"; "value (group 2/32)" when calls hold
+    several requests)."""
+    if progress is None or len(groups) == 1:
         return progress
-    where = f"request {start + 1}/{total}" if size == 1 else f"requests {start + 1}-{start + size}/{total}"
+    start, size = sum(len(group) for group in groups[:index]), len(groups[index])
+    unit = "request" if len(groups) == total else "group"
+    where = f"{unit} {index + 1}/{len(groups)}"
     return lambda stage, fraction: progress(f"{stage} ({where})", (start + fraction * size) / total)
 
 

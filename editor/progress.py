@@ -2,8 +2,9 @@
 check that long loops call.
 
 `Editor.apply` reports each of a method's compute calls (one per request for one-at-a-time methods, one per
-group for grouped ones) as its share of the whole edit, naming its requests in the stage ("value (request
-3/10)"). A method's stages each run from 0 to 1 within that share, so the overall fraction is the largest.
+group for grouped ones) as its share of the whole edit, naming the call in the stage ("value (request 3/10)",
+"value (group 2/32)"). A method's stages each run from 0 to 1 within that share, so the overall fraction is
+the largest reported.
 """
 
 from __future__ import annotations

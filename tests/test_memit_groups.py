@@ -39,7 +39,7 @@ def test_groups_are_the_sequential_edits_of_their_members():
     keys = editor.ledger[-1].artifacts["keys"]
     assert [len(group[1]) for group in keys] == [2, 1]  # the keys each group wrote, held by later edits
     values = [(stage, f) for stage, f in seen if stage.startswith("value")]
-    assert {stage for stage, _ in values} == {"value (requests 1-2/3)", "value (request 3/3)"}
+    assert {stage for stage, _ in values} == {"value (group 1/2)", "value (group 2/2)"}
     fractions = [f for _, f in values]
     assert fractions == sorted(fractions) and 0 < fractions[0] <= 2 / 3 and fractions[-1] == 1.0  # one bar
     editor.revert()

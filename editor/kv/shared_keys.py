@@ -33,9 +33,9 @@ def key_groups(requests: list[EditRequest]) -> list[list[int]]:
 
 
 def packed_key_groups(requests: list[EditRequest], size: int) -> list[list[int]]:
-    """Positions of requests in consecutive groups of at most `size` (more only where one key's requests
-    alone are more), requests that share a key always in the same group: a later group cannot then write a
-    second value for a key an earlier one wrote."""
+    """Positions of requests in groups of at most `size` (more only where one key's requests alone are more),
+    in order of first appearance, requests that share a key always in the same group: a later group cannot
+    then write a second value for a key an earlier one wrote."""
     packed: list[list[int]] = []
     for group in key_groups(requests):
         if packed and len(packed[-1]) + len(group) <= size:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from suture.editor import EditContext
+from suture.editor.ledger import InProgressEntry
 from suture.methods.shared.least_squares import NullSpace, null_space_projector
 
 
@@ -26,29 +27,41 @@ def cached_projector(ctx: EditContext, layer: int, mom2: torch.Tensor, space: Nu
     return held[1]
 
 
-def _written_keys(ctx: EditContext, layer: int) -> list[tuple[tuple[str, int], torch.Tensor]]:
-    """(entry id, group index) and keys [n, d_in] of every earlier ledger entry that kept keys at `layer`."""
+def _written_keys(ctx: EditContext, layer: int) -> list[tuple[tuple[str, int], torch.Tensor, bool]]:
+    """(entry id, group index), keys [n, d_in] and whether the entry is settled in the ledger, for every
+    earlier entry that kept keys at `layer`; the last may be an edit still being applied (earlier groups
+    of the same call)."""
     out = []
     for entry in ctx.history():
         kept = entry.artifacts.get("keys")
         groups = kept if isinstance(kept, list) else [kept] if kept is not None else []
-        out += [((entry.id, i), group[layer]) for i, group in enumerate(groups) if layer in group]
+        settled = not isinstance(entry, InProgressEntry)
+        out += [((entry.id, i), group[layer], settled) for i, group in enumerate(groups) if layer in group]
     return out
 
 
 def earlier_keys_gram(ctx: EditContext, layer: int) -> torch.Tensor | None:
-    """K_p K_pᵀ [d_in, d_in] (float64) over the keys earlier edits wrote at `layer`, or None if there are none."""
+    """K_p K_pᵀ [d_in, d_in] (float64) over the keys earlier edits wrote at `layer`, or None if there are none.
+    The running sum covers settled ledger entries only, so an edit rolled back mid-way costs no re-sum."""
     written = _written_keys(ctx, layer)
-    ids = [ident for ident, _ in written]
+    settled = [(ident, keys) for ident, keys, done in written if done]
+    ids = [ident for ident, _ in settled]
     key = ("earlier_keys_gram", layer)
     summed_ids, gram = ctx.memo.get(key, ([], None))
     if ids[: len(summed_ids)] != summed_ids:  # an entry was reverted or changed: sum again from the ledger
         summed_ids, gram = [], None
-    for _, keys in written[len(summed_ids):]:
-        k = keys.double()
-        gram = k.T @ k if gram is None else gram + k.T.to(gram.device) @ k.to(gram.device)
+    for _, keys in settled[len(summed_ids):]:
+        gram = _add_gram(gram, keys)
     ctx.memo[key] = (ids, gram)
+    for _, keys, done in written:
+        if not done:  # added to a copy: the in-progress edit may still be rolled back
+            gram = _add_gram(gram, keys)
     return gram
+
+
+def _add_gram(gram: torch.Tensor | None, keys: torch.Tensor) -> torch.Tensor:
+    k = keys.double()
+    return k.T @ k if gram is None else gram + k.T.to(gram.device) @ k.to(gram.device)
 
 
 def sum_grams(*grams: torch.Tensor | None) -> torch.Tensor | None:
