@@ -95,3 +95,30 @@ def test_the_rounds_own_check_at_full_scale_is_not_repeated(monkeypatch):
     _, result = _edit(least_write={"headroom": 0.0}, rounds=2, rounds_until_written=True)
     assert result.details["rounds"] == [1] and result.details["write_scale"] == [pytest.approx(0.95)]
     assert len(calls) == 3  # the rounds' check (written: one round), then 0.95 (written) and 0.9 (not)
+
+
+def test_requests_in_contexts_put_each_prompt_inside_each_template_bare_first():
+    from suture.editor.kv.templates import requests_in_contexts
+
+    _, tok = tiny_model("llama")
+    braces = EditRequest(prompt="In {{set}} notation, {} is", subject="Italy", target_new="x")
+    rows, owners = requests_in_contexts(tok, [REQUEST, braces], ["{}", "Once upon a time. {}"])
+    assert owners == [0, 0, 1, 1]
+    assert [r.text for r in rows] == ["The capital of Italy is", "Once upon a time. The capital of Italy is",
+                                      "In {set} notation, Italy is", "Once upon a time. In {set} notation, Italy is"]
+    assert all(r.target_new == q.target_new for r, q in zip(rows, [REQUEST, REQUEST, braces, braces], strict=True))
+
+
+def test_contexts_keep_the_scale_where_every_context_the_full_edit_wrote_still_takes(monkeypatch):
+    """With contexts, the rows are the rewrite prompt in each context template (here "{}" and two sampled);
+    a context the full edit did not write does not hold the scale up, one it wrote and loses does."""
+    from suture.methods.memit import method as memit_method
+
+    answers = iter([[True, True, False],  # full scale: the third context never took
+                    [True, True, False],  # 0.95: all that took still take
+                    [True, False, False]])  # 0.9: the second context is lost
+    sizes = []
+    monkeypatch.setattr(memit_method, "_written_rows", lambda handle, rows: sizes.append(len(rows)) or next(answers))
+    _, result = _edit(least_write={"headroom": 0.0, "contexts": True})
+    assert result.details["write_scale"] == [pytest.approx(0.95)]
+    assert sizes == [3, 3, 3]

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from suture.editor.handle import ModelHandle
 from suture.editor.paths import cache_dir
 from suture.editor.progress import generation_stoppers
+from suture.editor.prompt_template import parse_template
 
 STARTERS = ("The", "Therefore", "Because", "I", "You")
 
@@ -54,6 +55,18 @@ def templates_for(tokenizer, request, templates: list[str]) -> list[str]:
     filled = request.filled
     before = tokenizer(filled.text[: filled.subject_start])["input_ids"]
     return templates[:1] if len(before) >= LONG_PROMPT_TOKENS else templates
+
+
+def requests_in_contexts(tokenizer, requests: list, templates: list[str]) -> tuple[list, list[int]]:
+    """Each request with its rewrite prompt inside each of its context templates (`templates_for`; the bare
+    "{}" first), as requests with the same target, and for each the index of the request it came from."""
+    rows, owners = [], []
+    for index, request in enumerate(requests):
+        prompt = parse_template(request.prompt)
+        for template in templates_for(tokenizer, request, templates):
+            rows.append(request.model_copy(update={"prompt": prompt.within(template).source}))
+            owners.append(index)
+    return rows, owners
 
 
 def _sample(handle: ModelHandle, length: int, count: int, spec: TemplateSpec) -> list[str]:

@@ -8,6 +8,7 @@ Requests are processed in chunks so thousands fit in bounded memory.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import torch
 
@@ -18,10 +19,11 @@ from suture.editor.kv import compute_keys, optimize_values
 from suture.editor.kv.keys import output_at_subject
 from suture.editor.kv.output_fisher import natural_step
 from suture.editor.kv.shared_keys import packed_key_groups
+from suture.editor.kv.templates import requests_in_contexts
 from suture.editor.verdicts import target_token_checks
 from suture.methods.memit.hparams import MemitHParams, default_layers
 from suture.methods.shared.least_squares import memit_factors, null_space_factors
-from suture.methods.shared.least_write import least_written_scale
+from suture.methods.shared.least_write import LeastWrite, least_written_scale
 from suture.methods.shared.norm_anchor import anchor_deltas, anchor_norm
 from suture.methods.shared.preserved_keys import cached_projector, earlier_keys_gram, sum_grams
 from suture.methods.shared.shared_value import ARTIFACT, orthogonal_steps, shared_value_direction
@@ -32,6 +34,30 @@ def _all_written(handle: ModelHandle, requests: list[EditRequest]) -> bool:
     """Whether every request's target is already the greedy answer on its rewrite prompt, every token."""
     _probs, greedy = target_token_checks(handle, requests)
     return all(all(tokens) for tokens in greedy)
+
+
+def _written_rows(handle: ModelHandle, rows: list[EditRequest]) -> list[bool]:
+    """Per row, whether its whole target is the greedy answer on its prompt, token by token."""
+    _probs, greedy = target_token_checks(handle, rows)
+    return [all(tokens) for tokens in greedy]
+
+
+def _least_write_check(handle: ModelHandle, requests: list[EditRequest], templates: list[str], spec: LeastWrite,
+                       written_at_one: bool | None) -> tuple[Callable[[], bool], bool | None]:
+    """The check `least_written_scale` shrinks the edit against, called with the full edit in the weights,
+    and whether the full edit passes it (None: not known yet). Plain: every target written on its rewrite
+    prompt. With `spec.contexts`: also, inside each context template, every row written at full scale."""
+    if not spec.contexts:
+        return (lambda: _all_written(handle, requests)), written_at_one
+    rows, owners = requests_in_contexts(handle.tokenizer, requests, templates)
+    bare = [i for i, owner in enumerate(owners) if i == 0 or owners[i - 1] != owner]  # each request's "{}" row
+    at_one = _written_rows(handle, rows)
+
+    def still_written() -> bool:
+        now = _written_rows(handle, rows)
+        return all(now[i] for i in bare) and all(now_ok or not was_ok for now_ok, was_ok in zip(now, at_one))
+
+    return still_written, all(at_one[i] for i in bare)
 
 
 def _chunks(items: list, size: int):
@@ -186,8 +212,8 @@ class Memit(EditMethod):
                 rounds_done += 1
             scale = None
             if hparams.least_write is not None:
-                scale = least_written_scale(trial, out, lambda: _all_written(handle, requests), hparams.least_write,
-                                            written_at_one=written)
+                check, written = _least_write_check(handle, requests, templates, hparams.least_write, written)
+                scale = least_written_scale(trial, out, check, hparams.least_write, written_at_one=written)
                 out = [delta.scaled(scale) for delta in out]
             ctx.report("layers", 1.0)
             final_missing = targets - output_at_subject(handle, site, requests)
