@@ -152,7 +152,7 @@ class EditProgress:
         if self.bar is None:
             self.bar = tqdm(total=100, desc=self.desc, leave=True, dynamic_ncols=True,
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
-        self.bar.n = round(100 * self.tracker.update(stage, fraction), 2)
+        self.bar.n = round(100 * self.tracker.update(fraction), 2)
         self.bar.set_postfix_str(stage, refresh=False)
         self.bar.refresh()
 

@@ -18,7 +18,7 @@ class ProgressTracker:
     def __init__(self) -> None:
         self.done = 0.0
 
-    def update(self, stage: str, fraction: float) -> float:
+    def update(self, fraction: float) -> float:
         """Record a report; return the overall fraction done (never decreasing)."""
         self.done = max(self.done, min(max(float(fraction), 0.0), 1.0))
         return self.done

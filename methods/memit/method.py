@@ -30,16 +30,15 @@ from suture.methods.shared.shared_value import ARTIFACT, orthogonal_steps, share
 from suture.methods.shared.subject_words import common_last_words, subject_word_gram
 
 
-def _all_written(handle: ModelHandle, requests: list[EditRequest]) -> bool:
-    """Whether every request's target is already the greedy answer on its rewrite prompt, every token."""
-    _probs, greedy = target_token_checks(handle, requests)
-    return all(all(tokens) for tokens in greedy)
-
-
 def _written_rows(handle: ModelHandle, rows: list[EditRequest]) -> list[bool]:
     """Per row, whether its whole target is the greedy answer on its prompt, token by token."""
     _probs, greedy = target_token_checks(handle, rows)
     return [all(tokens) for tokens in greedy]
+
+
+def _all_written(handle: ModelHandle, requests: list[EditRequest]) -> bool:
+    """Whether every request's target is already the greedy answer on its rewrite prompt, every token."""
+    return all(_written_rows(handle, requests))
 
 
 def _least_write_check(handle: ModelHandle, requests: list[EditRequest], templates: list[str], spec: LeastWrite,

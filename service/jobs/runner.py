@@ -175,7 +175,7 @@ def _apply(editor: Editor, ctx: RunContext, cases: list[EditRequest] | None, tim
     share = 0.8 if spec.gate else 0.9  # the rest of the bar is evaluation and writing
 
     def progress(stage: str, fraction: float) -> None:  # the stage names the call: "value (request 3/10)"
-        ctx.report(share * tracker.update(stage, fraction), f"{spec.method}: {stage}")
+        ctx.report(share * tracker.update(fraction), f"{spec.method}: {stage}")
 
     try:  # file sources are confined again now: the file may have changed since submission
         hparams = confine_corpus_sources(method, spec.hparams, ctx.roots, ctx.limits)
