@@ -18,6 +18,8 @@ and median over the edits since the previous checkpoint: whether an edit gets sl
 with the mean number of value-optimization steps over those edits, where most of an edit's time goes),
 the share of the edits whose verdict passed when they were made (written, against efficacy: kept), and
 with --generated the generated metrics (over a seeded sample of the edits so far with --generated-sample).
+With --refresh W, after each apply the editor checks W earlier requests (round robin) and writes again those
+that later edits undid (`Editor.refresh`); its time counts in the edit's, and the rows count what it found.
 """
 
 from __future__ import annotations
@@ -75,22 +77,25 @@ VARIANTS = {
 
 def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[int], extra: dict,
                 on_row=None, generated_args=None, state: Path | None = None, until: int | None = None,
-                drift_rows: Path | None = None) -> list[dict]:
+                drift_rows: Path | None = None, refresh: int | None = None) -> list[dict]:
     """Edit `cases` in order, `batch_size` per apply(), measuring at each checkpoint. With `state`, the
     session (ledger, timings, rows) is saved at every checkpoint and a run finding the file continues from
     it; `until` stops after that checkpoint (a long run split into parts). With `drift_rows`, drift on the
     reference text is measured after every apply and appended there as a JSON line (edits so far, the
     batch's case ids, mean KL, top-1 agreement, KL per reference position): which edits move which
-    positions. The model is left unedited."""
+    positions. With `refresh`, `Editor.refresh(refresh)` runs after every apply. The model is left unedited."""
     from suture.evaluation import norm_growth, score_cases
     from suture.evaluation.drift import measure_drift
 
     method, hparams = VARIANTS[variant]
     hparams = {**hparams, **extra.get(method, {})}
     rows, times, steps, passed, scales, applied, last = [], [], [], [], [], 0, 0
+    refreshed = {"lapsed": 0, "rewritten": 0, "failed": 0, "held": 0}
     base_cache: dict = {}  # the unedited model's answers, kept across checkpoints
     run = {"variant": variant, "hparams": json.dumps(hparams, sort_keys=True), "batch_size": batch_size,
            "cases": [f"{c.id}|{c.text}|{c.target_new}" for c in cases]}
+    if refresh is not None:  # only when set: sessions saved before the option still continue
+        run["refresh"] = refresh
     if state is not None and state.is_file():
         saved = editor.restore_session(state)
         if saved["run"] != run:
@@ -101,6 +106,7 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
                                              saved["applied"], saved["applied"])
         passed = saved.get("passed", [None] * applied)  # sessions saved before verdicts were kept
         scales = saved.get("scales", [None] * applied)  # and before least_write
+        refreshed = saved.get("refreshed", refreshed)
         pre_neighborhood = saved["pre_neighborhood"]
         print(f"continuing from {applied} edits ({state})", flush=True)
     else:
@@ -109,6 +115,10 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
         batch = cases[applied: applied + batch_size]
         started = time.perf_counter()
         result = editor.apply(batch, method=method, keep_failed=True, **hparams)
+        if refresh is not None:
+            report = editor.refresh(refresh)
+            for name in refreshed:
+                refreshed[name] += len(getattr(report, name))
         times += [(time.perf_counter() - started) / len(batch)] * len(batch)
         steps += [_most(result.details.get("value_steps"))] * len(batch)
         passed += [v.passed for v in result.verdicts] if result.verdicts else [None] * len(batch)
@@ -138,6 +148,9 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
                          "verdicts_passed": _mean(passed),
                          # least_write: the mean scale the window's edits were written at (None: option off)
                          "write_scale_window_mean": _mean(scales[last:applied])})
+            if refresh is not None:  # earlier requests found lapsed and written again, so far
+                rows[-1].update({"refresh_window": refresh, **{f"refresh_{k}": v for k, v in refreshed.items()},
+                                 "ledger_entries": len(editor.ledger)})
             if generated_args is not None:
                 judged = generated_sample(cases[:applied], generated_args.generated_sample)
                 rows[-1].update(generated_row(editor, judged, generated_args, base_cache, edits=applied))
@@ -148,6 +161,7 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
             if state is not None:
                 editor.save_session(state, extra={"run": run, "rows": json.dumps(rows), "times": times,
                                                   "steps": steps, "passed": passed, "scales": scales,
+                                                  "refreshed": refreshed,
                                                   "applied": applied,
                                                   "pre_neighborhood": pre_neighborhood})
     editor.reset()
@@ -225,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--until", type=int, help="stop after this checkpoint (with --state: one part of a long run)")
     parser.add_argument("--drift-rows", type=Path,
                         help="append drift on the reference text after every apply here, one JSON line each")
+    parser.add_argument("--refresh", type=int, metavar="W",
+                        help="after each apply, check W earlier requests and write again those later edits undid")
     parser.add_argument("--plot")
     parser.add_argument("--include", action="append", default=[],
                         help="rows (--out JSON) of earlier runs to plot with this one; repeatable")
@@ -266,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     for variant in variants:
         variant_rows = run_variant(editor, cases, variant, args.batch_size, checkpoints, args.hparams,
                                    on_row=keep, generated_args=args if args.generated else None, state=args.state,
-                                   until=args.until, drift_rows=args.drift_rows)
+                                   until=args.until, drift_rows=args.drift_rows, refresh=args.refresh)
         done += [{**row, "batch_size": args.batch_size} for row in variant_rows]
     if args.plot:
         plot(earlier + rows, args.plot)

@@ -29,6 +29,9 @@ class EditContext:
     # Values methods derive from statistics or from the ledger and keep between edits (null-space projectors,
     # running sums of earlier keys); each key names what its value was computed from.
     memo: dict = field(default_factory=dict)
+    # (entry id, request position) of ledger requests the edit being applied writes again (editor/refresh.py):
+    # methods that hold earlier edits' keys fixed do not hold these, or they would hold what must change.
+    released: frozenset[tuple[str, int]] = frozenset()
     _templates: dict[str, list[str]] = field(default_factory=dict)
     _mom2: dict[tuple, torch.Tensor] = field(default_factory=dict)
 

@@ -24,6 +24,7 @@ from suture.editor.ledger import EditResult, InProgressEntry, LedgerEntry
 from suture.editor.lengths import refuse_overlong
 from suture.editor.noop import split_noops
 from suture.editor.progress import generation_stoppers
+from suture.editor.refresh import RefreshReport, refresh_lapsed
 from suture.editor.registry import get_method
 from suture.editor.requests import EditRequest, InvalidRequestError, parse_requests
 from suture.editor.session import read_session, write_session
@@ -38,6 +39,7 @@ class Editor:
         self.weights = WeightBook(handle.model)
         self.ledger: list[LedgerEntry] = []
         self._in_progress: InProgressEntry | None = None
+        self._refresh_next = 0  # where the next refresh's window starts among its candidates
         self.context = EditContext(handle, self.weights, history=self._history)
 
     def _history(self) -> Sequence[LedgerEntry | InProgressEntry]:
@@ -111,7 +113,8 @@ class Editor:
                 applied += out.deltas
                 hints.update({positions[j]: text for j, text in out.hints.items()})
                 details = _merge_details(details, out.details, i)
-                artifacts = _merge_details(artifacts, out.artifacts, i)
+                # which requests each call covered: a later refresh releases one request's kept keys
+                artifacts = _merge_details(artifacts, {**out.artifacts, "request_positions": positions}, i)
                 self._in_progress = InProgressEntry(entry_id, artifacts)
         except BaseException:
             self._rebuild()  # never leave half an edit in the weights
@@ -135,6 +138,15 @@ class Editor:
         self.ledger.append(entry)
         return EditResult.from_entry(entry)
 
+    def refresh(self, window: int = 8, keep_failed: bool = False) -> RefreshReport:
+        """Check the next `window` earlier requests (round robin over the ledger) and write again, each as
+        a new edit with its entry's method and hyperparameters, those that were written when made and that
+        later edits undid (editor/refresh.py). A rewrite that fails its verdict is rolled back and listed in
+        the report's `failed` (kept, as a partial edit, with `keep_failed=True`). InvalidInputError for a
+        window below 1."""
+        report, self._refresh_next = refresh_lapsed(self, window, self._refresh_next, keep_failed)
+        return report
+
     def revert(self, n: int = 1) -> list[EditResult]:
         """Undo the last `n` edits; the touched weights come back bit for bit."""
         if n < 1 or n > len(self.ledger):
@@ -148,19 +160,22 @@ class Editor:
         """Back to the loaded weights bit for bit: every edit reverted, and any change that is in the
         weights but not in the ledger (an edit stopped by an error) undone as well."""
         self.ledger.clear()
+        self._refresh_next = 0
         self._rebuild()
 
     def save_session(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
         """Write the ledger with every delta to `path` (editor/session.py), atomically, so that a long run
         of edits can continue later with `restore_session`; `extra` travels with it."""
-        return write_session(self.ledger, self.handle.base_fingerprint, path, extra)
+        return write_session(self.ledger, self.handle.base_fingerprint, path, extra,
+                             editor_state={"refresh_next": self._refresh_next})
 
     def restore_session(self, path: str | Path) -> dict[str, Any]:
         """Replace the ledger with the one saved at `path` and write its deltas into the weights (the edits
         made here so far are dropped). Returns the saved `extra`. Raises SutureError for a file that is not
         a session or was saved on another base model."""
-        entries, extra = read_session(path, self.handle.base_fingerprint)
+        entries, extra, state = read_session(path, self.handle.base_fingerprint)
         self.ledger[:] = entries
+        self._refresh_next = int(state.get("refresh_next", 0))
         self._rebuild()
         return extra
 

@@ -60,21 +60,24 @@ def _plain(value: Any) -> Any:
 
 
 def write_session(ledger: list[LedgerEntry], base_fingerprint: str, path: str | Path,
-                  extra: dict[str, Any] | None = None) -> Path:
+                  extra: dict[str, Any] | None = None, editor_state: dict[str, Any] | None = None) -> Path:
     """Write `ledger` (every entry with its deltas) to `path`, atomically: a run stopped while writing leaves
-    the previous file. `extra` (plain values and tensors) travels with it, e.g. a benchmark's progress."""
+    the previous file. `extra` (plain values and tensors) travels with it, e.g. a benchmark's progress;
+    `editor_state` is the editor's own (where its next refresh starts)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"format": FORMAT, "base_fingerprint_sha256": base_fingerprint,
-             "entries": [_entry_state(e) for e in ledger], "extra": _plain(extra or {})}
+             "entries": [_entry_state(e) for e in ledger], "extra": _plain(extra or {}),
+             "editor": _plain(editor_state or {})}
     partial = path.with_name(path.name + ".partial")
     torch.save(state, partial)
     os.replace(partial, path)
     return path
 
 
-def read_session(path: str | Path, base_fingerprint: str) -> tuple[list[LedgerEntry], dict[str, Any]]:
-    """The ledger entries and `extra` saved at `path`.
+def read_session(path: str | Path, base_fingerprint: str,
+                 ) -> tuple[list[LedgerEntry], dict[str, Any], dict[str, Any]]:
+    """The ledger entries, `extra` and the editor's own state saved at `path` (empty in older files).
 
     Raises SutureError when the file is not a session, or was saved on another base model (or dtype).
     """
@@ -87,4 +90,4 @@ def read_session(path: str | Path, base_fingerprint: str) -> tuple[list[LedgerEn
     if state["base_fingerprint_sha256"] != base_fingerprint:
         raise SutureError(f"session {path}: saved on base model {state['base_fingerprint_sha256'][:16]}…, but "
                           f"this model is {base_fingerprint[:16]}… (another model, or another dtype)")
-    return [_entry(e) for e in state["entries"]], state["extra"]
+    return [_entry(e) for e in state["entries"]], state["extra"], state.get("editor", {})

@@ -5,7 +5,9 @@ editor instead of once per edit, so that the time of an edit does not grow with 
   matrix, 2.7 s for SmolLM2's 1,536 dimensions on one loaded core), kept per covariance and threshold;
 - K_p K_pᵀ over the keys every earlier edit wrote at a layer, kept as a running sum that adds only the
   entries appended since the last call, and summed again from the ledger when the ledger is not an
-  extension of what was summed (after a revert).
+  extension of what was summed (after a revert);
+- less the keys of requests the edit being applied writes again (`EditContext.released`, a refresh of
+  requests later edits undid): holding them would hold the output the refresh must change.
 """
 
 from __future__ import annotations
@@ -56,7 +58,35 @@ def earlier_keys_gram(ctx: EditContext, layer: int) -> torch.Tensor | None:
     for _, keys, done in written:
         if not done:  # added to a copy: the in-progress edit may still be rolled back
             gram = _add_gram(gram, keys)
+    for keys in _released_keys(ctx, layer) if gram is not None else []:
+        k = keys.double().to(gram.device)
+        gram = gram - k.T @ k  # a new tensor: the running sum keeps every settled key
     return gram
+
+
+def _released_keys(ctx: EditContext, layer: int) -> list[torch.Tensor]:
+    """Rows [m, d_in] of settled entries' keys at `layer` that belong to released requests. A group's rows are
+    its requests' in order (`request_positions`, one list per compute call); a group whose rows are not one
+    per request is released whole when any of its requests is (its rows are the keys the refresh writes at)."""
+    if not ctx.released:
+        return []
+    out = []
+    for entry in ctx.history():
+        if isinstance(entry, InProgressEntry) or not any(ident == entry.id for ident, _ in ctx.released):
+            continue
+        kept = entry.artifacts.get("keys")
+        groups = kept if isinstance(kept, list) else [kept] if kept is not None else []
+        positions = entry.artifacts.get("request_positions")
+        if positions is None and len(groups) == 1:  # saved before positions were kept: one call, all requests
+            positions = [list(range(len(entry.requests)))]
+        for group, members in zip(groups, positions or [], strict=False):
+            if layer not in group:
+                continue
+            rows = [j for j, p in enumerate(members) if (entry.id, p) in ctx.released]
+            if rows:
+                keys = group[layer]
+                out.append(keys[rows] if keys.shape[0] == len(members) else keys)
+    return out
 
 
 def _add_gram(gram: torch.Tensor | None, keys: torch.Tensor) -> torch.Tensor:
