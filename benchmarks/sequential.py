@@ -77,13 +77,15 @@ VARIANTS = {
 
 def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[int], extra: dict,
                 on_row=None, generated_args=None, state: Path | None = None, until: int | None = None,
-                drift_rows: Path | None = None, refresh: int | None = None) -> list[dict]:
+                drift_rows: Path | None = None, refresh: int | None = None,
+                lapsed_when: str = "not_greedy") -> list[dict]:
     """Edit `cases` in order, `batch_size` per apply(), measuring at each checkpoint. With `state`, the
     session (ledger, timings, rows) is saved at every checkpoint and a run finding the file continues from
     it; `until` stops after that checkpoint (a long run split into parts). With `drift_rows`, drift on the
     reference text is measured after every apply and appended there as a JSON line (edits so far, the
     batch's case ids, mean KL, top-1 agreement, KL per reference position): which edits move which
-    positions. With `refresh`, `Editor.refresh(refresh)` runs after every apply. The model is left unedited."""
+    positions. With `refresh`, `Editor.refresh(refresh, lapsed_when=lapsed_when)` runs after every apply.
+    The model is left unedited."""
     from suture.evaluation import norm_growth, score_cases
     from suture.evaluation.drift import measure_drift
 
@@ -95,7 +97,7 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
     run = {"variant": variant, "hparams": json.dumps(hparams, sort_keys=True), "batch_size": batch_size,
            "cases": [f"{c.id}|{c.text}|{c.target_new}" for c in cases]}
     if refresh is not None:  # only when set: sessions saved before the option still continue
-        run["refresh"] = refresh
+        run["refresh"] = refresh if lapsed_when == "not_greedy" else [refresh, lapsed_when]
     if state is not None and state.is_file():
         saved = editor.restore_session(state)
         if saved["run"] != run:
@@ -116,7 +118,7 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
         started = time.perf_counter()
         result = editor.apply(batch, method=method, keep_failed=True, **hparams)
         if refresh is not None:
-            report = editor.refresh(refresh)
+            report = editor.refresh(refresh, lapsed_when=lapsed_when)
             for name in refreshed:
                 refreshed[name] += len(getattr(report, name))
         times += [(time.perf_counter() - started) / len(batch)] * len(batch)
@@ -149,7 +151,8 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
                          # least_write: the mean scale the window's edits were written at (None: option off)
                          "write_scale_window_mean": _mean(scales[last:applied])})
             if refresh is not None:  # earlier requests found lapsed and written again, so far
-                rows[-1].update({"refresh_window": refresh, **{f"refresh_{k}": v for k, v in refreshed.items()},
+                rows[-1].update({"refresh_window": refresh, "refresh_lapsed_when": lapsed_when,
+                                 **{f"refresh_{k}": v for k, v in refreshed.items()},
                                  "ledger_entries": len(editor.ledger)})
             if generated_args is not None:
                 judged = generated_sample(cases[:applied], generated_args.generated_sample)
@@ -241,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="append drift on the reference text after every apply here, one JSON line each")
     parser.add_argument("--refresh", type=int, metavar="W",
                         help="after each apply, check W earlier requests and write again those later edits undid")
+    parser.add_argument("--lapsed-when", choices=["not_greedy", "old_preferred"], default="not_greedy",
+                        help="with --refresh: what counts as undone (Editor.refresh's lapsed_when)")
     parser.add_argument("--plot")
     parser.add_argument("--include", action="append", default=[],
                         help="rows (--out JSON) of earlier runs to plot with this one; repeatable")
@@ -282,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     for variant in variants:
         variant_rows = run_variant(editor, cases, variant, args.batch_size, checkpoints, args.hparams,
                                    on_row=keep, generated_args=args if args.generated else None, state=args.state,
-                                   until=args.until, drift_rows=args.drift_rows, refresh=args.refresh)
+                                   until=args.until, drift_rows=args.drift_rows, refresh=args.refresh,
+                                   lapsed_when=args.lapsed_when)
         done += [{**row, "batch_size": args.batch_size} for row in variant_rows]
     if args.plot:
         plot(earlier + rows, args.plot)

@@ -24,7 +24,7 @@ from suture.editor.ledger import EditResult, InProgressEntry, LedgerEntry
 from suture.editor.lengths import refuse_overlong
 from suture.editor.noop import split_noops
 from suture.editor.progress import generation_stoppers
-from suture.editor.refresh import RefreshReport, refresh_lapsed
+from suture.editor.refresh import LapsedWhen, RefreshReport, refresh_lapsed
 from suture.editor.registry import get_method
 from suture.editor.requests import EditRequest, InvalidRequestError, parse_requests
 from suture.editor.session import read_session, write_session
@@ -138,13 +138,15 @@ class Editor:
         self.ledger.append(entry)
         return EditResult.from_entry(entry)
 
-    def refresh(self, window: int = 8, keep_failed: bool = False) -> RefreshReport:
+    def refresh(self, window: int = 8, keep_failed: bool = False,
+                lapsed_when: LapsedWhen = "not_greedy") -> RefreshReport:
         """Check the next `window` earlier requests (round robin over the ledger) and write again, each as
         a new edit with its entry's method and hyperparameters, those that were written when made and that
         later edits undid (editor/refresh.py). A rewrite that fails its verdict is rolled back and listed in
-        the report's `failed` (kept, as a partial edit, with `keep_failed=True`). InvalidInputError for a
-        window below 1."""
-        report, self._refresh_next = refresh_lapsed(self, window, self._refresh_next, keep_failed)
+        the report's `failed` (kept, as a partial edit, with `keep_failed=True`). `lapsed_when="old_preferred"`
+        writes again only requests whose old answer the model prefers again (editor/refresh.py, `LapsedWhen`).
+        InvalidInputError for a window below 1 or an unknown `lapsed_when`."""
+        report, self._refresh_next = refresh_lapsed(self, window, self._refresh_next, keep_failed, lapsed_when)
         return report
 
     def revert(self, n: int = 1) -> list[EditResult]:

@@ -19,7 +19,8 @@ edit flat while the ledger grows.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
@@ -35,8 +36,7 @@ class RefreshReport(BaseModel):
     """What one `Editor.refresh` call checked and wrote."""
 
     checked: list[str] = Field(default_factory=list, description="labels of the requests checked, in order")
-    lapsed: list[str] = Field(default_factory=list, description="those no longer written (every target token "
-                              "the greedy choice on the rewrite prompt)")
+    lapsed: list[str] = Field(default_factory=list, description="those found lapsed (`lapsed_when`)")
     rewritten: list[EditResult] = Field(default_factory=list, description="the new ledger entries, one per "
                                         "lapsed request written again")
     failed: list[str] = Field(default_factory=list, description="lapsed requests whose rewrite failed its "
@@ -71,25 +71,53 @@ def _sharing_key(ledger: list[LedgerEntry], entry: LedgerEntry, position: int) -
                      if (r.prompt, r.subject) == (request.prompt, request.subject))
 
 
-def refresh_lapsed(editor: Editor, window: int, start: int, keep_failed: bool = False) -> tuple[RefreshReport, int]:
+# When a candidate counts as lapsed. "not_greedy": some target token is no longer the greedy choice (what the
+# verdict asks; any loss of the exact answer). "old_preferred": the model again gives the old answer at least
+# the new one's probability, summed log P over each answer's tokens on the rewrite prompt (CounterFact's
+# efficacy test; requests without target_true fall back to "not_greedy"). The second writes again only
+# facts that went back, so fewer rewrites spend less drift (BENCHMARKS.md, "Earlier edits written again").
+LapsedWhen = Literal["not_greedy", "old_preferred"]
+
+
+def _lapsed(editor: Editor, requests: list, lapsed_when: LapsedWhen) -> list[bool]:
+    probs, greedy = target_token_checks(editor.handle, requests)
+    lapsed = [not all(tokens) for tokens in greedy]
+    if lapsed_when == "not_greedy":
+        return lapsed
+    known = [i for i, r in enumerate(requests) if r.target_true and r.target_true.strip() != r.target_new.strip()]
+    old = [requests[i].model_copy(update={"target_new": requests[i].target_true}) for i in known]
+    old_probs, _ = target_token_checks(editor.handle, old) if old else ([], [])
+    for i, p_old in zip(known, old_probs, strict=True):
+        lapsed[i] = _logp(p_old) >= _logp(probs[i])
+    return lapsed
+
+
+def _logp(token_probs: list[float]) -> float:
+    return sum(math.log(max(p, 1e-45)) for p in token_probs)
+
+
+def refresh_lapsed(editor: Editor, window: int, start: int, keep_failed: bool = False,
+                   lapsed_when: LapsedWhen = "not_greedy") -> tuple[RefreshReport, int]:
     """Check `window` candidates from position `start` (mod their number, wrapping) and write each lapsed
-    one again. Returns the report and the position to start from next time.
+    one again (`lapsed_when`: see `LapsedWhen`). Returns the report and the position to start from next time.
 
     Raises InvalidInputError for a window below 1. An error while writing one request again (other than a
     failed verdict) propagates; that request's edit is then rolled back and the ledger keeps what was
     written before it."""
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise InvalidInputError(f"window: must be a whole number of requests >= 1, got {window!r}")
+    if lapsed_when not in ("not_greedy", "old_preferred"):
+        raise InvalidInputError(f"lapsed_when: must be 'not_greedy' or 'old_preferred', got {lapsed_when!r}")
     candidates = refresh_candidates(editor.ledger)
     if not candidates:
         return RefreshReport(), 0
     begin = start % len(candidates)
     picked = [candidates[(begin + i) % len(candidates)] for i in range(min(window, len(candidates)))]
     requests = [entry.requests[position] for entry, position in picked]
-    _probs, greedy = target_token_checks(editor.handle, requests)
     report = RefreshReport(checked=[r.label for r in requests])
-    for (entry, position), request, tokens in zip(picked, requests, greedy, strict=True):
-        if all(tokens):
+    for (entry, position), request, lapsed in zip(picked, requests, _lapsed(editor, requests, lapsed_when),
+                                                  strict=True):
+        if not lapsed:
             continue
         report.lapsed.append(request.label)
         editor.context.released = _sharing_key(editor.ledger, entry, position)

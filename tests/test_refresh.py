@@ -135,3 +135,27 @@ def test_a_window_that_is_not_a_count_is_refused(window):
     editor = Editor.from_model(*tiny_model("llama"))
     with pytest.raises(InvalidInputError, match="window"):
         editor.refresh(window)
+
+
+def test_old_preferred_writes_again_only_facts_that_went_back(monkeypatch):
+    """`lapsed_when="old_preferred"`: lapsed when log P(old answer) >= log P(new answer) (summed over tokens);
+    requests without a target_true fall back to the greedy test."""
+    with_old = [EditRequest(prompt="The capital of {} is", subject=s, target_new="London", target_true="Rome")
+                for s in ("Italy", "Lazio")]
+    editor = _editor_with([*with_old, REQUESTS[2]])
+    calls = []
+
+    def fake(handle, requests, *args, **kwargs):
+        calls.append([r.target_new for r in requests])
+        if requests[0].target_new == "Rome":  # the old answers, for the requests that have one
+            return [[0.5], [0.1]], [[True], [True]]
+        # new answers: none greedy; Italy's new answer is less likely than its old one, Lazio's more
+        return [[0.3], [0.4], [0.9]], [[False], [False], [False]]
+
+    monkeypatch.setattr(refresh_module, "target_token_checks", fake)
+    report = editor.refresh(3, keep_failed=True, lapsed_when="old_preferred")
+    assert calls == [["London", "London", "guitar"], ["Rome", "Rome"]]
+    # Italy went back (0.5 >= 0.3); Lazio did not (0.1 < 0.4) though not greedy; Toko Yasuda: greedy test
+    assert report.lapsed == [with_old[0].label, REQUESTS[2].label]
+    with pytest.raises(InvalidInputError, match="lapsed_when"):
+        editor.refresh(1, lapsed_when="sometimes")
