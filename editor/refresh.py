@@ -101,9 +101,9 @@ def refresh_lapsed(editor: Editor, window: int, start: int, keep_failed: bool = 
     """Check `window` candidates from position `start` (mod their number, wrapping) and write each lapsed
     one again (`lapsed_when`: see `LapsedWhen`). Returns the report and the position to start from next time.
 
-    Raises InvalidInputError for a window below 1. An error while writing one request again (other than a
-    failed verdict) propagates; that request's edit is then rolled back and the ledger keeps what was
-    written before it."""
+    Raises InvalidInputError for a window below 1 or an unknown `lapsed_when`. An error while writing one
+    request again (other than a failed verdict) propagates; that request's edit is then rolled back and the
+    ledger keeps what was written before it."""
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise InvalidInputError(f"window: must be a whole number of requests >= 1, got {window!r}")
     if lapsed_when not in ("not_greedy", "old_preferred"):
