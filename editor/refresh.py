@@ -85,7 +85,10 @@ def _lapsed(editor: Editor, requests: list, lapsed_when: LapsedWhen) -> list[boo
     if lapsed_when == "not_greedy":
         return lapsed
     known = [i for i, r in enumerate(requests) if r.target_true and r.target_true.strip() != r.target_new.strip()]
-    old = [requests[i].model_copy(update={"target_new": requests[i].target_true}) for i in known]
+    # The old answer is spelled by the rule, as CounterFact's efficacy spells it: a request's target_space
+    # says how its new answer follows the prompt, not the old one.
+    old = [requests[i].model_copy(update={"target_new": requests[i].target_true, "target_space": None})
+           for i in known]
     old_probs, _ = target_token_checks(editor.handle, old) if old else ([], [])
     for i, p_old in zip(known, old_probs, strict=True):
         lapsed[i] = _logp(p_old) >= _logp(probs[i])

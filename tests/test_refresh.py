@@ -159,3 +159,20 @@ def test_old_preferred_writes_again_only_facts_that_went_back(monkeypatch):
     assert report.lapsed == [with_old[0].label, REQUESTS[2].label]
     with pytest.raises(InvalidInputError, match="lapsed_when"):
         editor.refresh(1, lapsed_when="sometimes")
+
+
+def test_old_answers_are_spelled_by_the_rule_not_the_new_answers_override(monkeypatch):
+    """A request's `target_space` is about its new answer; the old answer is compared as CounterFact's
+    efficacy spells it (the rule, no override)."""
+    joined = EditRequest(prompt="The capital of {} is", subject="Italy", target_new="London", target_true="Rome",
+                         target_space=False)
+    editor = _editor_with([joined])
+    seen = []
+
+    def fake(handle, requests, *args, **kwargs):
+        seen.append([(r.target_new, r.target_space) for r in requests])
+        return [[0.5]], [[True]]
+
+    monkeypatch.setattr(refresh_module, "target_token_checks", fake)
+    editor.refresh(1, lapsed_when="old_preferred")
+    assert seen == [[("London", False)], [("Rome", None)]]
