@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from suture.cli.common import (
     EXIT_OK,
@@ -25,12 +25,19 @@ from suture.cli.common import (
 
 if TYPE_CHECKING:
     from suture.editor import EditRequest, Gate
+    from suture.editor.refresh import RefreshReport
 
 EPILOG = """\
 FILE.jsonl holds one edit request per line (blank lines are skipped), for example:
   {"prompt": "The capital of {} is", "subject": "France", "target_new": "Rome", "target_true": "Paris"}
 Fields: prompt (with one '{}' for the subject), subject, target_new, and optionally target_true,
 paraphrases, neighbors (lists of prompts) and id.
+
+Many edits over time: --session FILE keeps every edit so far; each call continues it and saves it again
+only when its edit succeeded. With --refresh W the call also writes again up to W earlier edits that later
+ones undid, for example:
+  suture edit --model M --requests monday.jsonl --session fixes.pt
+  suture edit --model M --requests tuesday.jsonl --session fixes.pt --refresh 8 --out patched/
 
 Exit codes: 0 success, 2 bad input or any suture error (the message says what and where)."""
 
@@ -55,8 +62,60 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--max-new-tokens", type=int, default=8, metavar="N",
                         help="tokens generated for the before/after answers (default: 8)")
     add_gate_arguments(parser)
+    add_session_arguments(parser)
     parser.set_defaults(run=run)
     return parser
+
+
+# The choices of Editor.refresh's lapsed_when (editor/refresh.py), without importing torch for --help.
+LapsedWhen = Literal["not_greedy", "old_preferred"]
+
+
+# --- a session: edits that go on over many calls --------------------------------------------------------
+# A year of corrections is many `suture edit` calls on one model. --session keeps the ledger (every delta) in a
+# file: each call restores it, adds its edit, and writes it back atomically only after the edit succeeded, so a
+# failed or rolled-back edit leaves the session as it was. --refresh then writes again earlier edits that
+# later ones undid (Editor.refresh; BENCHMARKS.md, "Earlier edits written again").
+
+def add_session_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--session", default=None, metavar="FILE",
+                        help="continue the edits saved in FILE (same base model) and save them there after this "
+                             "edit; FILE is created when missing")
+    parser.add_argument("--refresh", type=int, default=None, metavar="W",
+                        help="after the edit, check W earlier requests of the session (round robin) and write "
+                             "again those later edits undid; needs --session")
+    parser.add_argument("--lapsed-when", choices=list(get_args(LapsedWhen)), default=None,
+                        help="with --refresh, what counts as undone: not_greedy (the new target is no longer the "
+                             "greedy answer; the default) or old_preferred (the old answer, target_true, is again at "
+                             "least as likely: fewer rewrites, less drift)")
+
+
+def _check_session(args: argparse.Namespace) -> Path | None:
+    """Refuse an unusable --session or --refresh before the model is loaded."""
+    if args.lapsed_when is not None and args.refresh is None:
+        raise CliError("--lapsed-when needs --refresh")
+    if args.refresh is not None:
+        if args.session is None:
+            raise CliError("--refresh needs --session: it writes again earlier edits kept in the session")
+        if args.refresh < 1:
+            raise CliError(f"--refresh must be at least 1, got {args.refresh}")
+    if args.session is None:
+        return None
+    path = Path(args.session).expanduser()
+    if path.exists() and not path.is_file():
+        raise CliError(f"--session: {path} exists and is not a file")
+    if not path.parent.is_dir():
+        raise CliError(f"--session: the folder {path.parent} does not exist")
+    return path
+
+
+def _report_refresh(report: RefreshReport) -> None:
+    print(f"refresh: checked {len(report.checked)} earlier request(s), {len(report.lapsed)} lapsed, "
+          f"{len(report.rewritten)} written again")
+    for entry in report.rewritten:
+        print(f"  written again as edit {entry.id}: {', '.join(r.label for r in entry.requests)}")
+    for reason in report.failed:
+        print(f"  NOT written again: {reason}")
 
 
 # --- deployment gate ------------------------------------------------------------------------------------
@@ -127,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     pick_dtype(args.dtype, None)  # an unknown --dtype fails here, naming the choices, not after loading
     gate = gate_from_args(args)
+    session = _check_session(args)
     if args.max_new_tokens < 1:
         raise CliError("--max-new-tokens must be at least 1")
     print(f"{len(requests)} edit request(s) from {args.requests}; method {args.method}")
@@ -134,6 +194,10 @@ def run(args: argparse.Namespace) -> int:
     timer = Timer()
     editor, timer.seconds["load"] = load_editor(args.model, args.device, args.dtype)
     method.resolve_hparams(editor.handle, hparams)  # bad hyperparameters fail before any generation
+    if session is not None and session.is_file():
+        with timer("session load"):
+            editor.restore_session(session)
+        print(f"continuing {len(editor.ledger)} earlier edit(s) from {session}")
 
     prompts = [r.text for r in requests]
     with timer("answers before"):
@@ -150,6 +214,11 @@ def run(args: argparse.Namespace) -> int:
         rank = "dense" if delta.rank is None else f"rank {delta.rank}"
         print(f"  {delta.module}.{delta.param}: {rank}, norm {delta.norm:.4g}")
 
+    if args.refresh is not None:
+        with timer("refresh"):
+            lapsed_when = {"lapsed_when": args.lapsed_when} if args.lapsed_when else {}
+            _report_refresh(editor.refresh(args.refresh, keep_failed=args.keep_failed, **lapsed_when))
+
     with timer("answers after"):
         after = editor.generate(prompts, max_new_tokens=args.max_new_tokens)
     hits = 0
@@ -161,6 +230,10 @@ def run(args: argparse.Namespace) -> int:
               f"after {short(new)!r} [{'ok' if hit else 'missed'}]")
     print(f"{hits}/{len(requests)} request(s) now answered with their new target")
 
+    if session is not None:
+        with timer("session save"):
+            editor.save_session(session)
+        print(f"saved the session ({len(editor.ledger)} edit(s)) to {session}")
     if out is not None:
         with timer("save"):
             saved = editor.save(out, gate=gate)
