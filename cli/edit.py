@@ -73,8 +73,8 @@ LapsedWhen = Literal["not_greedy", "old_preferred"]
 
 # --- a session: edits that go on over many calls --------------------------------------------------------
 # A year of corrections is many `suture edit` calls on one model. --session keeps the ledger (every delta) in a
-# file: each call restores it, adds its edit, and writes it back atomically only after the edit succeeded, so a
-# failed or rolled-back edit leaves the session as it was. --refresh then writes again earlier edits that
+# file: each call restores it, adds its edit, and writes it back atomically only once the call succeeded, so a
+# rolled-back edit or a failed gate leaves the session as it was. --refresh then writes again earlier edits that
 # later ones undid (Editor.refresh; BENCHMARKS.md, "Earlier edits written again").
 
 def add_session_arguments(parser: argparse.ArgumentParser) -> None:
@@ -230,14 +230,14 @@ def run(args: argparse.Namespace) -> int:
               f"after {short(new)!r} [{'ok' if hit else 'missed'}]")
     print(f"{hits}/{len(requests)} request(s) now answered with their new target")
 
-    if session is not None:
-        with timer("session save"):
-            editor.save_session(session)
-        print(f"saved the session ({len(editor.ledger)} edit(s)) to {session}")
     if out is not None:
         with timer("save"):
             saved = editor.save(out, gate=gate)
         print(f"saved the edited checkpoint to {saved} (manifest {saved / 'suture.json'})")
+    if session is not None:  # last: a failed gate leaves the session as it was, like a failed edit
+        with timer("session save"):
+            editor.save_session(session)
+        print(f"saved the session ({len(editor.ledger)} edit(s)) to {session}")
     total = sum(timer.seconds.values())
     print(f"timing: {timer.summary()} (total {format_seconds(total)})")
     return EXIT_OK

@@ -26,6 +26,15 @@ def test_failing_gate_exits_nonzero_names_thresholds_and_writes_nothing(model_di
     assert [p.name for p in tmp_path.iterdir()] == ["requests.jsonl"]
 
 
+def test_a_failing_gate_leaves_the_session_unwritten(model_dir, tmp_path, capsys):  # noqa: F811
+    requests = write_jsonl(tmp_path / "requests.jsonl", REQUESTS[:1])
+    session = tmp_path / "fixes.pt"
+    code = main(["edit", "--model", str(model_dir), "--requests", requests, "--out", str(tmp_path / "out"),
+                 "--hparams", HPARAMS, "--gate", FAILING, "--session", str(session)])
+    assert code != 0 and "gate failed" in capsys.readouterr().err
+    assert not session.exists()
+
+
 def test_passing_gate_saves_with_verdict(model_dir, tmp_path, capsys):  # noqa: F811
     requests = write_jsonl(tmp_path / "requests.jsonl", REQUESTS[:1])
     gate = tmp_path / "gate.json"
