@@ -20,7 +20,7 @@ edit flat while the ledger grows.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from pydantic import BaseModel, Field
 
@@ -109,7 +109,7 @@ def refresh_lapsed(editor: Editor, window: int, start: int, keep_failed: bool = 
     ledger keeps what was written before it."""
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise InvalidInputError(f"window: must be a whole number of requests >= 1, got {window!r}")
-    if lapsed_when not in ("not_greedy", "old_preferred"):
+    if lapsed_when not in get_args(LapsedWhen):
         raise InvalidInputError(f"lapsed_when: must be 'not_greedy' or 'old_preferred', got {lapsed_when!r}")
     candidates = refresh_candidates(editor.ledger)
     if not candidates:
