@@ -80,17 +80,15 @@ LapsedWhen = Literal["not_greedy", "old_preferred"]
 
 
 def _lapsed(editor: Editor, requests: list, lapsed_when: LapsedWhen) -> list[bool]:
-    probs, greedy = target_token_checks(editor.handle, requests)
-    lapsed = [not all(tokens) for tokens in greedy]
-    if lapsed_when == "not_greedy":
-        return lapsed
-    known = [i for i, r in enumerate(requests) if r.target_true and r.target_true.strip() != r.target_new.strip()]
+    known = [] if lapsed_when == "not_greedy" else [
+        i for i, r in enumerate(requests) if r.target_true and r.target_true.strip() != r.target_new.strip()]
     # The old answer is spelled by the rule, as CounterFact's efficacy spells it: a request's target_space
     # says how its new answer follows the prompt, not the old one.
     old = [requests[i].model_copy(update={"target_new": requests[i].target_true, "target_space": None})
            for i in known]
-    old_probs, _ = target_token_checks(editor.handle, old) if old else ([], [])
-    for i, p_old in zip(known, old_probs, strict=True):
+    probs, greedy = target_token_checks(editor.handle, requests + old)  # one pass: new answers, then old ones
+    lapsed = [not all(tokens) for tokens in greedy[: len(requests)]]
+    for i, p_old in zip(known, probs[len(requests):], strict=True):
         lapsed[i] = _logp(p_old) >= _logp(probs[i])
     return lapsed
 

@@ -147,14 +147,13 @@ def test_old_preferred_writes_again_only_facts_that_went_back(monkeypatch):
 
     def fake(handle, requests, *args, **kwargs):
         calls.append([r.target_new for r in requests])
-        if requests[0].target_new == "Rome":  # the old answers, for the requests that have one
-            return [[0.5], [0.1]], [[True], [True]]
-        # new answers: none greedy; Italy's new answer is less likely than its old one, Lazio's more
-        return [[0.3], [0.4], [0.9]], [[False], [False], [False]]
+        # new answers first: none greedy; Italy's new answer is less likely than its old one, Lazio's more;
+        # then the old answers, for the requests that have one
+        return [[0.3], [0.4], [0.9], [0.5], [0.1]], [[False], [False], [False], [True], [True]]
 
     monkeypatch.setattr(refresh_module, "target_token_checks", fake)
     report = editor.refresh(3, keep_failed=True, lapsed_when="old_preferred")
-    assert calls == [["London", "London", "guitar"], ["Rome", "Rome"]]
+    assert calls == [["London", "London", "guitar", "Rome", "Rome"]]  # one pass
     # Italy went back (0.5 >= 0.3); Lazio did not (0.1 < 0.4) though not greedy; Toko Yasuda: greedy test
     assert report.lapsed == [with_old[0].label, REQUESTS[2].label]
     with pytest.raises(InvalidInputError, match="lapsed_when"):
@@ -171,8 +170,8 @@ def test_old_answers_are_spelled_by_the_rule_not_the_new_answers_override(monkey
 
     def fake(handle, requests, *args, **kwargs):
         seen.append([(r.target_new, r.target_space) for r in requests])
-        return [[0.5]], [[True]]
+        return [[0.5] for _ in requests], [[True] for _ in requests]
 
     monkeypatch.setattr(refresh_module, "target_token_checks", fake)
     editor.refresh(1, lapsed_when="old_preferred")
-    assert seen == [[("London", False)], [("Rome", None)]]
+    assert seen == [[("London", False), ("Rome", None)]]
