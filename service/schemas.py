@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from suture.editor.conflicts import find_clashes
+from suture.editor.refresh import LapsedWhen
 from suture.editor.requests import EditRequest
 from suture.evaluation import EvaluationOptions, GatePolicy
 
@@ -89,6 +90,18 @@ class JobCreate(BaseModel):
     evaluation: EvaluationOptions | None = Field(None, description="evaluate jobs: what to measure")
     ledger_from: StrictStr | None = Field(None, max_length=64,
                                           description="evaluate jobs: replay this job output's edits first")
+    continue_from: StrictStr | None = Field(
+        None, pattern=NAME_PATTERN, description="edit and repair jobs: build on an earlier job's output (its "
+        "output name): its edits are restored from its session.pt, deltas and all (not recomputed), this job's edit "
+        "goes on top, and this job's outputs carry every edit. A gate's drift is then measured against the base "
+        "model, over all of them")
+    refresh: StrictInt | None = Field(
+        None, ge=1, le=64, description="with continue_from: after this job's edit, check this many earlier "
+        "requests (round robin over the ledger) and write again those that later edits undid (Editor.refresh); "
+        "each rewrite is one more edit, so this bounds the extra work")
+    lapsed_when: LapsedWhen | None = Field(
+        None, description="with refresh: what counts as undone, 'not_greedy' (the default) or 'old_preferred' "
+        "(the old answer at least as likely as the new: fewer rewrites, BENCHMARKS.md)")
     output_name: StrictStr | None = Field(None, pattern=NAME_PATTERN,
                                           description="checkpoint name (default: the job id)")
     save_checkpoint: StrictBool = Field(False, description="also materialize the full merged checkpoint (model-sized)")
@@ -120,7 +133,14 @@ class JobCreate(BaseModel):
         if self.kind is JobKind.evaluate and not (has_cases or self.ledger_from):
             raise ValueError("evaluate jobs need 'requests', 'dataset' or 'ledger_from'")
         if self.kind is not JobKind.evaluate and self.ledger_from is not None:
-            raise ValueError("'ledger_from' is only for evaluate jobs")
+            raise ValueError("'ledger_from' is only for evaluate jobs (edit and repair jobs build on an earlier "
+                             "output with 'continue_from')")
+        if self.kind is JobKind.evaluate and self.continue_from is not None:
+            raise ValueError("'continue_from' is only for edit and repair jobs (evaluate jobs take 'ledger_from')")
+        if self.refresh is not None and self.continue_from is None:
+            raise ValueError("'refresh' needs 'continue_from': it writes again earlier jobs' requests")
+        if self.lapsed_when is not None and self.refresh is None:
+            raise ValueError("'lapsed_when' needs 'refresh'")
         if self.kind is JobKind.evaluate:
             edit_only = [name for name, given in (("method", self.method is not None), ("gate", self.gate is not None),
                                                   ("hparams", bool(self.hparams)),

@@ -72,6 +72,32 @@ def test_malformed_bodies_are_422_naming_the_field(client, change, field):
     assert any(field in ".".join(map(str, d["loc"])) or field in d["msg"] for d in detail), detail
 
 
+def _succeeded(client, body: dict) -> None:
+    """Submit `body` and mark its job succeeded, as a worker would (no workers run here)."""
+    from suture.service.schemas import JobStatus
+
+    job = client.post("/v1/jobs", json=body, headers=AUTH).json()
+    jobs = client.app.state.suture.jobs
+    assert jobs.claim(job["id"], "test") and jobs.finish(job["id"], JobStatus.succeeded, result={})
+
+
+def test_continue_from_names_a_succeeded_edit_output_of_the_same_model(client):
+    _succeeded(client, {**EDIT, "output_name": "fix1"})
+    _succeeded(client, {"kind": "evaluate", "model": "smollm2-135m", "requests": [REQUEST], "output_name": "ev1"})
+    answer = client.post("/v1/jobs", json={**EDIT, "continue_from": "nope"}, headers=AUTH)
+    assert answer.status_code == 404 and "continue_from: no succeeded job output named 'nope'" in answer.text
+    answer = client.post("/v1/jobs", json={**EDIT, "continue_from": "ev1"}, headers=AUTH)
+    assert answer.status_code == 422 and "evaluate job's output" in answer.text
+    answer = client.post("/v1/jobs", json={**EDIT, "model": "gemma3-270m", "continue_from": "fix1"}, headers=AUTH)
+    assert answer.status_code == 422 and "was made on model 'smollm2-135m'" in answer.text
+    answer = client.post("/v1/jobs", json={**EDIT, "continue_from": "fix1", "refresh": 8,
+                                           "lapsed_when": "old_preferred"}, headers=AUTH)
+    assert answer.status_code == 202, answer.text
+    alice = user_token(client)  # output names are per token: another token's output is not found
+    answer = client.post("/v1/jobs", json={**EDIT, "continue_from": "fix1"}, headers=alice)
+    assert answer.status_code == 404
+
+
 def test_oversized_body_is_413(client):
     big = {**EDIT, "requests": [{**REQUEST, "paraphrases": ["The capital of France is " * 20] * 200}]}
     assert client.post("/v1/jobs", json=big, headers=AUTH).status_code == 413

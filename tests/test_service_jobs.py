@@ -99,3 +99,89 @@ def test_datasets_resolve_inside_the_data_directory_only(models, tmp_path):
 def test_unknown_models_name_the_valid_ones(models):
     with pytest.raises(Exception, match="valid models: .*tiny"):
         models.catalog.ref("nope")
+
+
+def test_an_edit_job_continues_from_an_earlier_output_with_its_deltas_as_written(models, tmp_path):
+    """Lifelong editing through the service: each job restores the earlier output's session (deltas and
+    all, not recomputed), adds its edit, and writes a session that carries every edit so far."""
+    first_body, second_body = edit_body(1, output_name="first"), edit_body(2, output_name="second")
+    second_body["requests"] = second_body["requests"][1:]  # another request than the first job's
+    with models.checkout("tiny") as editor:
+        base = {k: v.clone() for k, v in editor.model.state_dict().items()}
+        run_job(editor, context(tmp_path, first_body))
+        first_weights = {k: v.clone() for k, v in editor.model.state_dict().items()}
+    assert (tmp_path / "first" / "session.pt").is_file()
+    with models.checkout("tiny") as editor:
+        editor.restore_session(tmp_path / "first" / "session.pt")  # the session holds exactly what was written
+        assert all(torch.equal(v, first_weights[k]) for k, v in editor.model.state_dict().items())
+    with models.checkout("tiny") as editor:
+        result = run_job(editor, context(tmp_path, {**second_body, "continue_from": "first"}, job_id="job2"))
+    assert result["continued"] == {"from": "first", "edits": 1, "how": "restored"}
+    assert "session.pt" in result["files"] and len(result["edits"]) == 2
+    ledger = json.loads((tmp_path / "second" / "ledger.json").read_text())["edits"]
+    assert [e["requests"][0]["subject"] for e in ledger] == ["Danielle Darrieux", "France"]
+    with models.checkout("tiny") as editor:  # the pool's model is handed back clean
+        assert not editor.ledger
+        assert all(torch.equal(v, base[k]) for k, v in editor.model.state_dict().items())
+
+
+def test_an_output_without_a_session_is_continued_by_replaying_its_ledger(models, tmp_path):
+    with models.checkout("tiny") as editor:
+        run_job(editor, context(tmp_path, edit_body(1, output_name="old")))
+    (tmp_path / "old" / "session.pt").unlink()  # as outputs written before sessions were kept
+    with models.checkout("tiny") as editor:
+        result = run_job(editor, context(tmp_path, {**edit_body(2, output_name="new"), "continue_from": "old"},
+                                         job_id="job2"))
+    assert result["continued"]["how"] == "replayed" and [e["requests"] for e in result["edits"]] == [1, 2]
+
+
+def test_continue_from_a_missing_output_or_another_models_session_fails_naming_the_field(models, tmp_path):
+    from suture.editor.session import write_session
+
+    with models.checkout("tiny") as editor, pytest.raises(JobFailed, match="continue_from: no output 'gone'"):
+        run_job(editor, context(tmp_path, {**edit_body(1), "continue_from": "gone"}))
+    write_session([], "0" * 64, tmp_path / "other" / "session.pt")
+    with models.checkout("tiny") as editor, pytest.raises(JobFailed, match="continue_from: session 'other'/session.pt: "
+                                                                           "saved on base model 0000") as info:
+        run_job(editor, context(tmp_path, {**edit_body(1), "continue_from": "other"}))
+    assert str(tmp_path) not in str(info.value)  # the server's paths stay on the server
+    assert not (tmp_path / "job1").exists()
+
+
+def test_refresh_runs_after_the_edit_with_the_jobs_window_and_criterion(models, tmp_path, monkeypatch):
+    from suture.editor import Editor
+    from suture.editor.refresh import RefreshReport
+
+    calls = []
+
+    def fake_refresh(self, window, keep_failed=False, lapsed_when="not_greedy"):
+        calls.append((len(self.ledger), window, keep_failed, lapsed_when))
+        return RefreshReport(checked=["a", "b"], lapsed=["b"], failed=["b: not the greedy answer"])
+
+    with models.checkout("tiny") as editor:
+        run_job(editor, context(tmp_path, edit_body(1, output_name="first")))
+    monkeypatch.setattr(Editor, "refresh", fake_refresh)
+    body = {**edit_body(2, output_name="second"), "continue_from": "first", "refresh": 4,
+            "lapsed_when": "old_preferred"}
+    with models.checkout("tiny") as editor:
+        result = run_job(editor, context(tmp_path, body, job_id="job2"))
+    assert calls == [(2, 4, False, "old_preferred")]  # after the job's own edit; a failed rewrite rolled back
+    assert result["refresh"] == {"checked": 2, "lapsed": ["b"], "rewritten": [],
+                                 "failed": ["b: not the greedy answer"], "held": []}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"refresh": 4}, "'refresh' needs 'continue_from'"),
+    ({"continue_from": "first", "lapsed_when": "old_preferred"}, "'lapsed_when' needs 'refresh'"),
+    ({"continue_from": "first", "refresh": 0}, "greater than or equal to 1"),
+    ({"continue_from": "first", "refresh": 65}, "less than or equal to 64"),
+    ({"continue_from": "first", "refresh": 2, "lapsed_when": "sometimes"}, "lapsed_when"),
+    ({"continue_from": "../first"}, "continue_from"),
+    ({"kind": "evaluate", "method": None, "hparams": {}, "keep_failed": None, "continue_from": "first"},
+     "'continue_from' is only for edit and repair jobs"),
+])
+def test_continuation_fields_are_checked_at_validation(change, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        JobCreate.model_validate({**edit_body(1), **change})

@@ -43,11 +43,17 @@ def _check_refs(st, caller, body: JobCreate) -> None:
         if body.kind is JobKind.repair and method.takes_requests:
             raise HTTPException(status.HTTP_400_BAD_REQUEST,
                                 f"method: {body.method!r} edits with requests; submit it as an 'edit' job")
-    if body.ledger_from is not None:
-        source = st.jobs.by_output(body.ledger_from, caller.id)  # the caller's own outputs (names are per token)
+    for field_name, output in (("ledger_from", body.ledger_from), ("continue_from", body.continue_from)):
+        if output is None:
+            continue
+        source = st.jobs.by_output(output, caller.id)  # the caller's own outputs (names are per token)
         if source is None or not sees(caller, source.owner_id) or source.status != JobStatus.succeeded.value:
-            raise HTTPException(status.HTTP_404_NOT_FOUND,
-                                f"ledger_from: no succeeded job output named {body.ledger_from!r}")
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"{field_name}: no succeeded job output named {output!r}")
+        if field_name == "continue_from" and source.kind == JobKind.evaluate.value:
+            raise HTTPException(422, f"{field_name}: {output!r} is an evaluate job's output, which holds no edits")
+        if source.model != body.model:  # its edits were made on another base model
+            raise HTTPException(422, f"{field_name}: {output!r} was made on model {source.model!r}, not "
+                                     f"{body.model!r}")
     if body.dataset is not None and st.settings.data_dir is None:
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
                             "dataset: this server has no data directory (SUTURE_DATA_DIR); send 'requests'")

@@ -1,7 +1,8 @@
 """Run one job (edit, evaluate, repair) on a checked-out model and write its small durable outputs.
 
 Outputs go to `<artifacts>/<output_name>/` through one atomic directory: `job.json`, `ledger.json`,
-`report.json` + `report.html` when evaluated, `adapter/` (PEFT LoRA) when the edits allow one, and
+`session.pt` (every edit with its deltas, which a later job's `continue_from` restores) for edit and repair
+jobs, `report.json` + `report.html` when evaluated, `adapter/` (PEFT LoRA) when the edits allow one, and
 `checkpoint/` (the full merged model) only when the job asks for it. A gate that fails leaves nothing.
 """
 
@@ -35,6 +36,8 @@ from suture.service.jobs.admission import confine_corpus_sources
 from suture.service.jobs.files import FileRefused, confined_file, data_roots
 from suture.service.schemas import DatasetRef, JobCreate, JobKind
 from suture.service.settings import JobLimits
+
+SESSION_FILE = "session.pt"  # an output's edits with their deltas (Editor.save_session)
 
 
 class JobCancelled(Exception):
@@ -141,7 +144,11 @@ def run_job(editor: Editor, ctx: RunContext) -> dict[str, Any]:
         report = _evaluate_job(editor, ctx, cases, timings)
         decision = None
     else:
+        if spec.continue_from is not None:
+            result["continued"] = _restore_edits(editor, ctx, spec.continue_from, "continue_from", timings)
         _apply(editor, ctx, cases, timings)
+        if spec.refresh is not None:
+            result["refresh"] = _refresh(editor, ctx, timings)
         if ctx.verdicts is not None:
             result["verdicts"], result["status"] = ctx.verdicts, ctx.status
         result.update(ctx.noops)  # requests not edited because the model already said them
@@ -197,6 +204,45 @@ def _apply(editor: Editor, ctx: RunContext, cases: list[EditRequest] | None, tim
             ctx.noops[name] = applied.details[name]
 
 
+def _restore_edits(editor: Editor, ctx: RunContext, output: str, field_name: str,
+                   timings: dict[str, float]) -> dict[str, Any]:
+    """Put an earlier output's edits into `editor`: restored from its session.pt (the deltas as written, in
+    time independent of how they were computed), else recomputed from its ledger.json (outputs written
+    before sessions were kept). `output` matched NAME_PATTERN at admission, so it names a directory
+    directly inside this token's artifacts."""
+    directory = ctx.artifacts_dir / output
+    session, ledger = directory / SESSION_FILE, directory / "ledger.json"
+    ctx.report(0.0, f"{field_name}: restoring the edits of {output!r}")
+    if session.is_file():
+        how, restore = "restored", lambda: editor.restore_session(session)
+    elif ledger.is_file():
+        how, restore = "replayed", lambda: replay_ledger(editor, json.loads(ledger.read_text()))
+    else:
+        raise JobFailed(f"{field_name}: no output {output!r} with edits to build on (none was written under "
+                        "this name, or it was deleted)")
+    t = time.perf_counter()
+    try:
+        restore()
+    except (SutureError, ValueError) as exc:  # another base model, a damaged file; no server path in the answer
+        raise JobFailed(f"{field_name}: " + str(exc).replace(str(directory), repr(output))) from None
+    timings["restore"] = time.perf_counter() - t
+    return {"from": output, "edits": len(editor.ledger), "how": how}
+
+
+def _refresh(editor: Editor, ctx: RunContext, timings: dict[str, float]) -> dict[str, Any]:
+    spec = ctx.spec
+    ctx.report(0.8 if spec.gate else 0.9, f"refresh: checking {spec.refresh} earlier requests")
+    t = time.perf_counter()
+    try:
+        report = editor.refresh(spec.refresh, lapsed_when=spec.lapsed_when or "not_greedy")
+    except SutureError as exc:
+        raise JobFailed(f"refresh: {exc}") from None
+    timings["refresh"] = time.perf_counter() - t
+    return {"checked": len(report.checked), "lapsed": report.lapsed,
+            "rewritten": [r.requests[0].label for r in report.rewritten if r.requests],
+            "failed": report.failed, "held": report.held}
+
+
 def _gate(editor: Editor, ctx: RunContext, cases: list[EditRequest] | None, timings: dict[str, float]):
     gate = ctx.spec.gate
     if gate is None:
@@ -213,13 +259,7 @@ def _gate(editor: Editor, ctx: RunContext, cases: list[EditRequest] | None, timi
 def _evaluate_job(editor: Editor, ctx: RunContext, cases: list[EditRequest] | None, timings: dict[str, float]):
     spec = ctx.spec
     if spec.ledger_from is not None:
-        ledger_path = ctx.artifacts_dir / spec.ledger_from / "ledger.json"
-        if not ledger_path.is_file():
-            raise JobFailed(f"ledger_from: no ledger for output {spec.ledger_from!r}")
-        ctx.report(0.05, "replaying edits")
-        t = time.perf_counter()
-        replay_ledger(editor, json.loads(ledger_path.read_text()))
-        timings["replay"] = time.perf_counter() - t
+        _restore_edits(editor, ctx, spec.ledger_from, "ledger_from", timings)
     ctx.report(0.4, "evaluating")
     t = time.perf_counter()
     try:
@@ -238,6 +278,8 @@ def _write_outputs(editor: Editor, ctx: RunContext, report: EvaluationReport | N
     _remove_earlier_attempt(target, ctx.job_id)
     with atomic_directory(target) as staging:
         (staging / "ledger.json").write_text(json.dumps(editor.ledger_json(), indent=1))
+        if spec.kind is not JobKind.evaluate and editor.ledger:
+            editor.save_session(staging / SESSION_FILE)
         if report is not None:
             write_report(report, staging, title=f"suture job {ctx.job_id}")
         ctx.check()
