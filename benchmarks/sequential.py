@@ -10,7 +10,8 @@ memit+anchor+preserve (anchored, earlier edits' keys kept in each solve), memit+
 memit+ngd+preserve+until+words (and a subject's last common word held), ...+fisher (value steps in the
 output-Fisher metric), ...+orth (each value orthogonal to the earlier values' shared direction), ...+orth+mean
 (and the corpus mean key held in each solve), ...+orth+least (each edit written at the least
-scale that still takes, plus a tenth: least_write), rome+anchor, rome+null.
+scale that still takes, plus a tenth: least_write), ...+least+running (and each solve against the key
+covariance of the model as edited so far: running_covariance), rome+anchor, rome+null.
 At each checkpoint: Efficacy / Paraphrase / Neighborhood over every edit applied so far,
 drift (mean KL and top-1 agreement to the unedited model on reference text), growth of the edited weights
 (largest ‖W‖/‖W₀‖ - 1 and ‖W - W₀‖/‖W₀‖ over them), seconds per edit (mean over all edits so far, and mean
@@ -67,6 +68,12 @@ VARIANTS = {
                                                             "preserve_subject_words": 1.0,
                                                             "orthogonal_to_shared_value": True,
                                                             "least_write": {"headroom": 0.1}}),
+    # The same, solved against the key covariance of the model as edited so far (running_covariance).
+    "memit+ngd+preserve+until+words+orth+least+running": ("memit", {**NGD_PRESERVE, "rounds_until_written": True,
+                                                                    "preserve_subject_words": 1.0,
+                                                                    "orthogonal_to_shared_value": True,
+                                                                    "least_write": {"headroom": 0.1},
+                                                                    "running_covariance": {}}),
     # The same, the corpus mean key held in each solve (preserve_mean_key): less of one shift to every position.
     "memit+ngd+preserve+until+words+orth+mean": ("memit", {**NGD_PRESERVE, "rounds_until_written": True,
                                                            "preserve_subject_words": 1.0,

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from suture.editor.kv.corpus import CorpusSpec, sample_from_model
     from suture.editor.kv.keys import compute_keys
-    from suture.editor.kv.stats import _accumulate
+    from suture.editor.kv.stats import measure_second_moment
     from suture.evaluation import load_counterfact
     from suture.methods.shared.rank_one import read_directions
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def moment(subset: list[str]) -> tuple[torch.Tensor, int, float]:
         t0 = time.perf_counter()
-        computed, count = _accumulate(handle, "mlp_out", [layer], subset, spec.max_tokens)
+        computed, count = measure_second_moment(handle, "mlp_out", [layer], subset, spec.max_tokens)
         return computed[layer].double(), count, time.perf_counter() - t0
 
     ref, ref_tokens, ref_seconds = moment(texts)

@@ -347,7 +347,7 @@ def test_a_job_cancelled_in_any_phase_stops_and_leaves_nothing(model_dir, tmp_pa
     models = LoadedModels(ModelCatalog({"tiny": str(model_dir)}), capacity=1)
     body = {**with_hparams(), "output_name": "cancelled", "gate": {
         "min_efficacy": 0, "min_paraphrase": 0, "max_neighborhood_drop": 1, "max_drift_kl": 100}}
-    where = {"corpus": "sample_from_model", "statistics": "_accumulate", "value": "optimize_values",
+    where = {"corpus": "sample_from_model", "statistics": "measure_second_moment", "value": "optimize_values",
              "evaluation": "score_pairs"}[stage]
 
     def check():

@@ -66,7 +66,10 @@ def key_batches(handle: ModelHandle, layers: list[int], texts: list[str], max_to
 
 
 @torch.no_grad()
-def _accumulate(handle: ModelHandle, site: Site, layers: list[int], texts: list[str], max_tokens: int):
+def measure_second_moment(handle: ModelHandle, site: Site, layers: list[int], texts: list[str],
+                          max_tokens: int) -> tuple[dict[int, torch.Tensor], int]:
+    """({layer: C [d_in, d_in], float32}, tokens) with C = E[k kᵀ] over every token of `texts` (truncated to
+    `max_tokens`), read on the handle's current weights; sums in float64. Not cached."""
     sums: dict[int, torch.Tensor] = {}
     count = 0
     batches = key_batches(handle, layers, texts, max_tokens, site)
@@ -111,5 +114,5 @@ def second_moment(handle: ModelHandle, layers: list[int], spec: CorpusSpec | Non
     corpus_fp = corpus_fingerprint(texts)
     return cached_per_layer(
         layers, lambda layer: _cache_path(handle, site, layer, corpus_fp, spec), "mom2", handle.device,
-        lambda missing: _accumulate(handle, site, missing, texts, spec.max_tokens),
+        lambda missing: measure_second_moment(handle, site, missing, texts, spec.max_tokens),
         {"texts": str(len(texts)), "corpus_sha256": corpus_fp})

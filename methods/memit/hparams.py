@@ -11,6 +11,7 @@ from suture.methods.rome.hparams import default_layer
 from suture.methods.shared.least_squares import NullSpace
 from suture.methods.shared.least_write import LeastWrite
 from suture.methods.shared.norm_anchor import NormAnchor
+from suture.methods.shared.running_covariance import RunningCovariance
 
 
 class MemitHParams(BaseModel):
@@ -70,6 +71,11 @@ class MemitHParams(BaseModel):
         "layer's solve, so the update adds less of one shift to every position's output; not with null_space, "
         "whose projection already keeps the update off the covariance's leading directions, where μ lies")
     norm_anchor: NormAnchor | None = Field(None, description="NAS-style norm-anchored values")
+    # Edits at lower layers move the keys the upper layers read, so over a long run C₀ no longer describes
+    # the text the update meets (methods/shared/running_covariance.py); off by default.
+    running_covariance: RunningCovariance | None = Field(
+        None, description="solve against the key covariance of the model as edited so far, C₀ plus its shift "
+        "measured on a few corpus texts every few ledger entries; the result's details give the shift")
     # Drift goes with the square of an edit's size, and the solves overshoot what the rewrite prompt needs
     # (methods/shared/least_write.py). Meant for sequential single edits: a batch shares one scale, set by
     # its hardest request, and stays at 1 unless every request is written. Measured with headroom 0.1 on top of

@@ -26,6 +26,7 @@ from suture.methods.shared.least_squares import memit_factors, null_space_factor
 from suture.methods.shared.least_write import LeastWrite, least_written_scale
 from suture.methods.shared.norm_anchor import anchor_deltas, anchor_norm
 from suture.methods.shared.preserved_keys import cached_projector, earlier_keys_gram, sum_grams
+from suture.methods.shared.running_covariance import running_second_moment
 from suture.methods.shared.shared_value import ARTIFACT, orthogonal_steps, shared_value_direction
 from suture.methods.shared.subject_words import common_last_words, subject_word_gram
 
@@ -87,6 +88,11 @@ class Memit(EditMethod):
             raise InvalidHyperparametersError(
                 "memit: hyperparameter 'preserve_mean_key': null_space already keeps the update off the key "
                 "covariance's leading directions, where the mean key lies; give one of the two")
+        running = hparams.running_covariance
+        if running is not None and running.texts > hparams.corpus.n_samples:
+            raise InvalidHyperparametersError(
+                f"memit: hyperparameter 'running_covariance.texts': {running.texts} exceeds the corpus's "
+                f"{hparams.corpus.n_samples} texts (corpus.n_samples)")
         if hparams.rounds_until_written and hparams.rounds == 1:
             raise InvalidHyperparametersError(
                 "memit: hyperparameter 'rounds_until_written': stops further rounds, but rounds is 1; "
@@ -178,6 +184,9 @@ class Memit(EditMethod):
         applied."""
         handle, layers, top = ctx.handle, hparams.layers, hparams.layers[-1]
         mom2 = ctx.second_moment(layers, hparams.corpus)
+        shift = None
+        if hparams.running_covariance is not None:  # measured before this edit's deltas enter the weights
+            mom2, shift = running_second_moment(ctx, layers, hparams.corpus, hparams.running_covariance)
         templates = ctx.templates(hparams.templates)
         chunks = list(_chunks(requests, hparams.chunk_size))
         # Where the target is measured: the residual stream after the top block, to which every layer's
@@ -218,6 +227,8 @@ class Memit(EditMethod):
             final_missing = targets - output_at_subject(handle, site, requests)
         residual_left = float(final_missing.norm(dim=1).mean() / delta.norm(dim=1).mean().clamp_min(1e-12))
         details = {"residual_left": residual_left, "rounds": rounds_done}
+        if shift is not None:
+            details["running_covariance"] = shift  # ledger entries when measured; ‖C_t - C₀‖/‖C₀‖ per layer
         if scale is not None:
             details["write_scale"] = scale  # the edit as written, against what the solves gave (1)
         if hparams.preserve_subject_words is not None:
