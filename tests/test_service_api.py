@@ -72,13 +72,13 @@ def test_malformed_bodies_are_422_naming_the_field(client, change, field):
     assert any(field in ".".join(map(str, d["loc"])) or field in d["msg"] for d in detail), detail
 
 
-def _succeeded(client, body: dict) -> None:
-    """Submit `body` and mark its job succeeded, as a worker would (no workers run here)."""
+def _succeeded(client, body: dict, result: dict | None = None) -> None:
+    """Submit `body` and mark its job succeeded with `result`, as a worker would (no workers run here)."""
     from suture.service.schemas import JobStatus
 
     job = client.post("/v1/jobs", json=body, headers=AUTH).json()
     jobs = client.app.state.suture.jobs
-    assert jobs.claim(job["id"], "test") and jobs.finish(job["id"], JobStatus.succeeded, result={})
+    assert jobs.claim(job["id"], "test") and jobs.finish(job["id"], JobStatus.succeeded, result=result or {})
 
 
 def test_continue_from_names_a_succeeded_edit_output_of_the_same_model(client):
@@ -96,6 +96,19 @@ def test_continue_from_names_a_succeeded_edit_output_of_the_same_model(client):
     alice = user_token(client)  # output names are per token: another token's output is not found
     answer = client.post("/v1/jobs", json={**EDIT, "continue_from": "fix1"}, headers=alice)
     assert answer.status_code == 404
+
+
+def test_continue_from_a_session_at_the_servers_cap_is_refused(tmp_path):
+    from suture.service.settings import JobLimits
+
+    with TestClient(make_app(tmp_path, limits=JobLimits(max_session_edits=3))) as client:
+        _succeeded(client, {**EDIT, "output_name": "two"}, {"edits": [{"id": "a"}, {"id": "b"}]})
+        _succeeded(client, {**EDIT, "output_name": "three"}, {"edits": [{"id": "a"}, {"id": "b"}, {"id": "c"}]})
+        assert client.post("/v1/jobs", json={**EDIT, "continue_from": "two"}, headers=AUTH).status_code == 202
+        answer = client.post("/v1/jobs", json={**EDIT, "continue_from": "three"}, headers=AUTH)
+        assert answer.status_code == 422
+        assert "continue_from: 'three' holds 3 ledger entries" in answer.text
+        assert "limits.max_session_edits" in answer.text
 
 
 def test_oversized_body_is_413(client):

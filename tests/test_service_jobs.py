@@ -148,6 +148,18 @@ def test_continue_from_a_missing_output_or_another_models_session_fails_naming_t
     assert not (tmp_path / "job1").exists()
 
 
+def test_continue_from_a_session_that_grew_past_the_cap_fails_when_it_runs(models, tmp_path):
+    from suture.service.settings import JobLimits
+
+    with models.checkout("tiny") as editor:
+        run_job(editor, context(tmp_path, edit_body(1, output_name="first")))
+    body = {**edit_body(2, output_name="second"), "continue_from": "first"}
+    expected = "continue_from: 'first' holds 1 ledger entries; this server continues sessions of at most 0"
+    with models.checkout("tiny") as editor, pytest.raises(JobFailed, match=expected):
+        run_job(editor, context(tmp_path, body, job_id="job2", limits=JobLimits(max_session_edits=1)))
+    assert not (tmp_path / "second").exists()
+
+
 def test_refresh_runs_after_the_edit_with_the_jobs_window_and_criterion(models, tmp_path, monkeypatch):
     from suture.editor import Editor
     from suture.editor.refresh import RefreshReport

@@ -54,6 +54,11 @@ def _check_refs(st, caller, body: JobCreate) -> None:
         if source.model != body.model:  # its edits were made on another base model
             raise HTTPException(422, f"{field_name}: {output!r} was made on model {source.model!r}, not "
                                      f"{body.model!r}")
+        held = len((source.result or {}).get("edits") or [])
+        if field_name == "continue_from" and held >= st.settings.limits.max_session_edits:
+            raise HTTPException(422, f"{field_name}: {output!r} holds {held} ledger entries; this server continues "
+                                     f"sessions of at most {st.settings.limits.max_session_edits - 1} "
+                                     "(limits.max_session_edits)")
     if body.dataset is not None and st.settings.data_dir is None:
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
                             "dataset: this server has no data directory (SUTURE_DATA_DIR); send 'requests'")

@@ -226,6 +226,10 @@ def _restore_edits(editor: Editor, ctx: RunContext, output: str, field_name: str
     except (SutureError, ValueError) as exc:  # another base model, a damaged file; no server path in the answer
         raise JobFailed(f"{field_name}: " + str(exc).replace(str(directory), repr(output))) from None
     timings["restore"] = time.perf_counter() - t
+    if len(editor.ledger) >= ctx.limits.max_session_edits:  # the file may have grown since submission
+        cap = ctx.limits.max_session_edits
+        raise JobFailed(f"{field_name}: {output!r} holds {len(editor.ledger)} ledger entries; this server "
+                        f"continues sessions of at most {cap - 1} (limits.max_session_edits)")
     return {"from": output, "edits": len(editor.ledger), "how": how}
 
 
