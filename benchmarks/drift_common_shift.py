@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from suture.evaluation.drift import _log_probs, default_reference_texts
+    from suture.evaluation.drift import default_reference_texts, token_log_probs
 
     editor = load_editor(args)
     extra = editor.restore_session(args.session)
@@ -68,13 +68,13 @@ def main(argv: list[str] | None = None) -> int:
             keep = inner(batch["attention_mask"])
             state["mode"] = None
             with editor.weights.base_weights():
-                base = _log_probs(editor, batch)
+                base = token_log_probs(editor, batch)
                 state["mode"] = "only"
-                only = _log_probs(editor, batch)
+                only = token_log_probs(editor, batch)
             state["mode"] = "measure"
-            edited = _log_probs(editor, batch)
+            edited = token_log_probs(editor, batch)
             state["mode"] = "without"
-            without = _log_probs(editor, batch)
+            without = token_log_probs(editor, batch)
             for key, other in (("edited", edited), ("without_common_shift", without), ("only_common_shift", only)):
                 kl = (base.exp() * (base - other)).sum(-1)[keep]
                 agree = (base.argmax(-1) == other.argmax(-1))[keep]

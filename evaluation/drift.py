@@ -22,7 +22,9 @@ def default_reference_texts() -> list[str]:
 
 
 @torch.no_grad()
-def _log_probs(editor: Editor, batch) -> torch.Tensor:
+def token_log_probs(editor: Editor, batch) -> torch.Tensor:
+    """log P [batch, tokens, vocab] (float32) of the next token at every position of a tokenized `batch`, on
+    the weights the editor holds now."""
     handle = editor.handle
     normed = final_hidden(handle, batch["input_ids"], batch["attention_mask"])
     logits = handle.model.get_submodule(handle.sites.unembed)(normed).float()
@@ -41,8 +43,8 @@ def measure_drift(editor: Editor, texts: list[str] | None = None, batch_size: in
         check_cancelled()
         batch = tok(texts[start:start + batch_size], return_tensors="pt", padding=True).to(editor.handle.device)
         with editor.weights.base_weights():
-            base = _log_probs(editor, batch)
-        edited = _log_probs(editor, batch)
+            base = token_log_probs(editor, batch)
+        edited = token_log_probs(editor, batch)
         mask = batch["attention_mask"].bool()
         kl = (base.exp() * (base - edited)).sum(-1)[mask]
         kl_all += kl.tolist()
