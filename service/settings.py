@@ -34,8 +34,8 @@ class JobLimits(BaseModel):
     max_file_bytes: int = Field(64 * 1024 * 1024, ge=1, description="size of a dataset or corpus file a job reads")
     # A continue_from chain grows by a job's edits each time, and every job restores all of them (about 73 KB
     # and one weight rebuild per SmolLM2 MEMIT edit): without a cap, a caller's chain is unbounded work.
-    max_session_edits: int = Field(10_000, ge=1, description="ledger entries an output built with "
-                                   "continue_from may already hold")
+    max_session_edits: int = Field(10_000, ge=1, description="continue_from takes only an output holding "
+                                   "fewer ledger entries than this")
 
 
 class ServiceSettings(BaseModel):

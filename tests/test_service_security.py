@@ -254,6 +254,10 @@ def test_workers_load_models_in_the_configured_dtype(monkeypatch, tmp_path):
     (with_hparams(ridge="much"), "hparams.ridge"),
     ({**edit_body(1), "method": "memit", "hparams": {"layers": [1], "chunk_size": 0}}, "hparams.chunk_size"),
     ({**edit_body(1), "method": "memit", "hparams": {"layers": [2, 1]}}, "hparams.layers"),
+    ({**edit_body(1), "method": "memit", "hparams": {"layers": [1], "running_covariance": {"texts": 1001}}},
+     "hparams.running_covariance.texts"),  # more than the corpus's 1,000 texts
+    ({**edit_body(1), "method": "memit", "hparams": {"layers": [1], "running_covariance": {"every": 0}}},
+     "hparams.running_covariance.every"),
     ({"kind": "repair", "model": "tiny", "method": "head-scale", "hparams": {"layer": 1, "heads": [9]}},
      "hparams.heads"),
     ({"kind": "repair", "model": "tiny", "method": "head-scale", "hparams": {"heads": [0]}}, "hparams.layer"),
