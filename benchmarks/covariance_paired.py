@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offset", type=int, default=0, help="the session run's --offset (default 0)")
     parser.add_argument("--every", type=int, default=50, help="running_covariance.every")
     parser.add_argument("--texts", type=int, default=64, help="running_covariance.texts")
+    parser.add_argument("--keep-trace", action="store_true", help="running_covariance.keep_trace")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if not ready(args):
@@ -109,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = load_counterfact(args.data, limit=applied + args.n, offset=args.offset)[applied:]
     rows = []
     with args.out.open("w") as out:
-        for row in paired_rows(editor, cases, hparams, {"every": args.every, "texts": args.texts},
-                               default_reference_texts()):
+        running = {"every": args.every, "texts": args.texts, "keep_trace": args.keep_trace}
+        for row in paired_rows(editor, cases, hparams, running, default_reference_texts()):
             rows.append(row)
             out.write(json.dumps({**row, "session_edits": applied}) + "\n")
             out.flush()

@@ -32,7 +32,7 @@ def test_unedited_the_running_covariance_is_the_base_one_exactly():
     current, details = running_second_moment(editor.context, [1, 2], CORPUS, RunningCovariance(texts=8))
     base = editor.context.second_moment([1, 2], CORPUS)
     assert all(torch.equal(current[layer], base[layer]) for layer in (1, 2))
-    assert details == {"entries": 0, "change": {1: 0.0, 2: 0.0}}
+    assert details == {"entries": 0, "change": {1: 0.0, 2: 0.0}, "trace": {1: 1.0, 2: 1.0}}
 
 
 def test_after_a_lower_edit_it_is_the_base_covariance_plus_the_sample_shift():
@@ -48,6 +48,18 @@ def test_after_a_lower_edit_it_is_the_base_covariance_plus_the_sample_shift():
         assert torch.allclose(current[layer], base[layer] + (sample_now[layer] - sample_base[layer]), atol=1e-6)
         assert details["change"][layer] > 0
     assert details["entries"] == 1
+
+
+def test_keep_trace_scales_the_moved_covariance_to_the_base_trace():
+    editor = _editor()
+    _edit(editor, REQUESTS[0])
+    moved, details = running_second_moment(editor.context, [1, 2], CORPUS, RunningCovariance(texts=8))
+    kept, _ = running_second_moment(editor.context, [1, 2], CORPUS, RunningCovariance(texts=8, keep_trace=True))
+    base = editor.context.second_moment([1, 2], CORPUS)
+    for layer in (1, 2):
+        assert details["trace"][layer] != 1.0
+        assert torch.allclose(kept[layer], moved[layer] / details["trace"][layer])
+        assert float(kept[layer].trace()) == pytest.approx(float(base[layer].trace()), rel=1e-5)
 
 
 def test_with_the_whole_corpus_it_is_the_edited_models_covariance():

@@ -33,6 +33,9 @@ class RunningCovariance(BaseModel):
                        "edited model's keys")
     texts: int = Field(64, ge=1, le=1_000_000, description="statistics-corpus texts (the first N) the shift "
                        "C_t - C₀ is measured on; at most corpus.n_samples")
+    # The solves' ridge λ is set for C₀'s scale (methods/memit/hparams.py): with the keys' energy grown, C_t
+    # also holds every update back harder. This keeps C_t's directions at C₀'s total energy.
+    keep_trace: bool = Field(False, description="scale C_t to the trace of C₀")
 
 
 def _psd(matrix: torch.Tensor, floor: float) -> torch.Tensor:
@@ -48,14 +51,14 @@ def running_second_moment(ctx: EditContext, layers: list[int], corpus: CorpusSpe
                           spec: RunningCovariance) -> tuple[dict[int, torch.Tensor], dict]:
     """({layer: C_t [d_in, d_in], float32}, details) for the MLP keys of `layers` on the weights as edited,
     measured by the first call in each span of `spec.every` ledger entries; details give the ledger entries
-    at the measurement and ‖C_t - C₀‖ / ‖C₀‖ (Frobenius) per layer. InvalidHyperparametersError if
-    `spec.texts` exceeds the corpus."""
+    at the measurement, ‖C_t - C₀‖ / ‖C₀‖ (Frobenius) and tr(C_t) / tr(C₀) (before `keep_trace`) per layer.
+    InvalidHyperparametersError if `spec.texts` exceeds the corpus."""
     base = ctx.second_moment(layers, corpus)
     history = ctx.history()
     span = len(history) // spec.every
     # the span, and the entry that opened it: a ledger replaced or reverted past it is measured again
     where = (span, history[span * spec.every - 1].id if span else None)
-    key = ("running_second_moment", tuple(layers), corpus.model_dump_json(), spec.texts)
+    key = ("running_second_moment", tuple(layers), corpus.model_dump_json(), spec.texts, spec.keep_trace)
     held = ctx.memo.get(key)
     if held is None or held[0] != where:
         with ctx.weights.base_weights():
@@ -69,12 +72,14 @@ def running_second_moment(ctx: EditContext, layers: list[int], corpus: CorpusSpe
                                                              corpus.max_tokens)[0]
         sample_base = ctx.memo[sample_key]
         sample_now = measure_second_moment(ctx.handle, "mlp_out", layers, texts[:spec.texts], corpus.max_tokens)[0]
-        current, change = {}, {}
+        current, change, trace = {}, {}, {}
         for layer in layers:
             c0 = base[layer]
             floor = 1e-6 * float(c0.diagonal().mean())
-            current[layer] = _psd(c0 + (sample_now[layer] - sample_base[layer]), floor).to(c0.dtype)
+            moved = _psd(c0 + (sample_now[layer] - sample_base[layer]), floor).to(c0.dtype)
+            trace[layer] = float(moved.trace() / c0.trace())
+            current[layer] = moved / trace[layer] if spec.keep_trace else moved
             change[layer] = float(torch.linalg.norm(current[layer] - c0) / torch.linalg.norm(c0))
-        held = (where, current, {"entries": len(history), "change": change})
+        held = (where, current, {"entries": len(history), "change": change, "trace": trace})
         ctx.memo[key] = held  # one span per key: the earlier span's tensors are dropped
     return held[1], held[2]
