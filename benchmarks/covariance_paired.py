@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=40, help="records after the session's (default 40)")
     parser.add_argument("--offset", type=int, default=0, help="the session run's --offset (default 0)")
     parser.add_argument("--every", type=int, default=50, help="running_covariance.every")
-    parser.add_argument("--texts", type=int, default=64, help="running_covariance.texts")
+    parser.add_argument("--texts", type=int, help="running_covariance.texts (default: the whole corpus)")
     parser.add_argument("--keep-trace", action="store_true", help="running_covariance.keep_trace")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)

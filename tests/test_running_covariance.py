@@ -62,10 +62,11 @@ def test_keep_trace_scales_the_moved_covariance_to_the_base_trace():
         assert float(kept[layer].trace()) == pytest.approx(float(base[layer].trace()), rel=1e-5)
 
 
-def test_with_the_whole_corpus_it_is_the_edited_models_covariance():
+@pytest.mark.parametrize("texts", [None, CORPUS.n_samples])  # None, the default: the whole corpus
+def test_with_the_whole_corpus_it_is_the_edited_models_covariance(texts):
     editor = _editor()
     _edit(editor, REQUESTS[0])
-    current, _ = running_second_moment(editor.context, [1, 2], CORPUS, RunningCovariance(texts=CORPUS.n_samples))
+    current, _ = running_second_moment(editor.context, [1, 2], CORPUS, RunningCovariance(texts=texts))
     texts = load_corpus(editor.handle, CORPUS)
     edited = measure_second_moment(editor.handle, "mlp_out", [1, 2], texts, CORPUS.max_tokens)[0]
     for layer in (1, 2):

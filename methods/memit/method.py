@@ -89,7 +89,7 @@ class Memit(EditMethod):
                 "memit: hyperparameter 'preserve_mean_key': null_space already keeps the update off the key "
                 "covariance's leading directions, where the mean key lies; give one of the two")
         running = hparams.running_covariance
-        if running is not None and running.texts > hparams.corpus.n_samples:
+        if running is not None and running.texts is not None and running.texts > hparams.corpus.n_samples:
             raise InvalidHyperparametersError(
                 f"memit: hyperparameter 'running_covariance.texts': {running.texts} exceeds the corpus's "
                 f"{hparams.corpus.n_samples} texts (corpus.n_samples)")
