@@ -50,6 +50,18 @@ def test_after_a_lower_edit_it_is_the_base_covariance_plus_the_sample_shift():
     assert details["entries"] == 1
 
 
+def test_the_whole_corpus_is_read_once_per_span_on_the_edited_weights_only(monkeypatch):
+    from suture.methods.shared import running_covariance as module
+
+    editor = _editor()
+    editor.context.second_moment([1, 2], CORPUS)
+    calls = []
+    real = module.measure_second_moment
+    monkeypatch.setattr(module, "measure_second_moment", lambda *a, **k: calls.append(len(a[3])) or real(*a, **k))
+    running_second_moment(editor.context, [1, 2], CORPUS, RunningCovariance())
+    assert calls == [CORPUS.n_samples]  # C₀ is the base side: no second pass on the base weights
+
+
 def test_keep_trace_scales_the_moved_covariance_to_the_base_trace():
     editor = _editor()
     _edit(editor, REQUESTS[0])

@@ -70,9 +70,12 @@ def running_second_moment(ctx: EditContext, layers: list[int], corpus: CorpusSpe
             if spec.texts is not None and spec.texts > len(texts):
                 raise InvalidHyperparametersError(
                     f"running_covariance.texts: {spec.texts} exceeds the corpus's {len(texts)} texts")
+            whole = spec.texts is None or spec.texts == len(texts)
             texts = texts[:spec.texts]
             sample_key = ("second_moment_sample", tuple(layers), corpus.model_dump_json(), spec.texts)
-            if sample_key not in ctx.memo:  # Ĉ₀: the sample on the base weights, once per session
+            if whole:  # Ĉ₀ on the whole corpus is C₀ itself, the same sums
+                ctx.memo[sample_key] = base
+            elif sample_key not in ctx.memo:  # Ĉ₀: the sample on the base weights, once per session
                 ctx.memo[sample_key] = measure_second_moment(ctx.handle, "mlp_out", layers, texts,
                                                              corpus.max_tokens)[0]
         sample_base = ctx.memo[sample_key]
