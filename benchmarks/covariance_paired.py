@@ -25,19 +25,11 @@ from bench_common import benchmark_parser, load_editor, ready
 ARMS = ("base_covariance", "running_covariance")
 
 
-def _reference(editor, texts):
-    import torch
-
-    from suture.evaluation.drift import token_log_probs
-
-    enc = editor.tokenizer(texts, return_tensors="pt", padding=True).to(editor.handle.device)
-    with torch.no_grad():
-        return enc, token_log_probs(editor, enc)
-
-
 def _kl(reference, edited, mask) -> float:
     """Mean over real tokens of KL(reference ‖ edited), nats."""
-    return float((reference.exp() * (reference - edited)).sum(-1)[mask].mean())
+    from suture.evaluation.drift import token_kl
+
+    return float(token_kl(reference, edited)[mask].mean())
 
 
 def paired_rows(editor, cases, hparams: dict, running: dict, texts: list[str]):
@@ -45,7 +37,8 @@ def paired_rows(editor, cases, hparams: dict, running: dict, texts: list[str]):
     docstring; the editor is left as it was."""
     from suture.evaluation.drift import token_log_probs
 
-    enc, start = _reference(editor, texts)
+    enc = editor.tokenizer(texts, return_tensors="pt", padding=True).to(editor.handle.device)
+    start = token_log_probs(editor, enc)
     mask = enc["attention_mask"].bool()
     with editor.weights.base_weights():
         base = token_log_probs(editor, enc)

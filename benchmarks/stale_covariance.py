@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from suture.editor.kv.corpus import CorpusSpec, load_corpus
-    from suture.editor.kv.stats import key_batches
+    from suture.editor.kv.stats import measure_second_moment
 
     editor = load_editor(args)
     editor.restore_session(args.session)
@@ -48,12 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     texts = load_corpus(handle, CorpusSpec())[: args.texts]
 
     def moments():
-        sums, count = defaultdict(lambda: 0), 0
-        for _, keys in key_batches(handle, layers, texts, CorpusSpec().max_tokens):
-            for layer in layers:
-                sums[layer] = sums[layer] + keys[layer].T @ keys[layer]
-            count += keys[layers[0]].shape[0]
-        return {layer: total / count for layer, total in sums.items()}
+        found = measure_second_moment(handle, "mlp_out", layers, texts, CorpusSpec().max_tokens)[0]
+        return {layer: c.double() for layer, c in found.items()}
 
     edited = moments()
     with editor.weights.base_weights():

@@ -34,6 +34,11 @@ def token_log_probs(editor: Editor, batch) -> torch.Tensor:
     return F.log_softmax(logits, -1)
 
 
+def token_kl(reference: torch.Tensor, edited: torch.Tensor) -> torch.Tensor:
+    """KL(reference ‖ edited) [batch, tokens], nats, of two `token_log_probs` results."""
+    return (reference.exp() * (reference - edited)).sum(-1)
+
+
 @torch.no_grad()
 def measure_drift(editor: Editor, texts: list[str] | None = None, batch_size: int = 16) -> DriftReport:
     texts = texts or default_reference_texts()
@@ -46,7 +51,7 @@ def measure_drift(editor: Editor, texts: list[str] | None = None, batch_size: in
             base = token_log_probs(editor, batch)
         edited = token_log_probs(editor, batch)
         mask = batch["attention_mask"].bool()
-        kl = (base.exp() * (base - edited)).sum(-1)[mask]
+        kl = token_kl(base, edited)[mask]
         kl_all += kl.tolist()
         agree += int((base.argmax(-1) == edited.argmax(-1))[mask].sum())
         # Perplexity of the text itself: predict token t+1 from position t.
