@@ -79,7 +79,9 @@ def _sharing_key(ledger: list[LedgerEntry], entry: LedgerEntry, position: int) -
 LapsedWhen = Literal["not_greedy", "old_preferred"]
 
 
-def _lapsed(editor: Editor, requests: list, lapsed_when: LapsedWhen) -> list[bool]:
+def lapsed_requests(editor: Editor, requests: list, lapsed_when: LapsedWhen) -> list[bool]:
+    """Per request, whether it counts as lapsed on the editor's current weights (`LapsedWhen`); one batched
+    teacher-forced pass over the new answers and, for "old_preferred", the old ones."""
     known = [] if lapsed_when == "not_greedy" else [
         i for i, r in enumerate(requests) if r.target_true and r.target_true.strip() != r.target_new.strip()]
     # The old answer is spelled by the rule, as CounterFact's efficacy spells it: a request's target_space
@@ -116,7 +118,7 @@ def refresh_lapsed(editor: Editor, window: int, start: int, keep_failed: bool = 
     picked = [candidates[(begin + i) % len(candidates)] for i in range(min(window, len(candidates)))]
     requests = [entry.requests[position] for entry, position in picked]
     report = RefreshReport(checked=[r.label for r in requests])
-    for (entry, position), request, lapsed in zip(picked, requests, _lapsed(editor, requests, lapsed_when),
+    for (entry, position), request, lapsed in zip(picked, requests, lapsed_requests(editor, requests, lapsed_when),
                                                   strict=True):
         if not lapsed:
             continue
