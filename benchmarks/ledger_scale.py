@@ -1,0 +1,100 @@
+"""How much of a long run's summed update do its facts need? A saved session's edited weights set to
+W₀ + s·(W - W₀) for each scale s, and scored as `sequential.py` scores a checkpoint: Efficacy / Paraphrase /
+Neighborhood over every fact so far, drift (mean KL and top-1 agreement to the unedited model on the
+reference text), and how many of the ledger's facts count as lapsed (the old answer preferred again,
+`Editor.refresh`'s "old_preferred" test). No edit is made; the weights are left as the session had them.
+
+Each edit is written at the least scale that still takes it when made, plus a headroom (`least_write`);
+later edits add to some facts' margins and take from others'. This measures what a whole-ledger shrink
+would buy in drift (KL goes about as s²) against what it costs in the facts.
+
+    python benchmarks/ledger_scale.py --data ../shared/data/counterfact_rome_format_1000.json \\
+        --session /work/runs/state_250.pt --scales 1,0.97,0.94,0.9,0.85 --out scale_250.jsonl
+
+One JSON line per scale.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench_common import benchmark_parser, load_editor, ready
+
+
+@contextmanager
+def scaled_update(editor, scale: float):
+    """Inside the block every parameter the edits touched is W₀ + scale·(W - W₀); restored exactly after."""
+    import torch
+
+    saved = {}
+    with torch.no_grad():
+        for key in editor.weights.touched:
+            module, _, name = key.rpartition(".")
+            param = getattr(editor.model.get_submodule(module), name)
+            base = editor.weights.base_value(key).to(param.device, param.dtype)
+            saved[key] = (param, param.detach().clone())
+            param.copy_(base + scale * (param - base))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for param, value in saved.values():
+                param.copy_(value)
+
+
+def scale_rows(editor, cases, scales: list[float], pre_neighborhood: float | None = None):
+    """One row per scale (see the module docstring)."""
+    from suture.editor.refresh import lapsed_requests, refresh_candidates
+    from suture.evaluation import score_cases
+    from suture.evaluation.drift import measure_drift
+
+    facts = [entry.requests[position] for entry, position in refresh_candidates(editor.ledger)]
+    for scale in scales:
+        with scaled_update(editor, scale):
+            scores = score_cases(editor.handle, cases)
+            drift = measure_drift(editor)
+            lapsed = sum(lapsed_requests(editor, facts, "old_preferred")) if facts else 0
+        row = {"scale": scale, "edits": len(cases), "efficacy": scores.efficacy, "paraphrase": scores.paraphrase,
+               "neighborhood": scores.neighborhood, "drift_kl": drift.mean_kl,
+               "top1_agreement": drift.top1_agreement, "facts": len(facts), "lapsed": lapsed}
+        if pre_neighborhood is not None:
+            row["neighborhood_drop"] = scores.neighborhood - pre_neighborhood
+        yield row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--session", type=Path, required=True, help="a session file saved by sequential.py --state")
+    parser.add_argument("--offset", type=int, default=0, help="the session run's --offset (default 0)")
+    parser.add_argument("--scales", default="1,0.97,0.94,0.9,0.85", help="comma-separated scales of the update")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        scales = [float(s) for s in args.scales.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--scales: comma-separated numbers, got {args.scales!r}")
+    if not scales or any(not 0 <= s <= 2 for s in scales):
+        parser.error("--scales: give one or more scales in [0, 2]")
+    if not ready(args):
+        return 2
+    from suture.evaluation import load_counterfact
+
+    editor = load_editor(args)
+    saved = editor.restore_session(args.session)
+    applied = saved["applied"]
+    cases = load_counterfact(args.data, limit=applied, offset=args.offset)
+    pre = saved.get("pre_neighborhood")
+    pre_ns = sum(pre[:applied]) / applied if pre else None
+    with args.out.open("w") as out:
+        for row in scale_rows(editor, cases, scales, pre_ns):
+            out.write(json.dumps({**row, "session": str(args.session)}) + "\n")
+            out.flush()
+            print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
