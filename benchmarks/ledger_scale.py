@@ -1,8 +1,8 @@
 """How much of a long run's summed update do its facts need? A saved session's edited weights set to
 W₀ + s·(W - W₀) for each scale s, and scored as `sequential.py` scores a checkpoint: Efficacy / Paraphrase /
 Neighborhood over every fact so far, drift (mean KL and top-1 agreement to the unedited model on the
-reference text), and how many of the ledger's facts count as lapsed (the old answer preferred again,
-`Editor.refresh`'s "old_preferred" test). No edit is made; the weights are left as the session had them.
+reference text), and how many of the ledger's facts count as lapsed by either of `Editor.refresh`'s tests
+(the old answer preferred again, "old_preferred"; the new one no longer greedy, "not_greedy"). No edit is made; the weights are left as the session had them.
 
 Each edit is written at the least scale that still takes it when made, plus a headroom (`least_write`);
 later edits add to some facts' margins and take from others'. This measures what a whole-ledger shrink
@@ -56,10 +56,12 @@ def scale_rows(editor, cases, scales: list[float], pre_neighborhood: float | Non
         with scaled_update(editor, scale):
             scores = score_cases(editor.handle, cases)
             drift = measure_drift(editor)
-            lapsed = sum(lapsed_requests(editor, facts, "old_preferred")) if facts else 0
+            lapsed = {when: sum(lapsed_requests(editor, facts, when)) if facts else 0
+                      for when in ("old_preferred", "not_greedy")}
         row = {"scale": scale, "edits": len(cases), "efficacy": scores.efficacy, "paraphrase": scores.paraphrase,
                "neighborhood": scores.neighborhood, "drift_kl": drift.mean_kl,
-               "top1_agreement": drift.top1_agreement, "facts": len(facts), "lapsed": lapsed}
+               "top1_agreement": drift.top1_agreement, "facts": len(facts),
+               "lapsed_old_preferred": lapsed["old_preferred"], "lapsed_not_greedy": lapsed["not_greedy"]}
         if pre_neighborhood is not None:
             row["neighborhood_drop"] = scores.neighborhood - pre_neighborhood
         yield row

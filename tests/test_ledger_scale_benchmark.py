@@ -34,5 +34,6 @@ def test_scales_run_from_the_unedited_model_to_the_session_and_leave_the_weights
     rows = list(ledger_scale.scale_rows(editor, [case], [0.0, 1.0]))
     assert [r["scale"] for r in rows] == [0.0, 1.0]
     assert rows[0]["drift_kl"] < 1e-9 and rows[1]["drift_kl"] > 0
-    assert all(r["facts"] <= 1 and 0 <= r["lapsed"] <= r["facts"] for r in rows)
+    assert all(r["facts"] <= 1 and 0 <= r["lapsed_old_preferred"] <= r["facts"] for r in rows)
+    assert all(0 <= r["lapsed_not_greedy"] <= r["facts"] for r in rows)
     assert all(torch.equal(v, before[k]) for k, v in editor.model.state_dict().items())
