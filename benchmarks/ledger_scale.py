@@ -2,7 +2,8 @@
 W₀ + s·(W - W₀) for each scale s, and scored as `sequential.py` scores a checkpoint: Efficacy / Paraphrase /
 Neighborhood over every fact so far, drift (mean KL and top-1 agreement to the unedited model on the
 reference text), and how many of the ledger's facts count as lapsed by either of `Editor.refresh`'s tests
-(the old answer preferred again, "old_preferred"; the new one no longer greedy, "not_greedy"). No edit is made; the weights are left as the session had them.
+(the old answer preferred again, "old_preferred"; the new one no longer greedy, "not_greedy"). No edit is
+made; the weights are left as the session had them.
 
 Each edit is written at the least scale that still takes it when made, plus a headroom (`least_write`);
 later edits add to some facts' margins and take from others'. This measures what a whole-ledger shrink
