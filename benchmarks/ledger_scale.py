@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--session", type=Path, required=True, help="a session file saved by sequential.py --state")
     parser.add_argument("--offset", type=int, default=0, help="the session run's --offset (default 0)")
     parser.add_argument("--scales", default="1,0.97,0.94,0.9,0.85", help="comma-separated scales of the update")
+    parser.add_argument("--skip-neighbors", action="store_true",
+                        help="leave the neighborhood prompts out (most of the scoring's time; a shrink only "
+                        "brings neighbors back)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     try:
@@ -89,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     saved = editor.restore_session(args.session)
     applied = saved["applied"]
     cases = load_counterfact(args.data, limit=applied, offset=args.offset)
+    if args.skip_neighbors:
+        cases = [case.model_copy(update={"neighbors": [], "neighbor_answers": []}) for case in cases]
     pre = saved.get("pre_neighborhood")
-    pre_ns = sum(pre[:applied]) / applied if pre else None
+    pre_ns = sum(pre[:applied]) / applied if pre and not args.skip_neighbors else None
     with args.out.open("w") as out:
         for row in scale_rows(editor, cases, scales, pre_ns):
             out.write(json.dumps({**row, "session": str(args.session)}) + "\n")
