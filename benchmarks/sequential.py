@@ -85,15 +85,17 @@ VARIANTS = {
 def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[int], extra: dict,
                 on_row=None, generated_args=None, state: Path | None = None, until: int | None = None,
                 drift_rows: Path | None = None, refresh: int | None = None,
-                lapsed_when: str = "not_greedy") -> list[dict]:
+                lapsed_when: str = "not_greedy", consolidate: dict | None = None) -> list[dict]:
     """Edit `cases` in order, `batch_size` per apply(), measuring at each checkpoint. With `state`, the
     session (ledger, timings, rows) is saved at every checkpoint and a run finding the file continues from
     it; `until` stops after that checkpoint (a long run split into parts). With `drift_rows`, drift on the
     reference text is measured after every apply and appended there as a JSON line (edits so far, the
     batch's case ids, mean KL, top-1 agreement, KL per reference position): which edits move which
     positions. With `refresh`, `Editor.refresh(refresh, lapsed_when=lapsed_when)` runs after every apply.
-    The model is left unedited."""
-    from suture.evaluation import norm_growth, score_cases
+    With `consolidate` ({"at": [edits, ...], and Editor.consolidate's settings}), the editor consolidates
+    after those checkpoints' rows and a second row, `consolidated`, scores the result; later edits go on
+    from it. The model is left unedited."""
+    from suture.evaluation import score_cases
     from suture.evaluation.drift import measure_drift
 
     method, hparams = VARIANTS[variant]
@@ -105,6 +107,10 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
            "cases": [f"{c.id}|{c.text}|{c.target_new}" for c in cases]}
     if refresh is not None:  # only when set: sessions saved before the option still continue
         run["refresh"] = refresh if lapsed_when == "not_greedy" else [refresh, lapsed_when]
+    consolidate = dict(consolidate or {})
+    consolidate_at = set(consolidate.pop("at", []))
+    if consolidate_at:
+        run["consolidate"] = json.dumps({"at": sorted(consolidate_at), **consolidate}, sort_keys=True)
     if state is not None and state.is_file():
         saved = editor.restore_session(state)
         if saved["run"] != run:
@@ -136,17 +142,9 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
         if drift_rows is not None:
             _append_drift(drift_rows, applied, batch, measure_drift(editor))
         if applied in checkpoints:
-            scores = score_cases(editor.handle, cases[:applied])
-            drift = measure_drift(editor)
-            growth = norm_growth(editor)
             window = times[last:applied]
-            pre_ns = sum(pre_neighborhood[:applied]) / applied
-            rows.append({"variant": variant, "edits": applied, "efficacy": scores.efficacy,
-                         "paraphrase": scores.paraphrase, "neighborhood": scores.neighborhood,
-                         "neighborhood_pre": pre_ns, "drift_kl": drift.mean_kl,
-                         "top1_agreement": drift.top1_agreement,
-                         "norm_growth_max": max((g.growth for g in growth), default=0.0),
-                         "weight_change_max": max((g.relative_change or 0.0 for g in growth), default=0.0),
+            rows.append({"variant": variant, "edits": applied,
+                         **_quality(editor, cases[:applied], pre_neighborhood[:applied]),
                          "seconds_per_edit": sum(times) / applied,
                          "seconds_per_edit_window": sum(window) / len(window),
                          "seconds_per_edit_window_median": statistics.median(window),
@@ -165,6 +163,10 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
                 judged = generated_sample(cases[:applied], generated_args.generated_sample)
                 rows[-1].update(generated_row(editor, judged, generated_args, base_cache, edits=applied))
             print(json.dumps(rows[-1]), flush=True)
+            if applied in consolidate_at:
+                rows.append(_consolidated_row(editor, cases[:applied], pre_neighborhood[:applied], variant,
+                                              consolidate, generated_args, base_cache))
+                print(json.dumps(rows[-1]), flush=True)
             if on_row:
                 on_row(rows)
             last = applied
@@ -176,6 +178,37 @@ def run_variant(editor, cases, variant: str, batch_size: int, checkpoints: list[
                                                   "pre_neighborhood": pre_neighborhood})
     editor.reset()
     return rows
+
+
+def _quality(editor, cases: list, pre_neighborhood: list[float]) -> dict:
+    """Efficacy / Paraphrase / Neighborhood over `cases`, drift and weight growth, as a checkpoint row has them."""
+    from suture.evaluation import norm_growth, score_cases
+    from suture.evaluation.drift import measure_drift
+
+    scores = score_cases(editor.handle, cases)
+    drift = measure_drift(editor)
+    growth = norm_growth(editor)
+    return {"efficacy": scores.efficacy, "paraphrase": scores.paraphrase, "neighborhood": scores.neighborhood,
+            "neighborhood_pre": sum(pre_neighborhood) / len(pre_neighborhood), "drift_kl": drift.mean_kl,
+            "top1_agreement": drift.top1_agreement,
+            "norm_growth_max": max((g.growth for g in growth), default=0.0),
+            "weight_change_max": max((g.relative_change or 0.0 for g in growth), default=0.0)}
+
+
+def _consolidated_row(editor, cases: list, pre_neighborhood: list[float], variant: str, settings: dict,
+                      generated_args, base_cache: dict) -> dict:
+    """`Editor.consolidate(**settings)`, then the checkpoint's quality measured again."""
+    started = time.perf_counter()
+    report = editor.consolidate(**settings)
+    row = {"variant": variant, "edits": len(cases), "consolidated": True, **_quality(editor, cases, pre_neighborhood),
+           "consolidate_scale": report.scale, "consolidate_facts": report.facts,
+           "consolidate_lapsed_before": report.lapsed_before, "consolidate_lapsed_after": report.lapsed_after,
+           "consolidate_tried": report.tried, "consolidate_seconds": time.perf_counter() - started,
+           "ledger_entries": len(editor.ledger)}
+    if generated_args is not None:
+        judged = generated_sample(cases, generated_args.generated_sample)
+        row.update(generated_row(editor, judged, generated_args, base_cache, edits=len(cases)))
+    return row
 
 
 def _append_drift(path: Path, applied: int, batch: list, drift) -> None:
@@ -253,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="after each apply, check W earlier requests and write again those later edits undid")
     parser.add_argument("--lapsed-when", choices=["not_greedy", "old_preferred"], default="not_greedy",
                         help="with --refresh: what counts as undone (Editor.refresh's lapsed_when)")
+    parser.add_argument("--consolidate", type=json_object,
+                        help='after the checkpoints in "at", Editor.consolidate with the other keys and a second '
+                             'row scoring it, e.g. {"at": [1000], "max_lapsed": 0.01}')
     parser.add_argument("--plot")
     parser.add_argument("--include", action="append", default=[],
                         help="rows (--out JSON) of earlier runs to plot with this one; repeatable")
@@ -295,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         variant_rows = run_variant(editor, cases, variant, args.batch_size, checkpoints, args.hparams,
                                    on_row=keep, generated_args=args if args.generated else None, state=args.state,
                                    until=args.until, drift_rows=args.drift_rows, refresh=args.refresh,
-                                   lapsed_when=args.lapsed_when)
+                                   lapsed_when=args.lapsed_when, consolidate=args.consolidate)
         done += [{**row, "batch_size": args.batch_size} for row in variant_rows]
     if args.plot:
         plot(earlier + rows, args.plot)

@@ -14,6 +14,7 @@ from suture.editor.adapters import export_lora
 from suture.editor.bias_params import stock_layout
 from suture.editor.checkpoint import write_checkpoint
 from suture.editor.conflicts import refuse_clashes
+from suture.editor.consolidate import ConsolidationReport, consolidate_ledger
 from suture.editor.context import EditContext, Progress
 from suture.editor.deltas import WeightBook
 from suture.editor.errors import GateFailedError, NothingToRevertError
@@ -148,6 +149,14 @@ class Editor:
         InvalidInputError for a window below 1 or an unknown `lapsed_when`."""
         report, self._refresh_next = refresh_lapsed(self, window, self._refresh_next, keep_failed, lapsed_when)
         return report
+
+    def consolidate(self, max_lapsed: float = 0.01, step: float = 0.02, min_scale: float = 0.5,
+                    lapsed_when: LapsedWhen = "old_preferred") -> ConsolidationReport:
+        """Shrink the summed update of every fact edit so far to the least scale (1, 1 - step, ..., at least
+        `min_scale`) at which at most `max_lapsed` (a share) more of the ledger's facts have lapsed than
+        before, written as one ledger entry (editor/consolidate.py). InvalidInputError for a setting out of
+        range."""
+        return consolidate_ledger(self, max_lapsed, step, min_scale, lapsed_when)
 
     def revert(self, n: int = 1) -> list[EditResult]:
         """Undo the last `n` edits; the touched weights come back bit for bit."""

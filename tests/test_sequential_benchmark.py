@@ -135,3 +135,25 @@ def test_generation_options_must_be_a_json_object(capsys, generation):
     with pytest.raises(SystemExit):
         sequential.main(["--data", "missing.json", "--generation", generation])
     assert "--generation" in capsys.readouterr().err
+
+
+def test_consolidate_adds_a_row_scoring_the_shrunk_ledger_and_the_run_goes_on_from_it(monkeypatch):
+    from suture.editor import consolidate as consolidate_module
+
+    # the tiny model never takes an edit: say every request was written and none ever lapses
+    monkeypatch.setattr(consolidate_module, "refresh_candidates",
+                        lambda ledger: [(e, p) for e in ledger for p in range(len(e.requests))])
+    monkeypatch.setattr(consolidate_module, "lapsed_requests", lambda editor, requests, when: [False] * len(requests))
+    editor = Editor.from_model(*tiny_model("llama"))
+    cases = [r.model_copy(update={"target_true": r.target_true or "Paris", "paraphrases": [r.text],
+                                  "neighbors": ["The capital of Spain is"]}) for r in REQUESTS]
+    rows = sequential.run_variant(editor, cases, "memit+null", 1, [2, 3],
+                                  {"memit": {"layers": [1, 2], "objective": OBJECTIVE, **BASE}},
+                                  consolidate={"at": [2], "step": 0.25, "min_scale": 0.5})
+    assert [(r["edits"], r.get("consolidated", False)) for r in rows] == [(2, False), (2, True), (3, False)]
+    shrunk = rows[1]
+    assert shrunk["consolidate_scale"] == 0.5 and shrunk["consolidate_facts"] == 2
+    assert [s for s, _ in shrunk["consolidate_tried"]] == [1.0, 0.75, 0.5]
+    assert shrunk["weight_change_max"] == pytest.approx(rows[0]["weight_change_max"] * 0.5, rel=1e-3)
+    assert shrunk["ledger_entries"] == 3  # the two edits and the consolidation
+    assert not editor.ledger

@@ -1,0 +1,115 @@
+"""Lifelong editing: the ledger's summed fact edits shrunk to the least scale at which its facts still hold
+(`Editor.consolidate`).
+
+Each edit is written when made at a little more than the least scale that takes it (`least_write`'s
+headroom), so that later edits do not undo it; many later edits add to some facts' margins and take from
+others'. A drift of ordinary text grows about as the square of the summed update, so giving back the
+headroom the ledger as a whole no longer needs is drift removed at a price the caller sets: the summed
+update of the fact edits, ΔW = W - W₀ over every entry that wrote requests, becomes s·ΔW for the least
+scale s (in `step`s down from 1, not below `min_scale`) at which at most `max_lapsed` more of the ledger's
+facts count as lapsed (`refresh.LapsedWhen`, on each fact's rewrite prompt: its paraphrases and neighbors are
+left to evaluation) than before. It is written as one ledger entry with dense deltas (s - 1)·ΔW, so it is
+reverted, saved and restored like an edit, and a later consolidation scales what is in force. Entries
+without requests (head interventions) are left as they are: no fact test guards them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, get_args
+
+from pydantic import BaseModel, Field
+
+from suture.editor.deltas import WeightDelta
+from suture.editor.errors import InvalidInputError
+from suture.editor.ledger import EditResult, LedgerEntry
+from suture.editor.refresh import LapsedWhen, lapsed_requests, refresh_candidates
+
+if TYPE_CHECKING:
+    from suture.editor.editor import Editor
+
+CONSOLIDATION = "consolidate"  # the entry's method field and the artifact marking it
+
+
+class ConsolidationReport(BaseModel):
+    """What one `Editor.consolidate` call measured and wrote."""
+
+    scale: float = Field(description="the scale of the fact edits' summed update now (1.0: nothing written)")
+    facts: int = Field(description="facts checked: the latest word on each (prompt, subject), written when made")
+    lapsed_before: int = Field(description="facts lapsed before the call")
+    lapsed_after: int = Field(description="facts lapsed at the scale written")
+    tried: list[tuple[float, int]] = Field(default_factory=list, description="(scale, facts lapsed) per scale "
+                                           "checked, from 1 down")
+    entry: EditResult | None = Field(None, description="the ledger entry written, if any")
+
+
+def _in_scope(entry: LedgerEntry) -> bool:
+    return bool(entry.requests) or bool(entry.artifacts.get(CONSOLIDATION))
+
+
+def summed_update(ledger: list[LedgerEntry]) -> list[WeightDelta]:
+    """One dense delta per parameter: the sum of every fact edit's (and earlier consolidation's) deltas."""
+    sums: dict[str, WeightDelta] = {}
+    for entry in filter(_in_scope, ledger):
+        for delta in entry.deltas:
+            change = delta.materialize().float()
+            held = sums.get(delta.key)
+            if held is None:
+                sums[delta.key] = WeightDelta(delta.module, delta.param, dense=change.clone(), create=delta.create)
+            else:
+                held.dense += change.to(held.dense.device)
+                held.create = held.create or delta.create
+    return list(sums.values())
+
+
+def consolidate_ledger(editor: Editor, max_lapsed: float = 0.01, step: float = 0.02, min_scale: float = 0.5,
+                       lapsed_when: LapsedWhen = "old_preferred") -> ConsolidationReport:
+    """Shrink the fact edits' summed update (module docstring). `max_lapsed` is a share of the facts checked.
+    Raises InvalidInputError for `max_lapsed` outside [0, 1], `step` outside (0, 0.5], `min_scale` outside
+    [0, 1) or an unknown `lapsed_when`. Writes nothing when no scale below 1 passes or nothing is in scope."""
+    if not 0 <= max_lapsed <= 1:
+        raise InvalidInputError(f"max_lapsed: a share of the facts in [0, 1], got {max_lapsed}")
+    if not 0 < step <= 0.5:
+        raise InvalidInputError(f"step: in (0, 0.5], got {step}")
+    if not 0 <= min_scale < 1:
+        raise InvalidInputError(f"min_scale: in [0, 1), got {min_scale}")
+    if lapsed_when not in get_args(LapsedWhen):
+        raise InvalidInputError(f"lapsed_when: must be 'not_greedy' or 'old_preferred', got {lapsed_when!r}")
+    started = time.perf_counter()
+    facts = [entry.requests[position] for entry, position in refresh_candidates(editor.ledger)]
+    update = summed_update(editor.ledger)
+
+    def lapsed() -> int:
+        return sum(lapsed_requests(editor, facts, lapsed_when)) if facts else 0
+
+    before = lapsed()
+    report = ConsolidationReport(scale=1.0, facts=len(facts), lapsed_before=before, lapsed_after=before,
+                                 tried=[(1.0, before)])
+    if not facts or not update:
+        return report
+    allowed = before + int(max_lapsed * len(facts))
+    scale = 1.0
+    while round(scale - step, 6) >= min_scale:
+        trying = round(scale - step, 6)
+        with editor.weights.trial() as book:
+            book.apply([d.scaled(trying - 1.0) for d in update])
+            found = lapsed()
+        report.tried.append((trying, found))
+        if found > allowed:
+            break
+        scale, report.lapsed_after = trying, found
+    if scale == 1.0:
+        return report
+    deltas = [d.scaled(scale - 1.0) for d in update]
+    editor.weights.apply(deltas)
+    hparams: dict[str, Any] = {"max_lapsed": max_lapsed, "step": step, "min_scale": min_scale,
+                               "lapsed_when": lapsed_when}
+    entry = LedgerEntry(method=CONSOLIDATION, hparams=hparams, requests=[], deltas=deltas,
+                        seconds=time.perf_counter() - started, id=uuid.uuid4().hex[:12],
+                        details={"scale": scale, "facts": len(facts), "lapsed_before": before,
+                                 "lapsed_after": report.lapsed_after, "tried": report.tried},
+                        artifacts={CONSOLIDATION: True})
+    editor.ledger.append(entry)
+    report.scale, report.entry = scale, EditResult.from_entry(entry)
+    return report
