@@ -12,7 +12,7 @@ would buy in drift (KL goes about as s²) against what it costs in the facts.
     python benchmarks/ledger_scale.py --data ../shared/data/counterfact_rome_format_1000.json \\
         --session /work/runs/state_250.pt --scales 1,0.97,0.94,0.9,0.85 --out scale_250.jsonl
 
-One JSON line per scale.
+One JSON line per scale; with --generated, the generated scores of a seeded sample of the facts at each.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench_common import benchmark_parser, load_editor, ready
+from bench_common import add_generated_options, benchmark_parser, generated_row, load_editor, ready
 
 
 @contextmanager
@@ -46,26 +46,32 @@ def scaled_update(editor, scale: float):
                 param.copy_(value)
 
 
-def scale_rows(editor, cases, scales: list[float], pre_neighborhood: float | None = None):
-    """One row per scale (see the module docstring)."""
+def scale_rows(editor, cases, scales: list[float], pre_neighborhood: float | None = None, generated=None):
+    """One row per scale (see the module docstring); with `generated` (the parsed arguments, with
+    `generated_sample`), the generated scores of a seeded sample of the cases as well."""
+    from sequential import generated_sample
+
     from suture.editor.refresh import lapsed_requests, refresh_candidates
     from suture.evaluation import score_cases
     from suture.evaluation.drift import measure_drift
 
     facts = [entry.requests[position] for entry, position in refresh_candidates(editor.ledger)]
+    base_cache: dict = {}  # the unedited model's generated answers, the same at every scale
     for scale in scales:
         with scaled_update(editor, scale):
             scores = score_cases(editor.handle, cases)
             drift = measure_drift(editor)
             lapsed = {when: sum(lapsed_requests(editor, facts, when)) if facts else 0
                       for when in ("old_preferred", "not_greedy")}
+            judged = generated_row(editor, generated_sample(cases, generated.generated_sample), generated,
+                                   base_cache, edits=len(cases)) if generated is not None else {}
         row = {"scale": scale, "edits": len(cases), "efficacy": scores.efficacy, "paraphrase": scores.paraphrase,
                "neighborhood": scores.neighborhood, "drift_kl": drift.mean_kl,
                "top1_agreement": drift.top1_agreement, "facts": len(facts),
                "lapsed_old_preferred": lapsed["old_preferred"], "lapsed_not_greedy": lapsed["not_greedy"]}
         if pre_neighborhood is not None:
             row["neighborhood_drop"] = scores.neighborhood - pre_neighborhood
-        yield row
+        yield {**row, **judged}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-neighbors", action="store_true",
                         help="leave the neighborhood prompts out (most of the scoring's time; a shrink only "
                         "brings neighbors back)")
+    add_generated_options(parser)
+    parser.add_argument("--generated-sample", type=int, default=20,
+                        help="with --generated: judge this many of the facts (seeded sample; default 20)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     try:
@@ -97,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     pre = saved.get("pre_neighborhood")
     pre_ns = sum(pre[:applied]) / applied if pre and not args.skip_neighbors else None
     with args.out.open("w") as out:
-        for row in scale_rows(editor, cases, scales, pre_ns):
+        for row in scale_rows(editor, cases, scales, pre_ns, args if args.generated else None):
             out.write(json.dumps({**row, "session": str(args.session)}) + "\n")
             out.flush()
             print(json.dumps(row), flush=True)
