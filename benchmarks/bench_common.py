@@ -69,9 +69,11 @@ def add_generated_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--answers", help="with --generated: every generated answer, JSONL")
 
 
-def generated_row(editor, cases, args, base_cache: dict | None = None, edits: int | None = None) -> dict:
+def generated_row(editor, cases, args, base_cache: dict | None = None, edits: int | None = None,
+                  tag: dict | None = None) -> dict:
     """Generated scores of `cases` on the editor's current weights, as one flat dict of the benchmark's
-    row (the answers go to --answers, if given, tagged with `edits`: how many edits the model holds)."""
+    row (the answers go to --answers, if given, tagged with `edits`, how many edits the model holds, and
+    with `tag`'s fields: which of several measurements at that count they belong to)."""
     import json
 
     from suture.evaluation.generated import GenerationOptions, evaluate_generated
@@ -81,7 +83,7 @@ def generated_row(editor, cases, args, base_cache: dict | None = None, edits: in
     if args.answers:
         with Path(args.answers).open("a") as sink:
             for case in scores.cases:
-                sink.write(json.dumps({"edits": edits or len(cases), **case.model_dump()}) + "\n")
+                sink.write(json.dumps({"edits": edits or len(cases), **(tag or {}), **case.model_dump()}) + "\n")
     fluency = scores.fluency
     return {"gen_efficacy": scores.efficacy, "gen_paraphrase": scores.paraphrase, "gen_chat": scores.chat,
             "gen_generation_prompts": scores.generation_prompts, "gen_locality": scores.locality,
@@ -90,3 +92,17 @@ def generated_row(editor, cases, args, base_cache: dict | None = None, edits: in
             "gen_chat_fluency_ratio": fluency.chat_ratio if fluency else None,
             "gen_seconds_per_case": scores.seconds_per_case, "gen_generations": scores.generations,
             "gen_cases": len(cases)}
+
+
+def session_cases(data: str, saved: dict, offset: int, after: int = 0) -> list:
+    """The records a `sequential.py --state` session edited (and the `after` that follow them), loaded from
+    `data` at `offset`; SystemExit when they are not the session's own (another file or --offset)."""
+    from suture.evaluation import load_counterfact
+
+    applied = saved["applied"]
+    cases = load_counterfact(data, limit=applied + after, offset=offset)
+    recorded = saved["run"]["cases"][:applied]
+    if [f"{c.id}|{c.text}|{c.target_new}" for c in cases[:applied]] != recorded:
+        raise SystemExit(f"the session's {applied} records are not records {offset}-{offset + applied - 1} of "
+                         f"{data}: give the --data and --offset its run was given")
+    return cases

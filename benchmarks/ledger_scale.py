@@ -22,23 +22,26 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench_common import add_generated_options, benchmark_parser, generated_row, load_editor, ready
+from bench_common import add_generated_options, benchmark_parser, generated_row, load_editor, ready, session_cases
 
 
 @contextmanager
 def scaled_update(editor, scale: float):
-    """Inside the block every parameter the edits touched is W₀ + scale·(W - W₀); restored exactly after."""
+    """Inside the block every parameter the edits touched is W₀ + scale·(W - W₀), head interventions' too
+    (`Editor.consolidate` leaves those alone); restored exactly after, also when scaling fails half-way."""
     import torch
 
-    saved = {}
-    with torch.no_grad():
-        for key in editor.weights.touched:
-            module, _, name = key.rpartition(".")
-            param = getattr(editor.model.get_submodule(module), name)
-            base = editor.weights.base_value(key).to(param.device, param.dtype)
-            saved[key] = (param, param.detach().clone())
-            param.copy_(base + scale * (param - base))
+    saved: dict[int, tuple] = {}  # by the parameter's identity: a tied weight is scaled once
     try:
+        with torch.no_grad():
+            for key in editor.weights.touched:
+                module, _, name = key.rpartition(".")
+                param = getattr(editor.model.get_submodule(module), name)
+                if id(param) in saved:
+                    continue
+                base = editor.weights.base_value(key).to(param.device, param.dtype)
+                saved[id(param)] = (param, param.detach().clone())
+                param.copy_(base + scale * (param - base))
         yield
     finally:
         with torch.no_grad():
@@ -64,7 +67,7 @@ def scale_rows(editor, cases, scales: list[float], pre_neighborhood: float | Non
             lapsed = {when: sum(lapsed_requests(editor, facts, when)) if facts else 0
                       for when in ("old_preferred", "not_greedy")}
             judged = generated_row(editor, generated_sample(cases, generated.generated_sample), generated,
-                                   base_cache, edits=len(cases)) if generated is not None else {}
+                                   base_cache, edits=len(cases), tag={"scale": scale}) if generated is not None else {}
         row = {"scale": scale, "edits": len(cases), "efficacy": scores.efficacy, "paraphrase": scores.paraphrase,
                "neighborhood": scores.neighborhood, "drift_kl": drift.mean_kl,
                "top1_agreement": drift.top1_agreement, "facts": len(facts),
@@ -95,12 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--scales: give one or more scales in [0, 2]")
     if not ready(args):
         return 2
-    from suture.evaluation import load_counterfact
-
     editor = load_editor(args)
     saved = editor.restore_session(args.session)
     applied = saved["applied"]
-    cases = load_counterfact(args.data, limit=applied, offset=args.offset)
+    cases = session_cases(args.data, saved, args.offset)
     if args.skip_neighbors:
         cases = [case.model_copy(update={"neighbors": [], "neighbor_answers": []}) for case in cases]
     pre = saved.get("pre_neighborhood")

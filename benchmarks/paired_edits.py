@@ -24,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench_common import benchmark_parser, json_object, load_editor, ready
+from bench_common import benchmark_parser, json_object, load_editor, ready, session_cases
 
 
 def _kl(reference, edited, mask) -> float:
@@ -119,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=40, help="records after the session's (default 40)")
     parser.add_argument("--offset", type=int, default=0, help="the session run's --offset (default 0)")
     parser.add_argument("--arm", type=_arm, action="append", required=True,
-                        help="NAME=JSON overrides of the session's MEMIT hyperparameters; give two or more, "
-                        "the first is the reference")
+                        help="NAME=JSON overrides of the session's MEMIT hyperparameters, each top-level key "
+                        "replacing the session's (a nested object whole); give two or more, the first is the "
+                        "reference")
     parser.add_argument("--details", default="write_scale",
                         help="comma-separated keys of the edit result's details to keep (first entry each)")
     parser.add_argument("--held", action="store_true",
@@ -128,18 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     arms = dict(args.arm)
-    if len(arms) < 2:
-        parser.error("--arm: give at least two arms with different names")
+    if len(arms) < 2 or len(arms) != len(args.arm):
+        parser.error("--arm: give at least two arms, each with its own name")
     if not ready(args):
         return 2
-    from suture.evaluation import load_counterfact
     from suture.evaluation.drift import default_reference_texts
 
     editor = load_editor(args)
     saved = editor.restore_session(args.session)
     hparams = json.loads(saved["run"]["hparams"])
     applied = saved["applied"]
-    cases = load_counterfact(args.data, limit=applied + args.n, offset=args.offset)[applied:]
+    cases = session_cases(args.data, saved, args.offset, after=args.n)[applied:]
     details = tuple(key for key in args.details.split(",") if key)
     rows = []
     with args.out.open("w") as out:

@@ -207,8 +207,32 @@ def _consolidated_row(editor, cases: list, pre_neighborhood: list[float], varian
            "ledger_entries": len(editor.ledger)}
     if generated_args is not None:
         judged = generated_sample(cases, generated_args.generated_sample)
-        row.update(generated_row(editor, judged, generated_args, base_cache, edits=len(cases)))
+        row.update(generated_row(editor, judged, generated_args, base_cache, edits=len(cases),
+                                 tag={"consolidated": True}))
     return row
+
+
+def consolidate_problem(settings: dict, checkpoints: list[int]) -> str | None:
+    """What is wrong with --consolidate's settings for these checkpoints, found before the run starts."""
+    import inspect
+
+    from suture.editor import Editor, InvalidInputError
+    from suture.editor.consolidate import check_settings
+
+    at = settings.get("at")
+    if not isinstance(at, list) or not at or not all(isinstance(n, int) and n in checkpoints for n in at):
+        return f'"at" must be a list of the checkpoints ({checkpoints}), got {at!r}'
+    rest = {k: v for k, v in settings.items() if k != "at"}
+    try:
+        bound = inspect.signature(Editor.consolidate).bind(None, **rest)
+    except TypeError as exc:
+        return str(exc)
+    bound.apply_defaults()
+    try:
+        check_settings(*(bound.arguments[k] for k in ("max_lapsed", "step", "min_scale", "lapsed_when")))
+    except InvalidInputError as exc:
+        return str(exc)
+    return None
 
 
 def _append_drift(path: Path, applied: int, batch: list, drift) -> None:
@@ -255,9 +279,13 @@ def plot(rows: list[dict], path: str) -> None:
     metrics = ["efficacy", "paraphrase", "neighborhood", "drift_kl"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4))
     for axis, metric in zip(axes, metrics):
-        for series in dict.fromkeys((r["variant"], r.get("batch_size", 1)) for r in rows):
-            points = [r for r in rows if (r["variant"], r.get("batch_size", 1)) == series]
+        def series_of(r: dict) -> tuple:  # a consolidated row is its own point, not a step in the line
+            return r["variant"], r.get("batch_size", 1), bool(r.get("consolidated"))
+
+        for series in dict.fromkeys(map(series_of, rows)):
+            points = [r for r in rows if series_of(r) == series]
             label = series[0] if series[1] == 1 else f"{series[0]}, batches of {series[1]}"
+            label += ", consolidated" if series[2] else ""
             axis.plot([p["edits"] for p in points], [p[metric] for p in points], marker="o", label=label)
         axis.set_xscale("log")
         axis.set_title(metric)
@@ -327,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.state is not None and len(variants) != 1:
         parser.error("--state: one variant per session file")
+    if args.consolidate is not None:
+        problem = consolidate_problem(args.consolidate, checkpoints)
+        if problem:
+            parser.error(f"--consolidate: {problem}")
+        if args.refresh is not None:  # the same test of "lapsed" as the run's refresh, unless given
+            args.consolidate.setdefault("lapsed_when", args.lapsed_when)
     for variant in variants:
         variant_rows = run_variant(editor, cases, variant, args.batch_size, checkpoints, args.hparams,
                                    on_row=keep, generated_args=args if args.generated else None, state=args.state,

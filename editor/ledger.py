@@ -13,6 +13,9 @@ from suture.editor.deltas import WeightDelta
 from suture.editor.requests import EditRequest
 from suture.editor.verdicts import RequestVerdict
 
+# The method field of the editor's own consolidation entries (editor/consolidate.py): not a registered method.
+CONSOLIDATION = "consolidate"
+
 
 @dataclass
 class LedgerEntry:
@@ -105,6 +108,9 @@ def replay_ledger(editor: Any, data: dict[str, Any]) -> list[EditResult]:
     for position, edit in enumerate(edits):
         if not isinstance(edit, dict) or "method" not in edit or "requests" not in edit:
             raise SutureError(f"ledger: edit {position}: fields 'method' and 'requests' are required")
+        if edit["method"] == CONSOLIDATION:  # the editor's own entry, not a method: its recorded scale again
+            results.append(_replay_consolidation(editor, edit, position))
+            continue
         # Methods that take no requests (head interventions) record an empty list; apply() validates.
         # The recorded requests were applied, so they are applied again even if one is now a no-op; a replay
         # reproduces what was recorded, failed requests kept with keep_failed included (their verdicts are
@@ -112,3 +118,17 @@ def replay_ledger(editor: Any, data: dict[str, Any]) -> list[EditResult]:
         results.append(editor.apply(edit["requests"] or None, method=edit["method"], force=True, keep_failed=True,
                                     **edit.get("hparams", {})))
     return results
+
+
+def _replay_consolidation(editor: Any, edit: dict[str, Any], position: int) -> EditResult:
+    from suture.editor.consolidate import write_scaled
+    from suture.editor.errors import InvalidInputError, SutureError
+
+    hparams = edit.get("hparams") or {}
+    scale = hparams.get("scale", (edit.get("details") or {}).get("scale"))
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise SutureError(f"ledger: edit {position}: a consolidation needs its scale (hparams.scale), got {scale!r}")
+    try:
+        return write_scaled(editor, float(scale), hparams, {"replayed": True})
+    except InvalidInputError as exc:
+        raise SutureError(f"ledger: edit {position}: {exc}") from None

@@ -5,10 +5,12 @@ import pytest
 import torch
 from test_memit import REQUESTS
 from test_refresh import _editor_with
+from tiny import tiny_model
 
-from suture.editor import InvalidInputError, LedgerEntry, WeightDelta
+from suture.editor import Editor, InvalidInputError, LedgerEntry, SutureError, WeightDelta
 from suture.editor import consolidate as consolidate_module
 from suture.editor.consolidate import summed_update
+from suture.editor.ledger import replay_ledger
 
 
 def _current_scale(editor, full: list[WeightDelta]) -> float:
@@ -107,10 +109,27 @@ def test_entries_without_requests_are_left_as_they_are(monkeypatch):
 
 
 @pytest.mark.parametrize(("field", "value"), [("max_lapsed", -0.1), ("max_lapsed", 1.5), ("step", 0.0),
-                                              ("step", 0.6), ("min_scale", 1.0), ("min_scale", -0.1),
+                                              ("step", 0.0005), ("step", 0.6), ("min_scale", 1.0), ("min_scale", -0.1),
                                               ("lapsed_when", "sometimes")])
 def test_settings_out_of_range_are_refused_with_the_field_named(field, value):
     editor = _editor_with(REQUESTS[:1])
     with pytest.raises(InvalidInputError, match=field):
         editor.consolidate(**{field: value})
     assert len(editor.ledger) == 1
+
+
+def test_a_ledger_export_replays_the_consolidation_at_its_recorded_scale(monkeypatch):
+    editor = _editor_with(REQUESTS[:2])
+    _facts_lapse_below(monkeypatch, editor, {}, [])
+    editor.consolidate(max_lapsed=0.0, step=0.25, min_scale=0.5)
+    exported = editor.ledger_json()
+    assert exported["edits"][-1]["method"] == "consolidate" and exported["edits"][-1]["hparams"]["scale"] == 0.5
+    again = Editor.from_model(*tiny_model("llama"))
+    results = replay_ledger(again, exported)
+    assert [r.method for r in results] == ["memit", "memit", "consolidate"]
+    assert again.ledger[-1].details["scale"] == 0.5
+    mine, theirs = editor.model.state_dict(), again.model.state_dict()
+    assert all(torch.allclose(v, theirs[k], atol=1e-6) for k, v in mine.items())
+    broken = {**exported, "edits": [*exported["edits"][:2], {**exported["edits"][2], "hparams": {"scale": "half"}}]}
+    with pytest.raises(SutureError, match="edit 2: a consolidation needs its scale"):
+        replay_ledger(Editor.from_model(*tiny_model("llama")), broken)

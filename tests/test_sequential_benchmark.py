@@ -157,3 +157,26 @@ def test_consolidate_adds_a_row_scoring_the_shrunk_ledger_and_the_run_goes_on_fr
     assert shrunk["weight_change_max"] == pytest.approx(rows[0]["weight_change_max"] * 0.5, rel=1e-3)
     assert shrunk["ledger_entries"] == 3  # the two edits and the consolidation
     assert not editor.ledger
+
+
+@pytest.mark.parametrize(("settings", "problem"), [
+    ({"max_lapsed": 0.01}, '"at"'), ({"at": [5]}, '"at"'), ({"at": 3}, '"at"'),
+    ({"at": [3], "max_lapse": 0.01}, "max_lapse"), ({"at": [3], "step": 0.9}, "step"),
+    ({"at": [3], "lapsed_when": "never"}, "lapsed_when")])
+def test_consolidate_settings_are_checked_before_the_run(settings, problem):
+    assert problem in sequential.consolidate_problem(settings, [1, 3])
+    assert sequential.consolidate_problem({"at": [3], "max_lapsed": 0.02}, [1, 3]) is None
+
+
+def test_session_cases_refuse_records_the_session_did_not_edit(monkeypatch):
+    import bench_common
+
+    import suture.evaluation
+
+    records = [r.model_copy(update={"id": str(i)}) for i, r in enumerate(REQUESTS)]
+    monkeypatch.setattr(suture.evaluation, "load_counterfact",
+                        lambda data, limit, offset: records[offset:offset + limit])
+    saved = {"applied": 2, "run": {"cases": [f"{c.id}|{c.text}|{c.target_new}" for c in records[:2]]}}
+    assert bench_common.session_cases("data.json", saved, 0, after=1) == records
+    with pytest.raises(SystemExit, match="--offset"):
+        bench_common.session_cases("data.json", saved, 1)
