@@ -54,11 +54,11 @@ def scale_rows(editor, cases, scales: list[float], pre_neighborhood: float | Non
     `generated_sample`), the generated scores of a seeded sample of the cases as well."""
     from sequential import generated_sample
 
-    from suture.editor.refresh import lapsed_requests, refresh_candidates
+    from suture.editor.refresh import held_facts, lapsed_requests
     from suture.evaluation import score_cases
     from suture.evaluation.drift import measure_drift
 
-    facts = [entry.requests[position] for entry, position in refresh_candidates(editor.ledger)]
+    facts = held_facts(editor.ledger)
     base_cache: dict = {}  # the unedited model's generated answers, the same at every scale
     for scale in scales:
         with scaled_update(editor, scale):

@@ -34,13 +34,6 @@ def _kl(reference, edited, mask) -> float:
     return float(token_kl(reference, edited)[mask].mean())
 
 
-def _held_facts(editor) -> list:
-    """The session's requests that are the latest word on their fact and were written when made."""
-    from suture.editor.refresh import refresh_candidates
-
-    return [entry.requests[position] for entry, position in refresh_candidates(editor.ledger)]
-
-
 def _lapsed(editor, facts: list) -> int:
     from suture.editor.refresh import lapsed_requests
 
@@ -51,6 +44,7 @@ def paired_rows(editor, cases, hparams: dict, arms: dict[str, dict], texts: list
                 details: tuple[str, ...] = ("write_scale",), held: bool = False):
     """Per case and arm (in `arms`' order; each arm's overrides merged over `hparams`), from the editor's
     current weights: the row described in the module docstring. The editor is left as it was."""
+    from suture.editor.refresh import held_facts
     from suture.evaluation.drift import token_log_probs
 
     enc = editor.tokenizer(texts, return_tensors="pt", padding=True).to(editor.handle.device)
@@ -58,7 +52,7 @@ def paired_rows(editor, cases, hparams: dict, arms: dict[str, dict], texts: list
     mask = enc["attention_mask"].bool()
     with editor.weights.base_weights():
         base = token_log_probs(editor, enc)
-    facts = _held_facts(editor) if held else []
+    facts = held_facts(editor.ledger) if held else []
     lapsed_before = _lapsed(editor, facts) if held else None
     for record, case in enumerate(cases):
         for arm, overrides in arms.items():

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from suture.editor.deltas import WeightDelta
 from suture.editor.errors import InvalidInputError
 from suture.editor.ledger import CONSOLIDATION, EditResult, LedgerEntry
-from suture.editor.refresh import LapsedWhen, lapsed_requests, refresh_candidates
+from suture.editor.refresh import LapsedWhen, held_facts, lapsed_requests
 
 if TYPE_CHECKING:
     from suture.editor.editor import Editor
@@ -102,7 +102,7 @@ def consolidate_ledger(editor: Editor, max_lapsed: float = 0.01, step: float = 0
     `lapsed_when`. Writes nothing when no scale below 1 passes or nothing is in scope."""
     check_settings(max_lapsed, step, min_scale, lapsed_when)
     started = time.perf_counter()
-    facts = [entry.requests[position] for entry, position in refresh_candidates(editor.ledger)]
+    facts = held_facts(editor.ledger)
     update = summed_update(editor.ledger)
 
     def lapsed() -> list[bool]:

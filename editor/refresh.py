@@ -57,6 +57,11 @@ def refresh_candidates(ledger: list[LedgerEntry]) -> list[tuple[LedgerEntry, int
     return [(entry, position) for entry, position in latest.values() if _written_when_made(entry, position)]
 
 
+def held_facts(ledger: list[LedgerEntry]) -> list:
+    """The requests of `refresh_candidates`: what the ledger still asks the model to hold."""
+    return [entry.requests[position] for entry, position in refresh_candidates(ledger)]
+
+
 def _written_when_made(entry: LedgerEntry, position: int) -> bool:
     if len(entry.verdicts) != len(entry.requests):  # applied without verification: nothing known
         return False

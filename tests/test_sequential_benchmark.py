@@ -141,8 +141,7 @@ def test_consolidate_adds_a_row_scoring_the_shrunk_ledger_and_the_run_goes_on_fr
     from suture.editor import consolidate as consolidate_module
 
     # the tiny model never takes an edit: say every request was written and none ever lapses
-    monkeypatch.setattr(consolidate_module, "refresh_candidates",
-                        lambda ledger: [(e, p) for e in ledger for p in range(len(e.requests))])
+    monkeypatch.setattr(consolidate_module, "held_facts", lambda ledger: [r for e in ledger for r in e.requests])
     monkeypatch.setattr(consolidate_module, "lapsed_requests", lambda editor, requests, when: [False] * len(requests))
     editor = Editor.from_model(*tiny_model("llama"))
     cases = [r.model_copy(update={"target_true": r.target_true or "Paris", "paraphrases": [r.text],
