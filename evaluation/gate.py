@@ -14,7 +14,7 @@ from suture.evaluation.report import EvaluationReport
 
 
 class GatePolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     min_efficacy: float = Field(0.9, ge=0, le=1)
     min_paraphrase: float = Field(0.7, ge=0, le=1)

@@ -18,7 +18,7 @@ from suture.evaluation.evaluate import _fill_target_true, norm_growth
 
 
 class HealthThresholds(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_drift_kl: float | None = Field(0.1, ge=0)
     min_top1_agreement: float | None = Field(0.8, ge=0, le=1)
@@ -28,7 +28,7 @@ class HealthThresholds(BaseModel):
 
 
 class HealthPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     every: int = Field(10, ge=1, description="check after every k-th edit")
     sample: int = Field(20, ge=1, description="earlier edit requests re-scored per check")

@@ -17,7 +17,7 @@ RepairStrategy = Annotated[SteerStrategy | ScaleStrategy | RemapStrategy | TuneS
 
 
 class RepairConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     strategy: RepairStrategy = Field(default_factory=RemapStrategy, description="how chosen heads are changed")
     max_heads: int = Field(16, ge=1, description="largest head set tried")

@@ -14,20 +14,20 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from suture.editor.kv import CorpusSpec
-from suture.methods.heads.hparams import HeadRemapHParams
+from suture.methods.heads.hparams import HeadRemapHParams, RemapGain, RemapPreservation
 from suture.repair.context import SearchContext
 from suture.repair.grow import Candidates, candidate_heads, grow, lowest_preservation, read_statistics, size_schedule
 from suture.repair.types import RemapPlan, RepairPoint, RepairResult
 
 
 class RemapStrategy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["remap"] = "remap"
-    preservations: list[Annotated[float, Field(gt=0)]] = Field(
+    preservations: list[RemapPreservation] = Field(
         default_factory=lambda: [10.0, 5.0, 3.0, 2.0], min_length=1,
         description="preservation weights ρ tried at each set size")
-    gains: list[Annotated[float, Field(gt=0)]] = Field(
+    gains: list[RemapGain] = Field(
         default_factory=lambda: [1.0], min_length=1,
         description="gains g tried at each set size (1: send the failing outputs to the twins' outputs)")
     sizes: list[Annotated[int, Field(ge=1)]] | None = Field(

@@ -12,16 +12,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from suture.methods.heads.hparams import HeadFactor
 from suture.repair.context import SearchContext
 from suture.repair.trials import plan_applied
 from suture.repair.types import RepairPoint, RepairResult, ScalePlan, head_key
 
 
 class ScaleStrategy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["scale"] = "scale"
-    factors: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.5, 2.0], min_length=1,
+    factors: list[HeadFactor] = Field(default_factory=lambda: [0.0, 0.5, 1.5, 2.0], min_length=1,
                                  description="output factors tried for each candidate head")
 
     def search(self, ctx: SearchContext) -> RepairResult:

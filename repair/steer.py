@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from suture.methods.heads.hparams import SteerStrength
 from suture.methods.localize.last_token import last_token_head_means
 from suture.repair.context import SearchContext
 from suture.repair.trials import plan_applied
@@ -18,11 +19,11 @@ from suture.repair.types import RepairPoint, RepairResult, SteerPlan, head_key
 
 
 class SteerStrategy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["steer"] = "steer"
-    alphas: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0], min_length=1,
-                                description="steering strengths α tried at each set size")
+    alphas: list[SteerStrength] = Field(default_factory=lambda: [0.5, 1.0, 2.0], min_length=1,
+                                    description="steering strengths α tried at each set size")
 
     def search(self, ctx: SearchContext) -> RepairResult:
         ranked = ctx.ranked("signed", positive_only=True)

@@ -14,25 +14,25 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from suture.editor.kv import CorpusSpec
-from suture.methods.heads.hparams import HeadTuneHParams
+from suture.methods.heads.hparams import HeadTuneHParams, TuneKLWeight, TunePreservation, TuneRate
 from suture.repair.context import SearchContext
 from suture.repair.grow import Candidates, candidate_heads, grow, lowest_preservation, read_statistics, size_schedule
 from suture.repair.types import RepairPoint, RepairResult, TunePlan
 
 
 class TuneStrategy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["tune"] = "tune"
-    preservations: list[Annotated[float, Field(ge=0)]] = Field(
+    preservations: list[TunePreservation] = Field(
         default_factory=lambda: [10.0, 3.0, 1.0], min_length=1,
         description="preservation weights ρ tried at each set size")
     sizes: list[Annotated[int, Field(ge=1)]] | None = Field(
         None, description="set sizes tried (default: SIZES up to max_heads)")
     candidates: Candidates = Field("helping", description="candidate heads, as for remap")
-    kl_weight: float = Field(10.0, ge=0, description="weight of KL(unedited || edited) on the kept prompts")
+    kl_weight: TuneKLWeight = Field(10.0, description="weight of KL(unedited || edited) on the kept prompts")
     steps: int = Field(40, ge=1, le=1000, description="Adam steps of each fit")
-    lr: float = Field(0.005, gt=0, description="Adam learning rate")
+    lr: TuneRate = Field(0.005, description="Adam learning rate")
     keep: list[str] = Field(default_factory=list,
                             description="prompts whose next-token distribution the fit keeps, besides the twins "
                                         "(not the locality prompts, which judge the search)")

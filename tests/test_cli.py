@@ -253,6 +253,19 @@ def test_repair_refuses_a_target_above_one(model_dir, tmp_path, capsys):
     assert code == 2 and "--target" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("kind", "alphas"), [("scale", "nan"), ("scale", "1e308"), ("steer", "inf"),
+                                              ("steer", "-1e9"), ("remap", "1e400"), ("remap", "0"), ("tune", "-1")])
+def test_repair_refuses_values_that_cannot_be_written_before_loading(tmp_path, capsys, kind, alphas):
+    """Non-finite or absurd strengths are named as --alphas, before the model loads (the path does not exist)."""
+    record = {"prompt": "The capital of France is", "answer": "Paris", "twin": "The French capital is"}
+    failing = _write_failures(tmp_path / "failing.jsonl", [record])
+    (tmp_path / "l.txt").write_text("x\n")
+    code = main(["repair", "--model", str(tmp_path / "nowhere"), "--failing", str(failing), "--locality",
+                 str(tmp_path / "l.txt"), "--kind", kind, "--alphas", alphas])
+    err = capsys.readouterr().err
+    assert code == 2 and "--alphas" in err and "nowhere" not in err
+
+
 # --- sessions: many `suture edit` calls on one model ---------------------------------------------------------
 
 def test_a_session_carries_edits_across_calls_and_refresh_reads_it(model_dir, tmp_path, capsys):

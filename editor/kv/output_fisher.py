@@ -101,7 +101,7 @@ def natural_step(fisher: torch.Tensor, damping: float) -> torch.Tensor:
 class FisherSteps(BaseModel):
     """Value steps in the output-Fisher metric of the edited layers (`output_fisher`, `natural_step`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     damping: float = Field(0.1, gt=0, le=1e6, description="weight of the identity, in units of G's mean "
                            "eigenvalue, added to G before it is inverted (large: plain steps)")

@@ -47,7 +47,7 @@ REPLAY_MARGIN = 64
 
 
 class ValueObjective(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # "adam" (ROME's): every coordinate of δ moves about `lr` per step whatever the loss needs there, so ‖δ‖
     # grows like lr·√d per step. "normalized_gradient": each step moves δ by lr·‖v₀‖ along the loss's

@@ -14,10 +14,20 @@ from suture.editor.kv import CorpusSpec
 Prompt = Annotated[str, Field(min_length=1)]
 # An answer must hold something to predict (whitespace alone would train the bare space token).
 Answer = Annotated[str, Field(min_length=1, pattern=r"\S")]
+# The strengths a head intervention takes, bounded where a larger value can only overflow a weight or a
+# logit (a head's output times 1e308 is inf, and a search judging inf logits would count garbage as fixed).
+# The repair search's value lists use the same types, so `suture repair` refuses them before a model loads.
+HeadFactor = Annotated[float, Field(ge=-100, le=100)]
+SteerStrength = Annotated[float, Field(ge=-1e4, le=1e4)]
+RemapPreservation = Annotated[float, Field(gt=0, le=1e6)]
+RemapGain = Annotated[float, Field(gt=0, le=100)]
+TunePreservation = Annotated[float, Field(ge=0, le=1e6)]
+TuneKLWeight = Annotated[float, Field(ge=0, le=1e4)]
+TuneRate = Annotated[float, Field(gt=0, le=1.0)]
 
 
 class HeadsHParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     layer: int = Field(description="block whose attention output projection is changed")
     heads: list[int] = Field(min_length=1, description="query-head indices at the output projection's input")
@@ -32,11 +42,11 @@ class HeadsHParams(BaseModel):
 
 
 class HeadScaleHParams(HeadsHParams):
-    factor: float = Field(0.0, description="multiplier of the heads' outputs; 0 ablates them")
+    factor: HeadFactor = Field(0.0, description="multiplier of the heads' outputs; 0 ablates them")
 
 
 class HeadSteerHParams(HeadsHParams):
-    alpha: float = Field(1.0, description="steering strength: alpha · d_h is added to head h's output")
+    alpha: SteerStrength = Field(1.0, description="steering strength: alpha · d_h is added to head h's output")
     desired: list[Prompt] = Field(default_factory=list, description="prompts showing the wanted behaviour")
     undesired: list[Prompt] = Field(default_factory=list, description="prompts showing the unwanted behaviour")
     directions: list[list[float]] | None = Field(
@@ -57,11 +67,11 @@ class HeadRemapHParams(HeadsHParams):
     undesired: list[Prompt] = Field(min_length=1, description="prompts where the heads misbehave")
     desired: list[Prompt] = Field(
         min_length=1, description="one twin per undesired prompt, in the same order, showing the wanted behaviour")
-    preservation: float = Field(
-        1.0, gt=0, description="ρ: weight of keeping the heads' outputs on ordinary text (the statistics corpus), "
+    preservation: RemapPreservation = Field(
+        1.0, description="ρ: weight of keeping the heads' outputs on ordinary text (the statistics corpus), "
         "relative to the undesired/desired pairs; larger changes less")
-    gain: float = Field(
-        1.0, gt=0, description="g: the undesired outputs are sent to U + g (D - U); 1 sends them to the desired "
+    gain: RemapGain = Field(
+        1.0, description="g: the undesired outputs are sent to U + g (D - U); 1 sends them to the desired "
         "twins' outputs, more overshoots, which a repair with few heads needs to close the whole gap")
     keep_desired: bool = Field(
         True, description="also keep the heads' outputs on the desired twins as they are (the good context is "
@@ -81,7 +91,7 @@ class HeadRemapHParams(HeadsHParams):
 
 
 class HeadTuneHParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     heads: list[tuple[int, int]] = Field(min_length=1, description="(layer, query head) pairs, fit jointly")
     failing: list[Prompt] = Field(min_length=1, description="prompts whose next token is wrong")
@@ -92,11 +102,11 @@ class HeadTuneHParams(BaseModel):
     keep: list[Prompt] = Field(
         default_factory=list, description="prompts whose next-token distribution must stay as it is (e.g. the "
         "failing prompts' working twins and prompts like those the repair must not disturb)")
-    kl_weight: float = Field(10.0, ge=0, le=1e4, description="weight of KL(unedited || edited) on the keep prompts")
-    preservation: float = Field(
-        3.0, ge=0, le=1e6, description="ρ: weight of the maps' change on ordinary text, Σ_h tr(M_h C_h M_hᵀ) / tr(C_h)")
+    kl_weight: TuneKLWeight = Field(10.0, description="weight of KL(unedited || edited) on the keep prompts")
+    preservation: TunePreservation = Field(
+        3.0, description="ρ: weight of the maps' change on ordinary text, Σ_h tr(M_h C_h M_hᵀ) / tr(C_h)")
     steps: int = Field(40, ge=1, le=1000, description="Adam steps")
-    lr: float = Field(0.005, gt=0, le=1.0, description="Adam learning rate")
+    lr: TuneRate = Field(0.005, description="Adam learning rate")
     corpus: CorpusSpec = Field(default_factory=CorpusSpec, description="ordinary text whose head outputs give C_h")
 
     @field_validator("heads")

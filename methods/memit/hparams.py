@@ -15,7 +15,7 @@ from suture.methods.shared.running_covariance import RunningCovariance
 
 
 class MemitHParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     layers: list[int] = Field(min_length=1, description="blocks whose MLP output projections share the update")
     templates: TemplateSpec = Field(default_factory=lambda: TemplateSpec(groups=[(10, 5)]))

@@ -12,7 +12,7 @@ from suture.methods.shared.norm_anchor import NormAnchor
 
 
 class RomeHParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     layer: int | Literal["auto"] = Field(
         description="block whose MLP output projection is edited; 'auto' picks it by causal tracing "

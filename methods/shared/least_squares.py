@@ -19,7 +19,7 @@ from suture.editor.errors import EditFailedError
 
 
 class NullSpace(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     threshold: float = Field(1e-2, gt=0, lt=1, description="eigenvalues below threshold · max span the null space")
     energy: float | None = Field(

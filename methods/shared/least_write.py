@@ -19,7 +19,7 @@ from suture.editor.deltas import WeightBook, WeightDelta
 
 
 class LeastWrite(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     step: float = Field(0.05, gt=0, le=0.5, description="how much the scale falls between two checks")
     floor: float = Field(0.3, gt=0, le=1, description="the smallest scale checked")

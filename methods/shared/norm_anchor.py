@@ -28,7 +28,7 @@ from suture.editor.paths import cache_dir
 
 
 class NormAnchor(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     reference: Literal["values", "outputs"] = Field("values", description="what the anchor norm is measured on")
     trim: float = Field(0.05, ge=0, lt=1, description="'values': fraction of the largest probe norms left out")
