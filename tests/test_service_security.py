@@ -209,6 +209,25 @@ def test_over_limit_requests_are_422_naming_the_field(client, body, field):
     assert field in field_of(client.post("/v1/jobs", json=body, headers=AUTH))
 
 
+def test_a_job_may_hold_up_to_max_requests_requests(client):
+    """The per-list bound of prompts (max_prompts) is not the bound on a job's requests (max_requests)."""
+    assert client.post("/v1/jobs", json=edit_body(501), headers=AUTH).status_code == 202
+
+
+@pytest.mark.parametrize(("record", "field"), [
+    ({"paraphrases": ["a b"] * 600}, "paraphrases"), ({"subject": "x" * 3000, "prompt": "{} is"}, "subject")])
+def test_dataset_records_are_bounded_as_inline_requests_are(home, record, field):
+    """A file in the data directory must not carry what a request body may not (it would only be stopped by
+    the job's time limit)."""
+    from suture.service.jobs.runner import JobFailed, load_dataset
+    from suture.service.schemas import DatasetRef
+
+    case = {**edit_body(1)["requests"][0], **record}
+    (home / "data" / "over.jsonl").write_text(json.dumps(edit_body(1)["requests"][0]) + "\n" + json.dumps(case) + "\n")
+    with pytest.raises(JobFailed, match=f"dataset record 1, field '{field}': .*limits"):
+        load_dataset(DatasetRef(path="over.jsonl", format="jsonl"), home / "data")
+
+
 def test_limits_are_the_operators(home, model_dir):
     with TestClient(make_app(home, model_dir, limits={"max_corpus_samples": 20})) as c:
         assert "max_corpus_samples" in field_of(c.post("/v1/jobs", json=with_hparams(corpus={"n_samples": 21}),

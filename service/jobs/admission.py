@@ -244,8 +244,8 @@ def admit(body: JobCreate, method: EditMethod | None, settings: ServiceSettings,
     if body.requests is not None and len(body.requests) > limits.max_requests:
         raise Inadmissible("requests", f"{len(body.requests)} requests; this server takes at most "
                                        f"{limits.max_requests} per job (limits.max_requests)", "too_long")
-    if body.requests:
-        check_bounds([r.model_dump() for r in body.requests], "requests", limits)
+    for i, request in enumerate(body.requests or []):  # each one: the list itself is bounded by max_requests
+        check_bounds(request.model_dump(), f"requests.{i}", limits)
     roots = data_roots(settings.data_dir, settings.allowed_dirs)
     if body.dataset is not None:
         if body.dataset.limit is not None and body.dataset.limit > limits.max_requests:

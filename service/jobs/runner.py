@@ -32,7 +32,7 @@ from suture.evaluation import (
     load_zsre,
 )
 from suture.evaluation.html_report import write_report
-from suture.service.jobs.admission import confine_corpus_sources
+from suture.service.jobs.admission import Inadmissible, check_bounds, confine_corpus_sources
 from suture.service.jobs.files import FileRefused, confined_file, data_roots
 from suture.service.schemas import DatasetRef, JobCreate, JobKind
 from suture.service.settings import JobLimits
@@ -106,6 +106,13 @@ def load_dataset(ref: DatasetRef, data_dir: Path | None, allowed_dirs: list[Path
         cases = loader(path, limit=limit, offset=ref.offset)
     if not cases:
         raise JobFailed(f"dataset: no records from offset {ref.offset} on ({ref.path!r} ends before it)")
+    # The bounds inline requests get (paraphrases, texts): a file must not carry what a body may not.
+    for i, case in enumerate(cases):
+        try:
+            check_bounds(case.model_dump(), "", limits)
+        except Inadmissible as exc:
+            field = exc.field.lstrip(".")
+            raise JobFailed(f"dataset record {ref.offset + i}, field '{field}': {exc.message}") from None
     return cases
 
 
