@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
-from suture.editor.conflicts import find_clashes
+from suture.editor.conflicts import describe_clashes, find_clashes
 from suture.editor.refresh import LapsedWhen
 from suture.editor.requests import EditRequest
 from suture.evaluation import EvaluationOptions, GatePolicy
@@ -150,9 +150,9 @@ class JobCreate(BaseModel):
                 raise ValueError(f"evaluate jobs take no {', '.join(repr(n) for n in edit_only)}: they only "
                                  "report scores; put these on the edit job")
         if self.kind is JobKind.edit and self.requests:
-            refuse = [c.message(self.requests) for c in find_clashes(self.requests)]
-            if refuse:  # one edit cannot make both true; duplicates are refused, not merged
-                raise ValueError("; ".join(refuse))
+            clashes = find_clashes(self.requests)
+            if clashes:  # one edit cannot make both true; duplicates are refused, not merged
+                raise ValueError(describe_clashes(clashes, self.requests))
         return self
 
 

@@ -220,6 +220,17 @@ CLASHING = [
 ]
 
 
+def test_many_clashes_are_named_up_to_a_bound_then_counted():
+    from suture.editor.conflicts import NAMED_CLASHES, refuse_clashes
+    from suture.editor.requests import EditRequest
+
+    with pytest.raises(InvalidRequestError) as info:
+        refuse_clashes([EditRequest(**BASE)] * (NAMED_CLASHES + 21))
+    text = str(info.value)
+    assert text.count("the same edit twice") == NAMED_CLASHES and "requests 0 and 1:" in text
+    assert text.endswith("and 20 more clash(es) of repeated subject and prompt")
+
+
 @pytest.fixture(scope="module")
 def tiny_editor():
     from tiny import tiny_model

@@ -228,6 +228,20 @@ def test_dataset_records_are_bounded_as_inline_requests_are(home, record, field)
         load_dataset(DatasetRef(path="over.jsonl", format="jsonl"), home / "data")
 
 
+def test_a_422_does_not_echo_a_large_body(client):
+    """One bad request of a few MB gets an answer of a few KB: each error names its field and reason, and
+    echoes what was sent only when it is short."""
+    repeated = {**edit_body(1)["requests"][0], "prompt": "{} " + "p" * 900, "subject": "s" * 400}
+    clashing = client.post("/v1/jobs", json={**edit_body(1), "requests": [repeated] * 2000}, headers=AUTH)
+    assert clashing.status_code == 422 and len(clashing.content) < 20_000
+    assert "requests 0 and 1: field 'target_new'" in clashing.text and "1989 more clash(es)" in clashing.text
+    unknown = client.post("/v1/jobs", json={**edit_body(1), "notes": "x" * 2_000_000}, headers=AUTH)
+    assert unknown.status_code == 422 and len(unknown.content) < 2_000
+    assert "notes" in field_of(unknown) and "not echoed" in unknown.text
+    short = client.post("/v1/jobs", json={**edit_body(1), "time_limit": -1}, headers=AUTH)
+    assert short.json()["detail"][0]["input"] == -1  # a short input is still echoed
+
+
 def test_limits_are_the_operators(home, model_dir):
     with TestClient(make_app(home, model_dir, limits={"max_corpus_samples": 20})) as c:
         assert "max_corpus_samples" in field_of(c.post("/v1/jobs", json=with_hparams(corpus={"n_samples": 21}),
