@@ -148,6 +148,33 @@ def test_a_token_sees_only_its_own_jobs_and_admins_see_all(client):
     assert client.post("/v1/tokens", json={"name": "eve"}, headers=alice).status_code == 403
 
 
+def test_an_admin_reaches_every_checkpoint_of_a_shared_name_by_job_id(client):
+    """Names are per token: two tokens may both have 'afix'. An admin asking for the name is told it is
+    ambiguous and given the job ids; by job id each one is reached (and only an admin reaches another's)."""
+    from suture.service.jobs.outputs import output_dir
+    from suture.service.schemas import JobStatus
+
+    alice, bob = user_token(client, "alice"), user_token(client, "bob")
+    st = client.app.state.suture
+    ids = []
+    for headers in (alice, bob):
+        job = client.post("/v1/jobs", json={**EDIT, "output_name": "afix"}, headers=headers).json()
+        assert st.jobs.claim(job["id"], "test") and st.jobs.finish(job["id"], JobStatus.succeeded, result={})
+        row = st.jobs.row(job["id"])
+        directory = output_dir(st.settings.artifacts_dir, row.owner_id, "afix", job["id"])
+        directory.mkdir(parents=True)
+        (directory / "ledger.json").write_text("{}")
+        ids.append(job["id"])
+    ambiguous = client.get("/v1/checkpoints/afix", headers=AUTH)
+    assert ambiguous.status_code == 409 and all(i in ambiguous.text for i in ids)
+    for job_id in ids:
+        view = client.get(f"/v1/checkpoints/{job_id}", headers=AUTH).json()
+        assert view["job_id"] == job_id and view["name"] == "afix" and view["files"] == ["ledger.json"]
+        assert client.get(f"/v1/checkpoints/{job_id}/files/ledger.json", headers=AUTH).status_code == 200
+    assert client.get("/v1/checkpoints/afix", headers=alice).json()["job_id"] == ids[0]  # a token's own name
+    assert client.get(f"/v1/checkpoints/{ids[1]}", headers=alice).status_code == 404  # not another's
+
+
 def test_pagination_and_filters(client):
     ids = [client.post("/v1/jobs", json=EDIT, headers=AUTH).json()["id"] for _ in range(5)]
     seen, cursor = [], None

@@ -19,7 +19,9 @@ from suture.service.store.jobs import as_utc
 
 router = APIRouter(prefix="/v1/checkpoints", tags=["checkpoints"])
 ERRORS = {401: {"model": ErrorBody, "description": "missing or invalid token"},
-          404: {"model": ErrorBody, "description": "no such checkpoint or file visible to this token"}}
+          404: {"model": ErrorBody, "description": "no such checkpoint or file visible to this token"},
+          409: {"model": ErrorBody, "description": "(admins) several tokens' checkpoints have this name: give the "
+                                                   "job id instead"}}
 
 
 def _view(row, root: Path) -> CheckpointView | None:
@@ -33,15 +35,21 @@ def _view(row, root: Path) -> CheckpointView | None:
 
 
 def _find(st, caller, name: str):
-    row = st.jobs.by_output(name, caller.id)
+    """The caller's checkpoint `name`; else the checkpoint of the job whose id is `name` (ids are unique across
+    tokens, so an admin can reach every one); else, for an admin, the one token's checkpoint of that name."""
+    row = st.jobs.by_output(name, caller.id) or st.jobs.row(name)
     if row is None and caller.admin:
-        row = st.jobs.by_output(name)
+        holders = [r for r in st.jobs.holders_of(name) if r.status == "succeeded"]
+        if len(holders) > 1:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"checkpoint name {name!r} is used by several tokens' "
+                                f"jobs; address it by job id: {', '.join(r.id for r in holders)}")
+        row = holders[0] if holders else None
     if row is None or row.status != "succeeded" or not sees(caller, row.owner_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no checkpoint {name!r}")
     view = _view(row, st.settings.artifacts_dir)
     if view is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"checkpoint {name!r} has no files on this server")
-    return view, output_dir(st.settings.artifacts_dir, row.owner_id, name, row.id)
+    return view, output_dir(st.settings.artifacts_dir, row.owner_id, row.output_name, row.id)
 
 
 @router.get("", response_model=list[CheckpointView], responses={401: ERRORS[401]})

@@ -79,7 +79,10 @@ class JobStore:
                 existing = self._by_key(owner_id, idempotency_key)
                 if existing is not None:
                     return self._same_request(existing, digest), False
-            raise OutputNameTaken(f"output_name {body.output_name!r} is already used by another of your jobs") from None
+            if body.output_name is not None and self._release_name(owner_id, body.output_name):
+                return self.submit(owner_id, body, idempotency_key)  # once: a second clash finds a live holder
+            raise OutputNameTaken(f"output_name {body.output_name!r} is already used by another of your jobs "
+                                  "(queued, running or succeeded)") from None
         return self.get(job_id), True
 
     def _by_key(self, owner_id: int, key: str):
@@ -142,14 +145,26 @@ class JobStore:
         with self.engine.connect() as conn:
             return conn.execute(query).all()
 
-    def by_output(self, name: str, owner_id: int | None = None):
-        """The job whose output is `name` among `owner_id`'s (names are per token); with None, the newest
-        of anyone's (admins)."""
-        query = select(jobs).where(jobs.c.output_name == name).order_by(jobs.c.seq.desc())
-        if owner_id is not None:
-            query = query.where(jobs.c.owner_id == owner_id)
+    def by_output(self, name: str, owner_id: int):
+        """The job whose output is `name` among `owner_id`'s (names are unique per token), or None."""
+        query = select(jobs).where(and_(jobs.c.output_name == name, jobs.c.owner_id == owner_id))
         with self.engine.connect() as conn:
             return conn.execute(query).first()
+
+    def holders_of(self, name: str, limit: int = 10) -> list:
+        """Up to `limit` jobs of any token whose output is `name`, newest first (for admins, who see all)."""
+        query = select(jobs).where(jobs.c.output_name == name).order_by(jobs.c.seq.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return conn.execute(query).all()
+
+    def _release_name(self, owner_id: int, name: str) -> bool:
+        """Free `name` if the job holding it ended failed or cancelled: such a job wrote no output (outputs
+        are written whole or not at all), and its name would otherwise be taken for good."""
+        ended = jobs.c.status.in_([JobStatus.failed.value, JobStatus.cancelled.value])
+        with self.engine.begin() as conn:
+            result = conn.execute(update(jobs).where(and_(jobs.c.owner_id == owner_id, jobs.c.output_name == name,
+                                                          ended)).values(output_name=None))
+        return result.rowcount == 1
 
     # --- state changes ----------------------------------------------------------------------------------
 
