@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +32,34 @@ _APPLY_KEYWORDS = {"requests", "method", "progress"}
 
 class CliError(Exception):
     """Bad input the CLI detects itself (files, JSON); reported like a SutureError, without a traceback."""
+
+
+def output_dir(flag: str, value: str | None, empty: bool = True) -> Path | None:
+    """`value` as a directory the command can write, checked before minutes of work: not a file, empty when
+    `empty`, and inside a directory this process can create entries in (the nearest one that exists is
+    probed). CliError names `flag`; an --out under /proc failed only at the save, with a traceback."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise CliError(f"{flag}: {path} exists and is not a directory")
+    if empty and path.is_dir() and any(path.iterdir()):
+        raise CliError(f"{flag}: {path} exists and is not empty; choose a new output directory")
+    writable_place(flag, path)
+    return path
+
+
+def writable_place(flag: str, path: Path) -> None:
+    """CliError naming `flag` unless an entry can be created in `path`'s nearest existing directory."""
+    existing = path if path.is_dir() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CliError(f"{flag}: {existing} is not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".suture-probe-", dir=existing))
+    except OSError as exc:
+        raise CliError(f"{flag}: cannot write in {existing} ({exc.strerror or exc})") from None
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, default_model: str | None = None) -> None:

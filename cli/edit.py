@@ -19,6 +19,7 @@ from suture.cli.common import (
     load_editor,
     load_hparams,
     load_json_object,
+    output_dir,
     says,
     short,
 )
@@ -157,18 +158,6 @@ def read_requests(path: Path) -> list[EditRequest]:
     return load_requests_jsonl(path)
 
 
-def _check_out(out: str | None) -> Path | None:
-    """Refuse an unusable --out before minutes are spent editing."""
-    if out is None:
-        return None
-    path = Path(out).expanduser()
-    if path.exists() and not path.is_dir():
-        raise CliError(f"--out: {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()):
-        raise CliError(f"--out: {path} exists and is not empty; choose a new output directory")
-    return path
-
-
 # --- the command -----------------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
@@ -182,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     method = get_method(args.method)
     if method.takes_requests:
         refuse_clashes(requests)  # conflicting or duplicate requests, before minutes of loading
-    out = _check_out(args.out)
+    out = output_dir("--out", args.out)
     check_device(args.device)
     pick_dtype(args.dtype, None)  # an unknown --dtype fails here, naming the choices, not after loading
     gate = gate_from_args(args)

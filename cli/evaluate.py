@@ -7,7 +7,16 @@ import argparse
 import json
 from pathlib import Path
 
-from suture.cli.common import EXIT_OK, CliError, Timer, add_model_arguments, check_device, format_seconds, load_editor
+from suture.cli.common import (
+    EXIT_OK,
+    CliError,
+    Timer,
+    add_model_arguments,
+    check_device,
+    format_seconds,
+    load_editor,
+    output_dir,
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -44,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
             ledger = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise CliError(f"--edits: {path} is not valid JSON ({exc.msg})") from None
+    report_dir = output_dir("--report", args.report, empty=False)
     print(f"{len(cases)} case(s) from {args.data}")
     timer = Timer()
     editor, timer.seconds["load"] = load_editor(args.model, args.device, args.dtype)
@@ -79,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         from suture.evaluation.html_report import write_report
 
-        json_path, html_path = write_report(report, Path(args.report))
+        json_path, html_path = write_report(report, report_dir)
         print(f"report written to {json_path} and {html_path}")
     print(f"timing: {timer.summary()} (total {format_seconds(sum(timer.seconds.values()))})")
     return EXIT_OK

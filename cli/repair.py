@@ -7,7 +7,15 @@ import argparse
 import json
 from pathlib import Path
 
-from suture.cli.common import EXIT_CHECK_FAILED, EXIT_OK, CliError, add_model_arguments, load_editor
+from suture.cli.common import (
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
+    CliError,
+    add_model_arguments,
+    load_editor,
+    output_dir,
+    writable_place,
+)
 
 EPILOG = """\
 FAILING.jsonl has one failure per line: the failing prompt, the answer it should give, and a working twin
@@ -121,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
 
         raise CliError("; ".join(f"{flag(e['loc'])}: {e['msg']}" for e in exc.errors())) from None
 
+    out = output_dir("--out", args.out)
+    if args.report:
+        writable_place("--report", Path(args.report))
     editor, _ = load_editor(args.model, args.device, args.dtype)
     search, _ = search_repair(editor, prompts, answers, twins, locality, config,
                               progress=lambda line: print(line, flush=True))
@@ -135,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"repair: {len(plan.heads)} head(s) [{plan.describe()}]: fixed "
           f"{point.fixed:.1%} of the failures, top-1 unchanged on {point.unchanged:.1%} of the locality prompts")
     apply_plan(editor, search.chosen)
-    if args.out:
-        saved = editor.save(args.out)
+    if out is not None:
+        saved = editor.save(out)
         print(f"saved the repaired checkpoint to {saved}")
     return EXIT_OK

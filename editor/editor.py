@@ -22,7 +22,7 @@ from suture.editor.gate import Gate
 from suture.editor.generation import refuse_unusable_prompts
 from suture.editor.handle import ModelHandle, load_model
 from suture.editor.ledger import EditResult, InProgressEntry, LedgerEntry
-from suture.editor.lengths import refuse_overlong
+from suture.editor.lengths import context_length, refuse_overlong
 from suture.editor.noop import split_noops
 from suture.editor.progress import generation_stoppers
 from suture.editor.refresh import LapsedWhen, RefreshReport, refresh_lapsed
@@ -220,8 +220,9 @@ class Editor:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int = 8) -> list[str]:
-        """Greedy continuations of `prompts` (batched); InvalidInputError for a blank prompt or budget < 1."""
-        refuse_unusable_prompts(prompts, max_new_tokens)
+        """Greedy continuations of `prompts` (batched); InvalidInputError for a blank prompt or a budget under
+        one token or over the model's context."""
+        refuse_unusable_prompts(prompts, max_new_tokens, context_length(self.model.config))
         if not prompts:
             return []
         tok = self.tokenizer

@@ -14,6 +14,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from suture.editor.errors import InvalidInputError
+from suture.editor.lengths import context_length
 
 # A sentence end followed by whitespace, a full-width sentence end, or a newline.
 _STOP = re.compile(r"[.!?](?=\s)|[。！？]|\n")
@@ -68,9 +69,10 @@ def end_token_ids(tokenizer, model=None) -> list[int]:
     return sorted(ids)
 
 
-def refuse_unusable_prompts(prompts, max_new_tokens: int) -> None:
+def refuse_unusable_prompts(prompts, max_new_tokens: int, context: int | None = None) -> None:
     """InvalidInputError naming the entry for what generation cannot take: a non-list, a non-string or
-    blank prompt (it encodes to no token on tokenizers without a BOS), or a budget under one token."""
+    blank prompt (it encodes to no token on tokenizers without a BOS), or a budget under one token or over
+    the model's `context` (in tokens; None: unknown). A budget of 10^20 tokens ran until killed."""
     if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
         raise InvalidInputError(f"prompts: expected a list of strings, got {type(prompts).__name__}")
     for i, prompt in enumerate(prompts):
@@ -78,6 +80,9 @@ def refuse_unusable_prompts(prompts, max_new_tokens: int) -> None:
             raise InvalidInputError(f"prompts[{i}]: expected a non-blank string, got {prompt!r}")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise InvalidInputError(f"max_new_tokens: must be at least 1, got {max_new_tokens}")
+    if context is not None and max_new_tokens > context:
+        raise InvalidInputError(f"max_new_tokens: {max_new_tokens} is more than the model's context of {context} "
+                                "tokens")
 
 
 @torch.no_grad()
@@ -88,7 +93,7 @@ def generate_greedy(handle, prompts: list[str], max_new_tokens: int = 24, stop: 
     template should pass `add_special_tokens=False` so no second BOS is added."""
     if stop not in STOP_MODES:
         raise InvalidInputError(f"stop: {stop!r} is not one of {', '.join(STOP_MODES)}")
-    refuse_unusable_prompts(prompts, max_new_tokens)
+    refuse_unusable_prompts(prompts, max_new_tokens, context_length(handle.model.config))
     tok, model = handle.tokenizer, handle.model
     ends = end_token_ids(tok, model)
     pad = tok.pad_token_id if tok.pad_token_id is not None else ends[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from tiny import tiny_model
@@ -121,6 +122,31 @@ def test_usage_errors(model_dir, tmp_path, capsys):
     assert "dtype 'float8'" in capsys.readouterr().err
     assert main(["edit", "--requests", requests]) == 2  # argparse: --model is required
     assert main([]) == 2
+
+
+@pytest.mark.parametrize("command", ["edit", "repair", "eval"])
+def test_an_output_place_that_cannot_be_written_is_refused_before_loading(tmp_path, capsys, command):
+    """Under a file, or under /proc: refused naming the flag, before the model (here a path that does not
+    exist) is loaded; such an --out used to fail at the save, after the edit, with a traceback."""
+    (tmp_path / "a_file").write_text("x")
+    requests = write_jsonl(tmp_path / "requests.jsonl", REQUESTS[:1])
+    failing = _write_failures(tmp_path / "failing.jsonl", [{"prompt": "p", "answer": "a", "twin": "t"}])
+    (tmp_path / "l.txt").write_text("x\n")
+    inputs = {"edit": ["--requests", requests], "eval": ["--data", requests],
+              "repair": ["--failing", str(failing), "--locality", str(tmp_path / "l.txt")]}[command]
+    flag = "--report" if command == "eval" else "--out"
+    places = [tmp_path / "a_file" / "sub"] + ([Path("/proc/suture-out")] if Path("/proc").is_dir() else [])
+    for place in places:
+        code = main([command, "--model", str(tmp_path / "nowhere"), *inputs, flag, str(place)])
+        err = capsys.readouterr().err
+        assert code == 2 and flag in err and "nowhere" not in err and "Traceback" not in err, err
+
+
+def test_a_generation_budget_over_the_context_is_refused(model_dir, tmp_path, capsys):
+    requests = write_jsonl(tmp_path / "requests.jsonl", REQUESTS[:1])
+    code = main(["edit", "--model", str(model_dir), "--requests", requests, "--max-new-tokens", str(10**20)])
+    err = capsys.readouterr().err
+    assert code == 2 and "max_new_tokens: 100000000000000000000 is more than the model's context" in err
 
 
 def test_input_errors_come_before_the_model_is_loaded(tmp_path, capsys):
