@@ -56,12 +56,24 @@ def read_text_file(path: Path) -> list[str]:
                 raise SutureError(f"{path}:{number}: field 'text' missing or not a string")
             texts.append(record["text"])
         return texts
-    raw = path.read_text(encoding="utf-8")
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SutureError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     if path.suffix == ".json":
-        data = json.loads(raw)
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise SutureError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno})") from None
         if not isinstance(data, list):
             raise SutureError(f"{path}: expected a JSON list of strings or of objects with 'text'")
-        return [d if isinstance(d, str) else d["text"] for d in data]
+        texts = []
+        for i, item in enumerate(data):
+            text = item.get("text") if isinstance(item, dict) else item
+            if not isinstance(text, str):
+                raise SutureError(f"{path}: item {i}: expected a string or an object with a string field 'text'")
+            texts.append(text)
+        return texts
     return [p.strip() for p in raw.split("\n\n") if p.strip()]
 
 

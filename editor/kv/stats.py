@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from suture.editor.errors import SutureError
 from suture.editor.handle import ModelHandle
 from suture.editor.kv.capture import capture_input, hooks, run_until_stopped
 from suture.editor.kv.corpus import CorpusSpec, corpus_fingerprint, load_corpus
@@ -78,6 +79,12 @@ def measure_second_moment(handle: ModelHandle, site: Site, layers: list[int], te
         for layer in layers:
             sums[layer] = sums.get(layer, 0) + keys[layer].T @ keys[layer]
         count += keys[layers[0]].shape[0]
+    dims = max(int(total.shape[0]) for total in sums.values()) if sums else 0
+    if count < dims:  # C has rank <= count: every key direction the text never reached goes unregularized
+        raise SutureError(f"corpus: {count} token(s) of text give key statistics of rank at most {count}, "
+                          f"below the {dims} dimensions of the keys at layer(s) {layers}; the solve would not "
+                          f"hold the edit off ordinary text. Give a corpus of at least {dims} tokens (the default "
+                          "samples 1,000 texts from the model)")
     return {layer: (total / count).float() for layer, total in sums.items()}, count
 
 
