@@ -9,6 +9,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask would, for every thread, for a moment)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022  # the common default where /proc does not say
+
+
 def refuse_non_empty(path: Path) -> None:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise FileExistsError(f"{path} exists and is not empty (or is a file); choose a new output directory")
@@ -20,6 +31,10 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     refuse_non_empty(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    # mkdtemp makes the directory owner-only; what is saved gets the mode any new directory gets (the umask's),
+    # so a checkpoint saved for a serving container or another user is readable there. Where outputs must
+    # be private (the service), their parent directory is what keeps them so.
+    staging.chmod(0o777 & ~_umask())
     try:
         yield staging
         if path.exists():
