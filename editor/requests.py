@@ -76,7 +76,9 @@ class EditRequest(BaseModel):
     def _not_blank(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():  # target_true may be left out, not given blank
             raise ValueError("must not be blank")
-        return value
+        # Every reader spells an answer from its stripped text (the space before it is `target_space`'s),
+        # so the stored request says what is trained: " Paris " was kept, shown and saved as sent.
+        return None if value is None else value.strip()
 
     @model_validator(mode="after")
     def _neighbor_answers_match(self) -> EditRequest:

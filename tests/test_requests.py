@@ -201,3 +201,10 @@ def test_from_counterfact_malformed_prompt_list_names_record_field(prompts):
     with pytest.raises(InvalidRequestError) as info:
         from_counterfact(record, position=0)
     assert "paraphrase_prompts" in str(info.value)
+
+
+def test_answers_are_stored_as_they_are_trained_without_surrounding_whitespace():
+    from suture.editor.requests import EditRequest
+
+    request = EditRequest(prompt="The capital of {} is", subject="Italy", target_new=" Paris \t", target_true=" Rome\n")
+    assert request.target_new == "Paris" and request.target_true == "Rome"
