@@ -4,6 +4,7 @@ after, and optionally save the edited checkpoint."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
@@ -147,6 +148,18 @@ def gate_from_args(args: argparse.Namespace) -> Gate | None:
         raise CliError(f"--gate: {problems}") from None
 
 
+def _gate_line(decision: dict) -> str:
+    """What the gate measured when it passed (the whole evaluation is in the manifest)."""
+    report = decision.get("report") or {}
+    post, drift, generated = report.get("post") or {}, report.get("drift") or {}, report.get("generated") or {}
+    measured = [("efficacy", post.get("efficacy")), ("paraphrase", post.get("paraphrase")),
+                ("neighborhood drop", report.get("neighborhood_drop")), ("drift KL", drift.get("mean_kl")),
+                ("generated efficacy", generated.get("efficacy"))]
+    values = ", ".join(f"{name} {value:.4g}" for name, value in measured if isinstance(value, int | float))
+    unjudged = f"; not measured: {', '.join(decision['not_measured'])}" if decision.get("not_measured") else ""
+    return f"gate passed: {values}{unjudged}"
+
+
 # --- requests --------------------------------------------------------------------------------------------
 
 def read_requests(path: Path) -> list[EditRequest]:
@@ -220,8 +233,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{hits}/{len(requests)} request(s) now answered with their new target")
 
     if out is not None:
-        with timer("save"):
+        with timer("save" if gate is None else "gate and save"):
             saved = editor.save(out, gate=gate)
+        if gate is not None:
+            print(_gate_line(json.loads((saved / "suture.json").read_text())["gate"]))
         print(f"saved the edited checkpoint to {saved} (manifest {saved / 'suture.json'})")
     if session is not None:  # last: a failed gate leaves the session as it was, like a failed edit
         with timer("session save"):

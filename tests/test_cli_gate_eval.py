@@ -42,8 +42,11 @@ def test_passing_gate_saves_with_verdict(model_dir, tmp_path, capsys):  # noqa: 
     out = tmp_path / "out"
     code = main(["edit", "--model", str(model_dir), "--requests", requests, "--out", str(out), "--hparams", HPARAMS,
                  "--gate", str(gate)])
-    assert code == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
     assert json.loads((out / "suture.json").read_text())["gate"]["passed"] is True
+    assert "gate passed: efficacy " in captured.out and "drift KL " in captured.out  # said, not only saved
+    assert "gate and save" in captured.out  # the timing says where the evaluation's time went
 
 
 def test_bad_gate_policy_is_refused_before_loading(model_dir, tmp_path, capsys):  # noqa: F811
