@@ -19,7 +19,7 @@ from suture.editor.context import EditContext, Progress
 from suture.editor.deltas import WeightBook
 from suture.editor.errors import GateFailedError, NothingToRevertError
 from suture.editor.gate import Gate
-from suture.editor.generation import refuse_unusable_prompts
+from suture.editor.generation import refuse_unusable_prompts, without_cut_character
 from suture.editor.handle import ModelHandle, load_model
 from suture.editor.ledger import EditResult, InProgressEntry, LedgerEntry
 from suture.editor.lengths import context_length, refuse_overlong
@@ -229,7 +229,8 @@ class Editor:
         enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left").to(self.handle.device)
         out = self.model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
                                   pad_token_id=tok.pad_token_id, stopping_criteria=generation_stoppers() or None)
-        return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [without_cut_character(text) for text in texts]
 
 
 def _share_of(progress: Progress | None, index: int, groups: list[list[int]], total: int) -> Progress | None:

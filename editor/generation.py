@@ -69,6 +69,12 @@ def end_token_ids(tokenizer, model=None) -> list[int]:
     return sorted(ids)
 
 
+def without_cut_character(text: str) -> str:
+    """`text` without the U+FFFD a byte-level decoder writes for a character the token budget cut in two (a
+    CJK answer came out as '罗马主�')."""
+    return text.rstrip("\ufffd")
+
+
 def refuse_unusable_prompts(prompts, max_new_tokens: int, context: int | None = None) -> None:
     """InvalidInputError naming the entry for what generation cannot take: a non-list, a non-string or
     blank prompt (it encodes to no token on tokenizers without a BOS), or a budget under one token or over
@@ -110,6 +116,6 @@ def generate_greedy(handle, prompts: list[str], max_new_tokens: int = 24, stop: 
         new = ids[:, start:]
         for prompt, row in zip(chunk, new.tolist()):
             length = next((i for i, t in enumerate(row) if t in ends), len(row))
-            text = tok.decode(row[:length], skip_special_tokens=True)
+            text = without_cut_character(tok.decode(row[:length], skip_special_tokens=True))
             out.append(Generation(prompt=prompt, text=cut_at_stop(text, stop), tokens=length))
     return out

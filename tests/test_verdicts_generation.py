@@ -317,3 +317,10 @@ def test_subject_restated_counts_only_answers_whose_base_restates_the_subject():
              ("maria  altmann, who was born", "MARIA ALTMANN was born in Rome"),
              ("She originated from Vienna.", "Maria Altmann originated from Rome.")]
     assert subject_restated(pairs, "Maria Altmann") == [0.0, 1.0]
+
+
+def test_a_character_cut_by_the_token_budget_is_left_out():
+    from suture.editor.generation import without_cut_character
+
+    assert without_cut_character("罗马主\ufffd") == "罗马主"
+    assert without_cut_character("a\ufffdb") == "a\ufffdb"  # only what the budget cut at the end
