@@ -175,6 +175,34 @@ def test_an_admin_reaches_every_checkpoint_of_a_shared_name_by_job_id(client):
     assert client.get(f"/v1/checkpoints/{ids[1]}", headers=alice).status_code == 404  # not another's
 
 
+def test_the_job_body_is_parsed_off_the_event_loop(client, monkeypatch):
+    """A large body's parsing and validation run in a worker thread, so other callers are not kept waiting."""
+    import asyncio
+
+    from suture.service.api import job_body, routes_jobs
+
+    where = []
+
+    def spy(raw: bytes):
+        try:
+            asyncio.get_running_loop()
+            where.append("event loop")
+        except RuntimeError:
+            where.append("worker thread")
+        return job_body.parse_job(raw)
+
+    monkeypatch.setattr(routes_jobs, "parse_job", spy)
+    assert client.post("/v1/jobs", json=EDIT, headers=AUTH).status_code == 202
+    assert where == ["worker thread"]
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[" * 100_000 + b"]" * 100_000, b"", "\u00e9".encode("latin-1")])
+def test_a_body_that_is_not_json_is_422(tmp_path, raw):
+    with TestClient(make_app(tmp_path, max_body_bytes=1_000_000)) as client:
+        response = client.post("/v1/jobs", content=raw, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 422 and response.json()["detail"][0]["type"] == "json_invalid"
+
+
 def test_pagination_and_filters(client):
     ids = [client.post("/v1/jobs", json=EDIT, headers=AUTH).json()["id"] for _ in range(5)]
     seen, cursor = [], None

@@ -20,6 +20,7 @@ from starlette.routing import Match
 
 from suture.editor.paths import suture_home
 from suture.service.api import routes_checkpoints, routes_jobs, routes_ops, routes_tokens
+from suture.service.api.job_body import add_job_body_schema
 from suture.service.api.limits import BodySizeLimit
 from suture.service.api.metrics import Metrics
 from suture.service.api.state import ServiceState
@@ -71,6 +72,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                   description="Edit, evaluate and repair transformer language models as jobs. "
                               "Authenticate with `Authorization: Bearer <token>`.")
     app.state.suture = st
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_job_body_schema(default_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi
     for module in (routes_jobs, routes_checkpoints, routes_tokens, routes_ops):
         app.include_router(module.router)
 

@@ -6,13 +6,14 @@ import asyncio
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from suture.editor.errors import UnknownMethodError
 from suture.editor.registry import get_method
 from suture.service.api.auth import Caller, State, sees
+from suture.service.api.job_body import JOB_BODY, parse_job
 from suture.service.jobs import UnknownModelError
 from suture.service.jobs.admission import Inadmissible, admit
 from suture.service.schemas import ErrorBody, JobCreate, JobKind, JobPage, JobStatus, JobView
@@ -73,9 +74,14 @@ def _check_refs(st, caller, body: JobCreate) -> None:
     400: {"model": ErrorBody, "description": "unknown method, one that does not fit the job kind, or an "
                                              "unparseable body"},
     409: {"model": ErrorBody, "description": "output name taken, or Idempotency-Key reused with another body"},
-    413: {"model": ErrorBody, "description": "body too large"}})
-async def submit(body: JobCreate, response: Response, caller: Caller, st: State,
+    413: {"model": ErrorBody, "description": "body too large"},
+    422: {"description": "the body is not a valid job: each error names its field and reason",
+          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}}},
+    openapi_extra=JOB_BODY)
+async def submit(request: Request, response: Response, caller: Caller, st: State,
                  idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobView:
+    # The body is a JobCreate, parsed in a worker thread (job_body.py), not on the event loop.
+    body = await run_in_threadpool(parse_job, await request.body())
     await run_in_threadpool(_check_refs, st, caller, body)
     try:
         job, created = await run_in_threadpool(st.jobs.submit, caller.id, body, idempotency_key)
