@@ -58,3 +58,19 @@ def test_orthogonal_to_shared_value_refuses_adam():
     with pytest.raises(InvalidHyperparametersError, match="orthogonal_to_shared_value"):
         editor.apply([EditRequest(prompt="The capital of {} is", subject="Italy", target_new="London")],
                      method="memit", objective={"optimizer": "adam"}, orthogonal_to_shared_value=True, **BASE)
+
+
+def test_one_call_of_many_requests_keeps_later_chunks_orthogonal_to_the_earlier_chunks_mean():
+    """The values of one call add up like sequential edits' do: with chunks of 3, the first chunks have too
+    few values for a direction; each later chunk is optimized orthogonal to the mean of all before it."""
+    model, tok = tiny_model("llama")
+    editor = Editor.from_model(model, tok)
+    requests = [EditRequest(prompt="The capital of {} is", subject=s, target_new="London") for s in SUBJECTS]
+    result = editor.apply(requests, method="memit", objective=NGD, orthogonal_to_shared_value=True,
+                          keep_failed=True, chunk_size=3, **BASE)
+    units = editor.ledger[-1].artifacts[ARTIFACT]
+    units = units[0] if isinstance(units, list) else units
+    assert result.details["shared_value_direction"] == [False]
+    assert result.details["shared_value_chunks"] == [1]  # chunks of 3: only the fourth follows 9 >= MIN_EARLIER
+    before = torch.nn.functional.normalize(units[:9].sum(0), dim=0)
+    assert torch.allclose(units[9:] @ before, torch.zeros(1), atol=1e-4)

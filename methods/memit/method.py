@@ -139,14 +139,19 @@ class Memit(EditMethod):
         chunks = list(_chunks(requests, hparams.chunk_size))
         details["value_steps"] = []  # per chunk: where an edit's time goes (benchmarks/sequential.py)
         fisher = self._step_metric(ctx, hparams)
-        metric = fisher
-        if hparams.orthogonal_to_shared_value:
-            shared = shared_value_direction(ctx)
-            details["shared_value_direction"] = shared is not None  # False: too few earlier values yet
-            if shared is not None:
-                metric = orthogonal_steps(shared.to(handle.device), metric)
+        this_call: list[torch.Tensor] = []  # unit values of the chunks done, for the shared direction
         for i, chunk in enumerate(chunks):
+            metric = fisher
+            if hparams.orthogonal_to_shared_value:
+                shared = shared_value_direction(ctx, this_call)
+                if i == 0:
+                    details["shared_value_direction"] = shared is not None  # False: too few earlier values yet
+                details["shared_value_chunks"] = details.get("shared_value_chunks", 0) + (shared is not None)
+                if shared is not None:
+                    metric = orthogonal_steps(shared.to(handle.device), fisher)
             solution = optimize_values(handle, top, chunk, templates, hparams.objective, step_metric=metric)
+            if hparams.orthogonal_to_shared_value:
+                this_call.append(torch.nn.functional.normalize(solution.deltas, dim=1))
             deltas.append(solution.deltas)
             init_values.append(solution.init_values)
             details["value_steps"].append(solution.steps)

@@ -8,7 +8,8 @@ a component, it adds up in step at ordinary positions, and the drift it causes g
 
 The running mean of the earlier edits' unit values (kept in the ledger) estimates the direction; a new value
 is optimized in the orthogonal complement (steps projected by I - s sᵀ), so the sum over edits cannot grow
-along it.
+along it. One call of many requests writes their values together, where the shared component adds up in
+the same way: its value chunks after the first are optimized orthogonal to the mean of the chunks before.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ ARTIFACT = "unit_values"  # ledger artifact: [n, d] unit values of one call's re
 MIN_EARLIER = 8
 
 
-def shared_value_direction(ctx: EditContext) -> torch.Tensor | None:
-    """s [d], unit: the mean direction of earlier edits' values, or None before MIN_EARLIER of them."""
-    earlier = [v for v in ctx.artifacts(ARTIFACT) if v is not None]
+def shared_value_direction(ctx: EditContext, this_call: list[torch.Tensor] = ()) -> torch.Tensor | None:
+    """s [d], unit: the mean direction of earlier edits' values, and of `this_call`'s (unit values [k, d]
+    of the chunks a many-request call has already optimized), or None before MIN_EARLIER of them."""
+    earlier = [v for v in ctx.artifacts(ARTIFACT) if v is not None] + [v.cpu() for v in this_call]
     count = sum(v.shape[0] for v in earlier)
     if count < MIN_EARLIER:
         return None
