@@ -49,6 +49,18 @@ def output_dir(flag: str, value: str | None, empty: bool = True) -> Path | None:
     return path
 
 
+def output_file(flag: str, value: str | None) -> Path | None:
+    """`value` as a file the command can write later (its missing directories made then): not a directory,
+    in a place where entries can be created. CliError names `flag`."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise CliError(f"{flag}: {path} is a directory; give a file name")
+    writable_place(flag, path)
+    return path
+
+
 def writable_place(flag: str, path: Path) -> None:
     """CliError naming `flag` unless an entry can be created in `path`'s nearest existing directory."""
     existing = path if path.is_dir() else path.parent

@@ -14,7 +14,7 @@ from suture.cli.common import (
     add_model_arguments,
     load_editor,
     output_dir,
-    writable_place,
+    output_file,
 )
 
 EPILOG = """\
@@ -130,13 +130,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("; ".join(f"{flag(e['loc'])}: {e['msg']}" for e in exc.errors())) from None
 
     out = output_dir("--out", args.out)
-    if args.report:
-        writable_place("--report", Path(args.report))
+    report = output_file("--report", args.report)
     editor, _ = load_editor(args.model, args.device, args.dtype)
     search, _ = search_repair(editor, prompts, answers, twins, locality, config,
                               progress=lambda line: print(line, flush=True))
-    if args.report:
-        Path(args.report).write_text(json.dumps(search.model_dump(), indent=1))
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(search.model_dump(), indent=1))
     if not search.reached_target:
         best = f" (the best found fixed {search.chosen_point.fixed:.1%})" if search.chosen_point else ""
         print(f"no set of at most {args.max_heads} heads fixed {args.target:.0%} of the failures within the "

@@ -26,15 +26,16 @@ def refuse_non_empty(path: Path) -> None:
 
 
 @contextmanager
-def atomic_directory(path: Path) -> Iterator[Path]:
-    """Yield a staging directory; on success it becomes `path`, on any error it is removed."""
+def atomic_directory(path: Path, mode: int | None = None) -> Iterator[Path]:
+    """Yield a staging directory; on success it becomes `path` (with `mode`, default the one the umask gives
+    a new directory), on any error it is removed."""
     refuse_non_empty(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     # mkdtemp makes the directory owner-only; what is saved gets the mode any new directory gets (the umask's),
-    # so a checkpoint saved for a serving container or another user is readable there. Where outputs must
-    # be private (the service), their parent directory is what keeps them so.
-    staging.chmod(0o777 & ~_umask())
+    # so a checkpoint saved for a serving container or another user is readable there. Private outputs (the
+    # service's, one tenant's) ask for their mode.
+    staging.chmod(0o777 & ~_umask() if mode is None else mode)
     try:
         yield staging
         if path.exists():

@@ -142,6 +142,19 @@ def test_an_output_place_that_cannot_be_written_is_refused_before_loading(tmp_pa
         assert code == 2 and flag in err and "nowhere" not in err and "Traceback" not in err, err
 
 
+def test_repair_report_must_be_a_file_in_a_writable_place(tmp_path, capsys):
+    failing = _write_failures(tmp_path / "failing.jsonl", [{"prompt": "p", "answer": "a", "twin": "t"}])
+    (tmp_path / "l.txt").write_text("x\n")
+    base = ["repair", "--model", str(tmp_path / "nowhere"), "--failing", str(failing), "--locality",
+            str(tmp_path / "l.txt"), "--report"]
+    assert main([*base, str(tmp_path)]) == 2 and "--report" in capsys.readouterr().err  # a directory
+    (tmp_path / "a_file").write_text("x")
+    assert main([*base, str(tmp_path / "a_file" / "r.json")]) == 2 and "--report" in capsys.readouterr().err
+    # a report in directories still to be made is fine: the model path is what fails then
+    assert main([*base, str(tmp_path / "new" / "dirs" / "r.json")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
 def test_a_generation_budget_over_the_context_is_refused(model_dir, tmp_path, capsys):
     requests = write_jsonl(tmp_path / "requests.jsonl", REQUESTS[:1])
     code = main(["edit", "--model", str(model_dir), "--requests", requests, "--max-new-tokens", str(10**20)])

@@ -148,6 +148,26 @@ def test_a_token_sees_only_its_own_jobs_and_admins_see_all(client):
     assert client.post("/v1/tokens", json={"name": "eve"}, headers=alice).status_code == 403
 
 
+def test_a_failed_jobs_name_goes_to_the_next_job_with_what_its_run_left_behind(client):
+    """A run that died after writing can leave files under the name of a job that then failed: the next job
+    that asks for the name gets it, and those files (their job.json names the failed job) are removed."""
+    from suture.service.jobs.outputs import owner_area
+    from suture.service.schemas import JobStatus
+
+    st = client.app.state.suture
+    first = client.post("/v1/jobs", json={**EDIT, "output_name": "retry"}, headers=AUTH).json()
+    assert st.jobs.claim(first["id"], "test") and st.jobs.finish(first["id"], JobStatus.failed, error="died")
+    owner = st.jobs.row(first["id"]).owner_id
+    left = owner_area(st.settings.artifacts_dir, owner) / "retry"
+    left.mkdir(parents=True)
+    (left / "job.json").write_text(json.dumps({"job_id": first["id"]}))
+    second = client.post("/v1/jobs", json={**EDIT, "output_name": "retry"}, headers=AUTH)
+    assert second.status_code == 202 and second.json()["output_name"] == "retry" and not left.exists()
+    assert client.get(f"/v1/jobs/{first['id']}", headers=AUTH).json()["output_name"] is None
+    again = client.post("/v1/jobs", json={**EDIT, "output_name": "retry"}, headers=AUTH)
+    assert again.status_code == 409  # now held by a queued job
+
+
 def test_an_admin_reaches_every_checkpoint_of_a_shared_name_by_job_id(client):
     """Names are per token: two tokens may both have 'afix'. An admin asking for the name is told it is
     ambiguous and given the job ids; by job id each one is reached (and only an admin reaches another's)."""
@@ -183,13 +203,13 @@ def test_the_job_body_is_parsed_off_the_event_loop(client, monkeypatch):
 
     where = []
 
-    def spy(raw: bytes):
+    def spy(raw: bytes, content_type: str | None = None):
         try:
             asyncio.get_running_loop()
             where.append("event loop")
         except RuntimeError:
             where.append("worker thread")
-        return job_body.parse_job(raw)
+        return job_body.parse_job(raw, content_type)
 
     monkeypatch.setattr(routes_jobs, "parse_job", spy)
     assert client.post("/v1/jobs", json=EDIT, headers=AUTH).status_code == 202
@@ -201,6 +221,16 @@ def test_a_body_that_is_not_json_is_422(tmp_path, raw):
     with TestClient(make_app(tmp_path, max_body_bytes=1_000_000)) as client:
         response = client.post("/v1/jobs", content=raw, headers={**AUTH, "Content-Type": "application/json"})
     assert response.status_code == 422 and response.json()["detail"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize(("content_type", "accepted"), [
+    ("text/plain", False), ("application/x-www-form-urlencoded", False), ("application/json; charset=utf-8", True),
+    ("application/merge-patch+json", True)])
+def test_a_job_body_must_be_sent_as_json(client, content_type, accepted):
+    response = client.post("/v1/jobs", content=json.dumps(EDIT), headers={**AUTH, "Content-Type": content_type})
+    assert response.status_code == (202 if accepted else 422), response.text
+    if not accepted:
+        assert response.json()["detail"][0]["type"] == "content_type"
 
 
 def test_pagination_and_filters(client):

@@ -568,3 +568,23 @@ def test_non_finite_hyperparameters_sent_as_strings_are_422(client, value):
             "hparams": {"layer": 0, "heads": [0], "factor": value}}
     answer = client.post("/v1/jobs", json=body, headers=AUTH)
     assert answer.status_code == 422 and "factor" in answer.text
+
+
+def test_a_jobs_outputs_are_its_tenants_only_and_never_written_over_anothers(model_dir, tmp_path):
+    """Outputs are owner-only whatever the artifacts mount's mode; a target that holds another job's files
+    fails the job definitely (a retry cannot help) and is left as it is."""
+    from suture.service.jobs.runner import JobFailed
+
+    models = LoadedModels(ModelCatalog({"tiny": str(model_dir)}), capacity=1)
+    area = tmp_path / "area"
+    spec = JobCreate.model_validate({**edit_body(1), "keep_failed": True, "output_name": "mine"})
+    with models.checkout("tiny") as editor:
+        run_job(editor, RunContext(job_id="a", spec=spec, artifacts_dir=area))
+        assert stat.S_IMODE((area / "mine").stat().st_mode) == 0o700
+        theirs = area / "theirs"
+        theirs.mkdir()
+        (theirs / "job.json").write_text(json.dumps({"job_id": "someone-else"}))
+        taken = JobCreate.model_validate({**edit_body(1), "keep_failed": True, "output_name": "theirs"})
+        with pytest.raises(JobFailed, match="holds another job's outputs"):
+            run_job(editor, RunContext(job_id="b", spec=taken, artifacts_dir=area))
+    assert json.loads((theirs / "job.json").read_text()) == {"job_id": "someone-else"}

@@ -95,23 +95,26 @@ def test_output_names_are_unique(stores):
 
 
 def test_a_failed_or_cancelled_job_gives_its_output_name_back(stores):
-    """Such a job wrote no output; its name is free for the next job (and no longer shown on it), while a
-    queued, running or succeeded job keeps its name."""
+    """Such a job's name can be released (its row then shows none); a queued, running or succeeded job's
+    cannot. The submit route releases it when a new job of the token asks for the name."""
     jobs, _, owner, _ = stores
     name = f"fix-{uuid.uuid4().hex[:8]}"
     failed, _ = jobs.submit(owner, body(output_name=name))
+    assert jobs.release_ended_name(owner, name) is None  # queued: kept
     jobs.claim(failed.id, "w1")
+    assert jobs.release_ended_name(owner, name) is None  # running: kept
     jobs.finish(failed.id, JobStatus.failed, error="verdict failed")
+    with pytest.raises(OutputNameTaken, match="queued, running or succeeded"):
+        jobs.submit(owner, body(output_name=name))  # the store itself never takes a name back
+    assert jobs.release_ended_name(owner, name) == failed.id and jobs.get(failed.id).output_name is None
     second, created = jobs.submit(owner, body(output_name=name))
-    assert created and second.output_name == name and jobs.get(failed.id).output_name is None
+    assert created and second.output_name == name
     assert jobs.cancel(second.id).status is JobStatus.cancelled
+    assert jobs.release_ended_name(owner, name) == second.id
     third, _ = jobs.submit(owner, body(output_name=name))
     jobs.claim(third.id, "w1")
-    with pytest.raises(OutputNameTaken, match="queued, running or succeeded"):  # running: kept
-        jobs.submit(owner, body(output_name=name))
     jobs.finish(third.id, JobStatus.succeeded, result={})
-    with pytest.raises(OutputNameTaken):  # succeeded: kept
-        jobs.submit(owner, body(output_name=name))
+    assert jobs.release_ended_name(owner, name) is None  # succeeded: kept
 
 
 def test_a_dead_run_is_retried_then_failed_with_the_reason(stores):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -24,6 +23,7 @@ from suture.service.api.job_body import add_job_body_schema
 from suture.service.api.limits import BodySizeLimit
 from suture.service.api.metrics import Metrics
 from suture.service.api.state import ServiceState
+from suture.service.api.validation_errors import bounded_errors
 from suture.service.jobs import ModelCatalog
 from suture.service.settings import ServiceSettings
 from suture.service.store import JobStore, TokenStore, make_engine
@@ -105,34 +105,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         # The default handler echoes each error's input, which may hold NaN or Infinity that JSON cannot
         # carry (a 500); the echo is made JSON-safe instead.
         return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(
-            _bounded_errors(exc.errors()), custom_encoder={Exception: str}))})
+            bounded_errors(exc.errors()), custom_encoder={Exception: str}))})
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
-
-
-# A 422 names each error's field and reason; it echoes what was sent only when that is short. Echoing a
-# 10 MB body (twice, with a ValueError's text in ctx as well) made a 30 MB answer to one bad request.
-ECHO_CHARS = 200
-MAX_ERRORS = 20
-
-
-def _bounded_errors(errors: Sequence[dict]) -> list[dict]:
-    """The first MAX_ERRORS errors (then a count), each input echoed only if its repr is at most ECHO_CHARS,
-    and a ValueError's text given once (as msg, not again in ctx)."""
-    bounded = []
-    for error in errors[:MAX_ERRORS]:
-        error = dict(error)
-        if "input" in error and len(repr(error["input"])) > ECHO_CHARS:
-            value = error["input"]
-            size = f" of {len(value)}" if hasattr(value, "__len__") else ""
-            error["input"] = f"<{type(value).__name__}{size}, not echoed>"
-        if isinstance(error.get("ctx"), dict) and "error" in error["ctx"]:
-            error["ctx"] = {k: v for k, v in error["ctx"].items() if k != "error"}
-        bounded.append(error)
-    if len(errors) > MAX_ERRORS:
-        bounded.append({"loc": ["body"], "msg": f"and {len(errors) - MAX_ERRORS} more error(s)", "type": "too_many"})
-    return bounded
 
 
 def _json_safe(value):

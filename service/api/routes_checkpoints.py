@@ -39,7 +39,7 @@ def _find(st, caller, name: str):
     tokens, so an admin can reach every one); else, for an admin, the one token's checkpoint of that name."""
     row = st.jobs.by_output(name, caller.id) or st.jobs.row(name)
     if row is None and caller.admin:
-        holders = [r for r in st.jobs.holders_of(name) if r.status == "succeeded"]
+        holders = st.jobs.holders_of(name)
         if len(holders) > 1:
             raise HTTPException(status.HTTP_409_CONFLICT, f"checkpoint name {name!r} is used by several tokens' "
                                 f"jobs; address it by job id: {', '.join(r.id for r in holders)}")

@@ -16,6 +16,8 @@ from suture.service.api.auth import Caller, State, sees
 from suture.service.api.job_body import JOB_BODY, parse_job
 from suture.service.jobs import UnknownModelError
 from suture.service.jobs.admission import Inadmissible, admit
+from suture.service.jobs.outputs import owner_area
+from suture.service.jobs.runner import discard_outputs
 from suture.service.schemas import ErrorBody, JobCreate, JobKind, JobPage, JobStatus, JobView
 from suture.service.store import IdempotencyConflict, OutputNameTaken
 
@@ -69,10 +71,22 @@ def _check_refs(st, caller, body: JobCreate) -> None:
         raise HTTPException(422, exc.detail()) from None
 
 
+def _submit(st, owner_id: int, body: JobCreate, idempotency_key: str | None) -> tuple[JobView, bool]:
+    """Queue the job. Its output_name, if a job of the same token that failed or was cancelled holds it, is
+    taken back from that job (with any files a run of it that died after writing left) and given to this one."""
+    try:
+        return st.jobs.submit(owner_id, body, idempotency_key)
+    except OutputNameTaken:
+        released = body.output_name and st.jobs.release_ended_name(owner_id, body.output_name)
+        if not released:
+            raise
+        discard_outputs(owner_area(st.settings.artifacts_dir, owner_id), body.output_name, released)
+        return st.jobs.submit(owner_id, body, idempotency_key)  # once: a second clash is a live holder
+
+
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView, responses={
     **ERRORS, 200: {"model": JobView, "description": "an Idempotency-Key seen before: the same job"},
-    400: {"model": ErrorBody, "description": "unknown method, one that does not fit the job kind, or an "
-                                             "unparseable body"},
+    400: {"model": ErrorBody, "description": "unknown method, or one that does not fit the job kind"},
     409: {"model": ErrorBody, "description": "output name taken, or Idempotency-Key reused with another body"},
     413: {"model": ErrorBody, "description": "body too large"},
     422: {"description": "the body is not a valid job: each error names its field and reason",
@@ -81,10 +95,10 @@ def _check_refs(st, caller, body: JobCreate) -> None:
 async def submit(request: Request, response: Response, caller: Caller, st: State,
                  idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobView:
     # The body is a JobCreate, parsed in a worker thread (job_body.py), not on the event loop.
-    body = await run_in_threadpool(parse_job, await request.body())
+    body = await run_in_threadpool(parse_job, await request.body(), request.headers.get("content-type"))
     await run_in_threadpool(_check_refs, st, caller, body)
     try:
-        job, created = await run_in_threadpool(st.jobs.submit, caller.id, body, idempotency_key)
+        job, created = await run_in_threadpool(_submit, st, caller.id, body, idempotency_key)
     except (IdempotencyConflict, OutputNameTaken) as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     response.headers["Location"] = f"/v1/jobs/{job.id}"

@@ -287,7 +287,9 @@ def _write_outputs(editor: Editor, ctx: RunContext, report: EvaluationReport | N
     target = ctx.artifacts_dir / (spec.output_name or ctx.job_id)
     notes: dict[str, str] = {}
     _remove_earlier_attempt(target, ctx.job_id)
-    with atomic_directory(target) as staging:
+    if target.is_dir() and any(target.iterdir()):  # another job's: never replaced, and retrying cannot help
+        raise JobFailed(f"output_name {target.name!r}: the directory holds another job's outputs")
+    with atomic_directory(target, mode=0o700) as staging:  # one tenant's, whatever the artifacts mount's mode
         (staging / "ledger.json").write_text(json.dumps(editor.ledger_json(), indent=1))
         if spec.kind is not JobKind.evaluate and editor.ledger:
             editor.save_session(staging / SESSION_FILE)

@@ -79,8 +79,6 @@ class JobStore:
                 existing = self._by_key(owner_id, idempotency_key)
                 if existing is not None:
                     return self._same_request(existing, digest), False
-            if body.output_name is not None and self._release_name(owner_id, body.output_name):
-                return self.submit(owner_id, body, idempotency_key)  # once: a second clash finds a live holder
             raise OutputNameTaken(f"output_name {body.output_name!r} is already used by another of your jobs "
                                   "(queued, running or succeeded)") from None
         return self.get(job_id), True
@@ -151,20 +149,25 @@ class JobStore:
         with self.engine.connect() as conn:
             return conn.execute(query).first()
 
-    def holders_of(self, name: str, limit: int = 10) -> list:
-        """Up to `limit` jobs of any token whose output is `name`, newest first (for admins, who see all)."""
-        query = select(jobs).where(jobs.c.output_name == name).order_by(jobs.c.seq.desc()).limit(limit)
+    def holders_of(self, name: str, limit: int = 11) -> list:
+        """Up to `limit` succeeded jobs of any token whose output is `name`, newest first (for admins)."""
+        query = (select(jobs).where(and_(jobs.c.output_name == name, jobs.c.status == JobStatus.succeeded.value))
+                 .order_by(jobs.c.seq.desc()).limit(limit))
         with self.engine.connect() as conn:
             return conn.execute(query).all()
 
-    def _release_name(self, owner_id: int, name: str) -> bool:
-        """Free `name` if the job holding it ended failed or cancelled: such a job wrote no output (outputs
-        are written whole or not at all), and its name would otherwise be taken for good."""
+    def release_ended_name(self, owner_id: int, name: str) -> str | None:
+        """Free `name` if the job holding it ended failed or cancelled (its name would otherwise be taken for
+        good); the id of that job, whose leftover files the caller removes (a run that died after writing
+        can leave them), or None when the name is held by a live or succeeded job, or by none."""
         ended = jobs.c.status.in_([JobStatus.failed.value, JobStatus.cancelled.value])
+        holder = and_(jobs.c.owner_id == owner_id, jobs.c.output_name == name, ended)
         with self.engine.begin() as conn:
-            result = conn.execute(update(jobs).where(and_(jobs.c.owner_id == owner_id, jobs.c.output_name == name,
-                                                          ended)).values(output_name=None))
-        return result.rowcount == 1
+            row = conn.execute(select(jobs.c.id).where(holder)).first()
+            if row is None:
+                return None
+            released = conn.execute(update(jobs).where(and_(holder, jobs.c.id == row.id)).values(output_name=None))
+        return row.id if released.rowcount == 1 else None
 
     # --- state changes ----------------------------------------------------------------------------------
 
